@@ -1,0 +1,104 @@
+"""dstdformat: CT volumes in ``.dstd`` files, compressed and read back lazily, region by region.
+
+``save`` and ``open`` are the whole everyday API. Importing this package does not import torch;
+the learned codec loads it only when a learned section must be encoded or decoded.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._version import __version__
+from .codecs.base import VolumeCodec
+from .container.volume import Volume, open_volume
+from .container.writer import WriteResult, write_volume
+from .errors import (
+    ChecksumError,
+    CodecError,
+    CorruptFileError,
+    CorruptHeaderError,
+    CorruptIndexError,
+    CorruptSectionError,
+    DstdError,
+    InvalidInputError,
+    NotADstdFileError,
+    StorageError,
+    TruncatedFileError,
+    UnknownCodecError,
+    UnsupportedImageError,
+    UnsupportedVersionError,
+)
+from .metadata import Scan, ScanMetadata
+
+
+def save(data: Any, path: str | os.PathLike[str], codec: str | VolumeCodec = "lossless", *,
+         tile_shape: tuple[int, int, int] | None = None, codec_options: dict[str, Any] | None = None,
+         progress: bool = False, storage_options: dict[str, Any] | None = None,
+         **metadata: Any) -> WriteResult:
+    """Compress a 3D volume into a ``.dstd`` file (local path or fsspec URL), atomically.
+
+    ``data`` is an array indexed ``[k, j, i]`` (axis 0 = slices), a :class:`Scan` or an open
+    :class:`Volume`. Keyword arguments set metadata: ``spacing``, ``affine``, ``slope``,
+    ``intercept``, ``modality``, ``original_dtype``, ``attributes``, ``provenance``; they
+    override what a Scan or Volume carries.
+    """
+    if isinstance(data, Scan):
+        array, base = data.array, data.metadata
+    elif isinstance(data, Volume):
+        array, base = data.read(), data.metadata
+    else:
+        array, base = data, ScanMetadata()
+    meta = base.replace(**metadata) if metadata else base
+    if isinstance(codec, str):
+        from .codecs.registry import get_codec
+
+        codec = get_codec(codec, **(codec_options or {}))
+    elif not isinstance(codec, VolumeCodec):
+        raise InvalidInputError(f"codec must be a codec id or a VolumeCodec, got {codec!r}")
+    elif codec_options:
+        raise InvalidInputError("codec_options only apply when codec is given by id")
+    return write_volume(path, array, codec=codec, metadata=meta, tile_shape=tile_shape,
+                        progress=progress, storage_options=storage_options)
+
+
+def open(path_or_url: str | os.PathLike[str],  # noqa: A001 - the natural name, like zarr.open
+         storage_options: dict[str, Any] | None = None) -> Volume:
+    """Open a ``.dstd`` file lazily from a local path or any fsspec URL (s3://, https://, ...)."""
+    return open_volume(path_or_url, storage_options)
+
+
+def __getattr__(name: str) -> Any:
+    # The CT readers import nibabel/h5py/pydicom; load them only when asked for.
+    if name in ("read_scan", "write_scan"):
+        from . import io
+
+        return getattr(io, name)
+    raise AttributeError(f"module 'dstdformat' has no attribute {name!r}")
+
+
+__all__ = [
+    "ChecksumError",
+    "CodecError",
+    "CorruptFileError",
+    "CorruptHeaderError",
+    "CorruptIndexError",
+    "CorruptSectionError",
+    "DstdError",
+    "InvalidInputError",
+    "NotADstdFileError",
+    "Scan",
+    "ScanMetadata",
+    "StorageError",
+    "TruncatedFileError",
+    "UnknownCodecError",
+    "UnsupportedImageError",
+    "UnsupportedVersionError",
+    "Volume",
+    "WriteResult",
+    "__version__",
+    "open",
+    "read_scan",
+    "save",
+    "write_scan",
+]

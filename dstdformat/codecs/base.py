@@ -1,0 +1,106 @@
+"""The contract between the container and a codec: arrays in, section payloads out, and back.
+
+A codec never sees files or URLs. To encode it yields :class:`Section` payloads; to decode a region
+it asks ``fetch`` for the sections it needs (already length- and checksum-verified by the
+container) and returns the voxels of that region.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..container.tiling import Region, TileGrid
+from ..errors import InvalidInputError
+
+SectionKey = tuple[int, int]  # (SectionKind, tile number or NO_TILE)
+Fetch = Callable[[list[SectionKey]], Mapping[SectionKey, bytes]]
+
+#: dtypes the container can describe; a codec may accept a subset.
+CONTAINER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Section:
+    kind: int
+    tile: int
+    payload: bytes
+
+
+@dataclass
+class Encoded:
+    """What ``encode`` returns: the sections (a lazy iterator) and codec state for the header.
+
+    ``state`` may be filled in while ``sections`` is consumed; the writer reads it afterwards.
+    """
+
+    sections: Iterator[Section]
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DecodeContext:
+    """What a codec needs to know about a stored volume to decode any part of it."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    grid: TileGrid
+    params: Mapping[str, Any]
+    state: Mapping[str, Any]
+
+
+class VolumeCodec(ABC):
+    """Base class of codecs that turn a 3D array into container sections."""
+
+    codec_id: ClassVar[str]
+    codec_version: ClassVar[int] = 1
+    #: True when decode(encode(x)) == x bit for bit (lets `dstd verify` check the original hash).
+    exact: ClassVar[bool] = False
+    supported_dtypes: ClassVar[tuple[str, ...]] = CONTAINER_DTYPES
+    preferred_tile_shape: ClassVar[tuple[int, int, int]] = (64, 64, 64)
+
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """JSON parameters stored in the header; ``from_config`` must rebuild an equal codec."""
+
+    @classmethod
+    def from_config(cls, params: Mapping[str, Any]) -> VolumeCodec:
+        try:
+            return cls(**dict(params))
+        except TypeError as exc:
+            raise InvalidInputError(f"bad parameters for codec {cls.codec_id!r}: {exc}") from None
+
+    def describe(self) -> dict[str, Any]:
+        """The header's ``codec`` member (the writer adds ``state`` after encoding)."""
+        return {"id": self.codec_id, "version": self.codec_version, "model": None,
+                "params": self.get_config()}
+
+    def check_array(self, array: np.ndarray) -> None:
+        """Raise :class:`InvalidInputError` for arrays this codec cannot store."""
+        if array.dtype.name not in self.supported_dtypes:
+            raise InvalidInputError(
+                f"codec {self.codec_id!r} does not support dtype {array.dtype.name}; "
+                f"supported: {', '.join(self.supported_dtypes)}"
+            )
+
+    @abstractmethod
+    def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False) -> Encoded:
+        """Encode a C-contiguous little-endian 3D array into sections."""
+
+    @abstractmethod
+    def decode_region(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
+        """Decode exactly ``region`` (step-1 slices inside the volume) as an array of ctx.dtype."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore
+
+    def __hash__(self) -> int:
+        return hash((self.codec_id, repr(sorted(self.get_config().items()))))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"

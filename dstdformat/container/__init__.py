@@ -1,0 +1,32 @@
+"""Format v1 container: header, sections, index, checksums. numpy only -- never imports torch.
+
+Names are resolved lazily so that codecs can import ``container.format``/``container.tiling``
+while this package's reader and writer import the codec base classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FORMAT_MAJOR": ".format",
+    "FORMAT_MINOR": ".format",
+    "MAGIC": ".format",
+    "SectionKind": ".format",
+    "DstdReader": ".reader",
+    "TileGrid": ".tiling",
+    "Volume": ".volume",
+    "open_volume": ".volume",
+    "WriteResult": ".writer",
+    "write_volume": ".writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+
+
+__all__ = sorted(_EXPORTS)

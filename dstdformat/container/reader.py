@@ -1,0 +1,83 @@
+"""Reading the structure of a ``.dstd`` file: at most two small requests, then verified sections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from ..errors import ChecksumError, CorruptIndexError
+from ..storage.sources import ByteSource
+from .format import (
+    FOOTER_SIZE,
+    PREAMBLE_SIZE,
+    Footer,
+    Preamble,
+    SectionEntry,
+    crc32,
+    unpack_index,
+)
+from .header import ParsedHeader, parse_header
+
+#: Bytes fetched from each end of the file when opening; covers header and index of typical files.
+PROBE_SIZE = 64 * 1024
+
+SectionKey = tuple[int, int]
+
+
+class DstdReader:
+    """Parses preamble, header, footer and index; hands out checksum-verified section bytes."""
+
+    def __init__(self, source: ByteSource) -> None:
+        self.source = source
+        size = source.size
+        if size <= 2 * PROBE_SIZE:
+            head = tail = source.read_ranges([(0, size)])[0]
+        else:
+            head, tail = source.read_ranges([(0, PROBE_SIZE), (size - PROBE_SIZE, size)],
+                                            max_gap=0)
+        self.preamble = Preamble.unpack(head[:PREAMBLE_SIZE], size)
+        p = self.preamble
+        h_end = p.header_offset + p.header_length
+        if h_end <= len(head):
+            header_bytes = head[p.header_offset:h_end]
+        else:
+            header_bytes = source.read_ranges([(p.header_offset, h_end)])[0]
+        if crc32(header_bytes) != p.header_crc32:
+            raise ChecksumError("header checksum mismatch: the JSON header is damaged")
+        self.header: ParsedHeader = parse_header(header_bytes)
+
+        self.footer = Footer.unpack(tail[-FOOTER_SIZE:], size, h_end)
+        f = self.footer
+        tail_start = size - len(tail)
+        if f.index_offset >= tail_start:
+            index_bytes = tail[f.index_offset - tail_start:f.index_offset - tail_start + f.index_length]
+        else:
+            index_bytes = source.read_ranges([(f.index_offset, f.index_offset + f.index_length)])[0]
+        if crc32(index_bytes) != f.index_crc32:
+            raise ChecksumError("section index checksum mismatch: the index is damaged")
+        entries = unpack_index(index_bytes, h_end, f.index_offset)
+        self.sections: dict[SectionKey, SectionEntry] = {e.key: e for e in entries}
+
+    @property
+    def file_size(self) -> int:
+        return self.source.size
+
+    def entry(self, key: SectionKey) -> SectionEntry:
+        try:
+            return self.sections[key]
+        except KeyError:
+            from .format import NO_TILE, SectionKind
+
+            kind, tile = key
+            what = SectionKind.name_of(kind) + ("" if tile == NO_TILE else f" section of tile {tile}")
+            raise CorruptIndexError(f"the file has no {what} (missing from the section index)") from None
+
+    def read_sections(self, keys: Iterable[SectionKey]) -> Mapping[SectionKey, bytes]:
+        """Fetch sections in one coalesced request batch; every one is checksum-verified."""
+        entries = [self.entry(k) for k in dict.fromkeys(keys)]
+        blobs = self.source.read_ranges([(e.offset, e.offset + e.length) for e in entries])
+        out = {}
+        for entry, blob in zip(entries, blobs):
+            if crc32(blob) != entry.crc32:
+                raise ChecksumError(f"checksum mismatch in the {entry.label}: the file is damaged")
+            out[entry.key] = blob
+        return out

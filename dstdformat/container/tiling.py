@@ -1,0 +1,79 @@
+"""Tile grid geometry: how a volume is cut into independently decodable tiles.
+
+Tiles are numbered in C order over the grid. Edge tiles are clipped to the volume, so a volume
+smaller than one tile is a single (small) tile.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from ..errors import CorruptHeaderError
+
+Region = tuple[slice, slice, slice]  # half-open, step 1, inside the volume
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    shape: tuple[int, int, int]
+    tile_shape: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        if len(self.shape) != 3 or len(self.tile_shape) != 3:
+            raise CorruptHeaderError("tile grid needs a 3D shape and a 3D tile shape")
+        if any(int(s) < 1 for s in self.shape) or any(int(t) < 1 for t in self.tile_shape):
+            raise CorruptHeaderError(
+                f"tile grid sizes must be positive: shape {self.shape}, tile {self.tile_shape}"
+            )
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(-(-s // t) for s, t in zip(self.shape, self.tile_shape))  # type: ignore
+
+    @property
+    def n_tiles(self) -> int:
+        g = self.grid
+        return g[0] * g[1] * g[2]
+
+    def tile_number(self, coords: Sequence[int]) -> int:
+        g = self.grid
+        return (coords[0] * g[1] + coords[1]) * g[2] + coords[2]
+
+    def tile_coords(self, number: int) -> tuple[int, int, int]:
+        g = self.grid
+        if not 0 <= number < self.n_tiles:
+            raise IndexError(f"tile {number} outside grid {g}")
+        return (number // (g[1] * g[2]), (number // g[2]) % g[1], number % g[2])
+
+    def tile_region(self, number: int) -> Region:
+        """The voxels a tile covers, clipped to the volume."""
+        coords = self.tile_coords(number)
+        return tuple(  # type: ignore[return-value]
+            slice(c * t, min((c + 1) * t, s))
+            for c, t, s in zip(coords, self.tile_shape, self.shape)
+        )
+
+    def tile_extent(self, number: int) -> tuple[int, int, int]:
+        return tuple(r.stop - r.start for r in self.tile_region(number))  # type: ignore
+
+    def tiles_in_region(self, region: Region) -> list[int]:
+        """Numbers of the tiles that intersect ``region`` (empty for an empty region)."""
+        ranges = []
+        for r, t in zip(region, self.tile_shape):
+            if r.stop <= r.start:
+                return []
+            ranges.append(range(r.start // t, (r.stop - 1) // t + 1))
+        return [self.tile_number(c) for c in itertools.product(*ranges)]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.n_tiles))
+
+    def to_json(self) -> dict:
+        return {"tile_shape": list(self.tile_shape), "grid": list(self.grid)}
+
+
+def default_tile_shape(shape: Sequence[int], preferred: Sequence[int]) -> tuple[int, int, int]:
+    """``preferred`` clipped to the volume, so small volumes are one tile."""
+    return tuple(max(1, min(int(p), int(s))) for p, s in zip(preferred, shape))  # type: ignore

@@ -1,0 +1,169 @@
+"""The lazy volume object returned by :func:`dstdformat.open`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..codecs.base import DecodeContext, VolumeCodec
+from ..errors import CodecError, InvalidInputError
+from ..metadata import ScanMetadata
+from ..storage.sources import ByteSource, IOStats, open_source
+from .indexing import plan_index
+from .reader import DstdReader
+from .tiling import Region
+
+
+class Volume:
+    """A ``.dstd`` volume opened for reading. Indexing reads and decodes only the tiles it needs.
+
+    Opening fetches the header and index (at most two small requests) and imports no codec;
+    the codec is loaded on the first voxel read.
+    """
+
+    def __init__(self, source: ByteSource) -> None:
+        self._source = source
+        self._reader = DstdReader(source)
+        self._codec: VolumeCodec | None = None
+        h = self._reader.header
+        self._ctx = DecodeContext(h.shape, h.dtype, h.grid, h.codec_params, h.codec_state)
+
+    # -- description ---------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self._reader.header.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._reader.header.dtype
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decoded array."""
+        return self.size * self.dtype.itemsize
+
+    @property
+    def metadata(self) -> ScanMetadata:
+        return self._reader.header.metadata
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        assert self.metadata.spacing is not None
+        return self.metadata.spacing
+
+    @property
+    def affine(self) -> np.ndarray:
+        assert self.metadata.affine is not None
+        return self.metadata.affine.copy()
+
+    @property
+    def header(self) -> dict[str, Any]:
+        """The raw JSON header (a copy is not made: do not modify)."""
+        return self._reader.header.raw
+
+    @property
+    def codec_id(self) -> str:
+        return self._reader.header.codec_id
+
+    @property
+    def file_size(self) -> int:
+        return self._reader.file_size
+
+    @property
+    def ratio(self) -> float:
+        """Compression ratio of the whole file: decoded bytes / file bytes."""
+        return self.nbytes / self.file_size
+
+    @property
+    def tile_shape(self) -> tuple[int, int, int]:
+        return self._reader.header.grid.tile_shape
+
+    @property
+    def io_stats(self) -> IOStats:
+        """Bytes fetched and requests made so far (opening included)."""
+        return self._source.stats
+
+    @property
+    def reader(self) -> DstdReader:
+        return self._reader
+
+    # -- decoding ------------------------------------------------------------------------------
+    @property
+    def codec(self) -> VolumeCodec:
+        if self._codec is None:
+            from ..codecs.registry import get_codec_class
+
+            h = self._reader.header
+            cls = get_codec_class(h.codec_id)
+            if h.codec_version > cls.codec_version:
+                raise CodecError(
+                    f"file uses codec {h.codec_id!r} version {h.codec_version}; this dstdformat "
+                    f"supports up to version {cls.codec_version}"
+                )
+            try:
+                self._codec = cls.from_config(h.codec_params)
+            except InvalidInputError as exc:
+                raise CodecError(f"file's codec parameters are invalid: {exc}") from None
+        return self._codec
+
+    def read_region(self, region: Region) -> np.ndarray:
+        """Decode a step-1 region given as three slices inside the volume."""
+        out = self.codec.decode_region(self._ctx, region, self._reader.read_sections)
+        expected = tuple(r.stop - r.start for r in region)
+        if out.shape != expected or out.dtype != self.dtype:
+            raise CodecError(
+                f"codec {self.codec_id!r} returned {out.shape} {out.dtype} for a region of "
+                f"{expected} {self.dtype}"
+            )
+        return out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        region, view = plan_index(key, self.shape)
+        return self.read_region(region)[view]
+
+    def read(self) -> np.ndarray:
+        """The whole volume as a numpy array."""
+        return self[...]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        data = self.read()
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> Volume:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<dstdformat.Volume shape={self.shape} dtype={self.dtype.name} "
+                f"codec={self.codec_id!r} spacing={tuple(round(s, 4) for s in self.spacing)} "
+                f"file={self._source.description!r}>")
+
+
+def open_volume(path_or_url: str | os.PathLike[str],
+                storage_options: dict[str, Any] | None = None) -> Volume:
+    """Open a ``.dstd`` file from a local path or any fsspec URL, lazily."""
+    source = open_source(path_or_url, storage_options)
+    try:
+        return Volume(source)
+    except BaseException:
+        source.close()
+        raise

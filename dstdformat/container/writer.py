@@ -1,0 +1,123 @@
+"""Writing a ``.dstd`` file: encode sections to a spool, then assemble and publish atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..codecs.base import VolumeCodec
+from ..errors import InvalidInputError
+from ..metadata import ScanMetadata
+from ..storage.writing import atomic_output
+from .format import (
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
+    MAX_HEADER_LENGTH,
+    PREAMBLE_SIZE,
+    Footer,
+    Preamble,
+    SectionEntry,
+    crc32,
+    pack_index,
+)
+from .header import build_header, encode_header
+from .tiling import TileGrid, default_tile_shape
+
+#: Encoded sections stay in memory up to this size, then spill to a temporary file.
+SPOOL_MEMORY = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: str
+    file_size: int
+    raw_nbytes: int
+    header: dict[str, Any]
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_nbytes / self.file_size
+
+
+def prepare_array(data: Any) -> np.ndarray:
+    """A C-contiguous little-endian 3D array, or a clear error."""
+    array = np.asarray(data)
+    if array.ndim != 3:
+        raise InvalidInputError(
+            f"expected a 3D volume, got an array with {array.ndim} dimensions {array.shape}; "
+            "add an axis of length 1 for a single slice (array[None])"
+        )
+    if array.size == 0:
+        raise InvalidInputError(f"cannot store an empty volume (shape {array.shape})")
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(array)
+
+
+def write_volume(path_or_url: str | os.PathLike[str], data: Any, *, codec: VolumeCodec,
+                 metadata: ScanMetadata | None = None,
+                 tile_shape: Sequence[int] | None = None, progress: bool = False,
+                 storage_options: dict[str, Any] | None = None) -> WriteResult:
+    """Encode ``data`` with ``codec`` and write a complete ``.dstd`` file atomically."""
+    array = prepare_array(data)
+    codec.check_array(array)
+    metadata = metadata or ScanMetadata()
+    if metadata.original_dtype is None:
+        metadata = metadata.replace(original_dtype=array.dtype.name)
+    tile = default_tile_shape(array.shape, tile_shape or codec.preferred_tile_shape)
+    if tile_shape is not None and any(int(t) < 1 for t in tile_shape):
+        raise InvalidInputError(f"tile_shape must be positive, got {tuple(tile_shape)}")
+    grid = TileGrid(array.shape, tile)  # type: ignore[arg-type]
+    original_sha256 = hashlib.sha256(memoryview(array).cast("B")).hexdigest()
+
+    encoded = codec.encode(array, grid, progress=progress)
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY) as spool:
+        relative: list[SectionEntry] = []
+        for section in encoded.sections:
+            payload = section.payload
+            relative.append(SectionEntry(int(section.kind), int(section.tile), spool.tell(),
+                                         len(payload), crc32(payload)))
+            spool.write(payload)
+        payload_nbytes = spool.tell()
+
+        description = codec.describe()
+        description["state"] = encoded.state
+        header = build_header(
+            shape=array.shape, dtype=array.dtype, metadata=metadata, codec=description,
+            grid=grid, payload_nbytes=payload_nbytes, original_sha256=original_sha256,
+            writer=f"dstdformat {__version__}",
+        )
+        header_bytes = encode_header(header)
+        if len(header_bytes) > MAX_HEADER_LENGTH:
+            raise InvalidInputError(
+                f"header is {len(header_bytes)} bytes; the limit is {MAX_HEADER_LENGTH} "
+                "(attributes too large?)"
+            )
+        data_start = PREAMBLE_SIZE + len(header_bytes)
+        entries = [
+            SectionEntry(e.kind, e.tile, data_start + e.offset, e.length, e.crc32)
+            for e in relative
+        ]
+        index = pack_index(entries)
+        index_offset = data_start + payload_nbytes
+        preamble = Preamble(FORMAT_MAJOR, FORMAT_MINOR, 0, PREAMBLE_SIZE, len(header_bytes),
+                            crc32(header_bytes))
+        footer = Footer(index_offset, len(index), crc32(index))
+
+        spool.seek(0)
+        with atomic_output(path_or_url, storage_options) as out:
+            out.write(preamble.pack())
+            out.write(header_bytes)
+            shutil.copyfileobj(spool, out, 16 * 1024 * 1024)
+            out.write(index)
+            out.write(footer.pack())
+            file_size = out.tell()
+    return WriteResult(os.fspath(path_or_url), file_size, array.nbytes, header)

@@ -1,0 +1,81 @@
+"""Every error dstdformat raises about files, input and codecs derives from :class:`DstdError`.
+
+Users catch one class; tests and tools can be more precise with the subclasses. Errors about bad
+input also derive from ``ValueError`` so code written against plain numpy expectations still works.
+"""
+
+from __future__ import annotations
+
+
+class DstdError(Exception):
+    """Base class of all dstdformat errors."""
+
+
+class NotADstdFileError(DstdError):
+    """The bytes do not start with the ``.dstd`` magic number."""
+
+
+class UnsupportedVersionError(DstdError):
+    """The file's format major version is newer than this reader understands."""
+
+
+class CorruptFileError(DstdError):
+    """The file is damaged: a checksum, bound or structural check failed."""
+
+
+class TruncatedFileError(CorruptFileError):
+    """The file ends before the structures it declares."""
+
+
+class ChecksumError(CorruptFileError):
+    """Stored and computed checksums differ for one named part of the file."""
+
+
+class CorruptHeaderError(CorruptFileError):
+    """The preamble or JSON header is malformed or inconsistent."""
+
+
+class CorruptIndexError(CorruptFileError):
+    """The section index (offsets, lengths, kinds) is malformed or inconsistent."""
+
+
+class CorruptSectionError(CorruptFileError):
+    """A section passed its checksum but does not decode to what the header declares."""
+
+
+class CodecError(DstdError):
+    """A codec cannot encode or decode the data it was given."""
+
+
+class UnknownCodecError(CodecError):
+    """No codec with the requested id is registered."""
+
+
+class InvalidInputError(DstdError, ValueError):
+    """An array, metadata value or argument is not acceptable."""
+
+
+class UnsupportedImageError(InvalidInputError):
+    """An input image file cannot be imported (not an image, wrong dimensionality, ...)."""
+
+
+class StorageError(DstdError):
+    """Reading or writing bytes through a storage backend failed."""
+
+
+__all__ = [
+    "ChecksumError",
+    "CodecError",
+    "CorruptFileError",
+    "CorruptHeaderError",
+    "CorruptIndexError",
+    "CorruptSectionError",
+    "DstdError",
+    "InvalidInputError",
+    "NotADstdFileError",
+    "StorageError",
+    "TruncatedFileError",
+    "UnknownCodecError",
+    "UnsupportedImageError",
+    "UnsupportedVersionError",
+]
