@@ -33,8 +33,10 @@ INDEX_RECORD_SIZE = 32
 MAX_HEADER_LENGTH = 16 * 1024 * 1024
 MAX_SECTIONS = 1 << 24
 
-# magic, major, minor, flags, header_offset, header_length, header_crc32, preamble_crc32
-_PREAMBLE = struct.Struct("<8sHHIqqII")
+# magic, major, minor, flags, header_offset, header_length, header_crc32; then reserved zero
+# bytes up to offset 60, then the CRC-32 of bytes 0..60.
+_PREAMBLE = struct.Struct("<8sHHIqqI")
+_PREAMBLE_CRC_AT = PREAMBLE_SIZE - 4
 # index_offset, index_length, index_crc32, footer_crc32, magic
 _FOOTER = struct.Struct("<qqII8s")
 # kind, flags, tile, offset, length, crc32, reserved
@@ -78,10 +80,10 @@ class Preamble:
     def pack(self) -> bytes:
         body = _PREAMBLE.pack(
             MAGIC, self.major, self.minor, self.flags, self.header_offset, self.header_length,
-            self.header_crc32, 0,
-        )[:-4]
-        packed = body + struct.pack("<I", crc32(body))
-        return packed + bytes(PREAMBLE_SIZE - len(packed))
+            self.header_crc32,
+        )
+        body += bytes(_PREAMBLE_CRC_AT - len(body))
+        return body + struct.pack("<I", crc32(body))
 
     @classmethod
     def unpack(cls, data: bytes, file_size: int) -> Preamble:
@@ -93,7 +95,8 @@ class Preamble:
             raise TruncatedFileError(
                 f"file is truncated: {file_size} bytes is shorter than the fixed preamble and footer"
             )
-        magic, major, minor, flags, h_off, h_len, h_crc, p_crc = _PREAMBLE.unpack_from(data)
+        magic, major, minor, flags, h_off, h_len, h_crc = _PREAMBLE.unpack_from(data)
+        (p_crc,) = struct.unpack_from("<I", data, _PREAMBLE_CRC_AT)
         # The version is read before the preamble checksum so that a future major version with a
         # different preamble layout gets the accurate "unsupported version" message.
         if major != FORMAT_MAJOR:
@@ -101,7 +104,7 @@ class Preamble:
                 f"file is .dstd format version {major}.{minor}; this reader supports major "
                 f"version {FORMAT_MAJOR} only (upgrade dstdformat to read it)"
             )
-        if crc32(data[: _PREAMBLE.size - 4]) != p_crc:
+        if crc32(data[:_PREAMBLE_CRC_AT]) != p_crc:
             raise ChecksumError("preamble checksum mismatch: the first 64 bytes are damaged")
         if h_off != PREAMBLE_SIZE:
             raise CorruptHeaderError(f"header offset {h_off} is not {PREAMBLE_SIZE}")

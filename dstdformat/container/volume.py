@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from ..codecs.base import DecodeContext, VolumeCodec
 from ..errors import CodecError, InvalidInputError
 from ..metadata import ScanMetadata
+from ..progress import track
 from ..storage.sources import ByteSource, IOStats, open_source
 from .indexing import plan_index
 from .reader import DstdReader
@@ -131,9 +133,20 @@ class Volume:
         region, view = plan_index(key, self.shape)
         return self.read_region(region)[view]
 
-    def read(self) -> np.ndarray:
-        """The whole volume as a numpy array."""
-        return self[...]
+    def read(self, *, progress: bool = False) -> np.ndarray:
+        """The whole volume as a numpy array, decoded one slab of tiles at a time."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        for region in track(self.slabs(), enabled=progress, desc="decoding",
+                            total=self._reader.header.grid.grid[0], unit="slab"):
+            out[region] = self.read_region(region)
+        return out
+
+    def slabs(self) -> Iterator[Region]:
+        """Regions of whole tile rows along axis 0, in order: the unit of streamed decoding."""
+        depth = self.tile_shape[0]
+        for z in range(0, self.shape[0], depth):
+            yield (slice(z, min(z + depth, self.shape[0])), slice(0, self.shape[1]),
+                   slice(0, self.shape[2]))
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         data = self.read()

@@ -1,0 +1,1 @@
+"""The ``dstd`` command line."""

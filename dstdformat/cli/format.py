@@ -1,0 +1,45 @@
+"""Text rendering for the command line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def info_text(name: str, summary: dict[str, Any]) -> str:
+    h = summary["header"]
+    meta, codec, tiles, array = h["metadata"], h["codec"], h["tiles"], h["array"]
+    shape = " x ".join(str(s) for s in array["shape"])
+    spacing = " x ".join(f"{s:g}" for s in meta["spacing"])
+    grid = tiles["grid"]
+    sections = ", ".join(f"{v['count']} {k} ({human_bytes(v['bytes'])})"
+                         for k, v in summary["sections"].items()) or "none"
+    params = ", ".join(f"{k}={v}" for k, v in codec.get("params", {}).items())
+    lines = [
+        f"file          {name} ({human_bytes(summary['file_size'])})",
+        f"format        dstd {summary['format_version']} (written by {h.get('writer', '?')})",
+        f"array         {shape} (axes k, j, i) {array['dtype']}",
+        f"spacing       {spacing} mm",
+        "affine        " + "\n              ".join(
+            "[" + " ".join(f"{v:10.4f}" for v in row) + "]" for row in meta["affine"]),
+        f"intensity     value = stored * {meta['slope']:g} + {meta['intercept']:g}"
+        f"   modality {meta.get('modality') or '-'}   original dtype "
+        f"{meta.get('original_dtype') or '-'}",
+        f"codec         {codec['id']} v{codec['version']}" + (f" ({params})" if params else "")
+        + (f"   model {codec['model']}" if codec.get("model") else ""),
+        f"tiles         {' x '.join(map(str, tiles['tile_shape']))} voxels, grid "
+        f"{' x '.join(map(str, grid))} ({grid[0] * grid[1] * grid[2]} tiles)",
+        f"sections      {sections}",
+        f"ratio         {summary['ratio']:.2f}x (raw {human_bytes(summary['raw_nbytes'])})",
+        f"original      sha256 {h.get('original_sha256', '-')}",
+    ]
+    if meta.get("attributes"):
+        lines.append(f"attributes    {meta['attributes']}")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Shared test helpers (as numcodecs does): round trips, file surgery for corruption tests."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import dstdformat
+from dstdformat.container.format import (
+    FOOTER_SIZE,
+    INDEX_RECORD_SIZE,
+    PREAMBLE_SIZE,
+    Footer,
+    Preamble,
+    SectionEntry,
+    crc32,
+    pack_index,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CT = REPO.parent / "shared" / "data" / "ct"
+BUNDLED_CT = REPO / "dstdformat" / "data" / "totalseg_abdomen_3mm.nii.gz"
+
+
+def check_roundtrip(array: np.ndarray, path: Path, **save_kwargs) -> dstdformat.Volume:
+    """Save, reopen, and check the full read and a few regions against numpy exactly."""
+    dstdformat.save(array, path, **save_kwargs)
+    volume = dstdformat.open(path)
+    decoded = volume.read()
+    assert decoded.dtype == array.dtype.newbyteorder("=")
+    assert decoded.shape == array.shape
+    np.testing.assert_array_equal(decoded, array)
+    mid = tuple(s // 2 for s in array.shape)
+    for key in [mid[0], (slice(None), mid[1]), (Ellipsis, mid[2]), (slice(None, None, -2),)]:
+        np.testing.assert_array_equal(volume[key], array[key])
+    return volume
+
+
+def file_parts(path: Path) -> dict[str, tuple[int, int]]:
+    """Byte ranges of the structures in a file: preamble, header, each section, index, footer."""
+    data = path.read_bytes()
+    preamble = Preamble.unpack(data[:PREAMBLE_SIZE], len(data))
+    h_end = PREAMBLE_SIZE + preamble.header_length
+    footer = Footer.unpack(data[-FOOTER_SIZE:], len(data), h_end)
+    parts = {
+        "preamble": (0, PREAMBLE_SIZE),
+        "header": (PREAMBLE_SIZE, h_end),
+        "index": (footer.index_offset, footer.index_offset + footer.index_length),
+        "footer": (len(data) - FOOTER_SIZE, len(data)),
+    }
+    for n, entry in enumerate(read_index(path)):
+        parts[f"section{n}"] = (entry.offset, entry.offset + entry.length)
+    return parts
+
+
+def read_index(path: Path) -> list[SectionEntry]:
+    data = path.read_bytes()
+    i_off, i_len = struct.unpack_from("<qq", data, len(data) - FOOTER_SIZE)
+    entries = []
+    for n in range(i_len // INDEX_RECORD_SIZE):
+        kind, flags, tile, off, length, crc, _ = struct.unpack_from(
+            "<HHIqqII", data, i_off + n * INDEX_RECORD_SIZE)
+        entries.append(SectionEntry(kind, tile, off, length, crc, flags))
+    return entries
+
+
+def rewrite_index(path: Path, mutate: Callable[[list[SectionEntry]], list[SectionEntry]]) -> None:
+    """Replace the index with ``mutate(entries)``, with valid index and footer checksums, so that
+    only the structural checks can catch the change."""
+    data = path.read_bytes()
+    i_off = struct.unpack_from("<q", data, len(data) - FOOTER_SIZE)[0]
+    index = pack_index(mutate(read_index(path)))
+    body = data[:i_off] + index
+    path.write_bytes(body + Footer(i_off, len(index), crc32(index)).pack())
+
+
+def rewrite_header(path: Path, mutate: Callable[[dict], dict], *, raw: bytes | None = None,
+                   major: int | None = None) -> None:
+    """Replace the JSON header (re-checksummed, offsets shifted) to test header validation."""
+    data = path.read_bytes()
+    pre = Preamble.unpack(data[:PREAMBLE_SIZE], len(data))
+    h_end = PREAMBLE_SIZE + pre.header_length
+    header = raw if raw is not None else json.dumps(
+        mutate(json.loads(data[PREAMBLE_SIZE:h_end]))).encode()
+    shift = len(header) - pre.header_length
+    footer = Footer.unpack(data[-FOOTER_SIZE:], len(data), h_end)
+    entries = [SectionEntry(e.kind, e.tile, e.offset + shift, e.length, e.crc32, e.flags)
+               for e in read_index(path)]
+    index = pack_index(entries)
+    new_pre = Preamble(major if major is not None else pre.major, pre.minor, pre.flags,
+                       PREAMBLE_SIZE, len(header), crc32(header))
+    sections = data[h_end:footer.index_offset]
+    out = new_pre.pack() + header + sections
+    out += index + Footer(len(out), len(index), crc32(index)).pack()
+    path.write_bytes(out)
