@@ -104,10 +104,9 @@ class LocalFileSource(_RangeReader):
         super().__init__()
         self.path = Path(path)
         self.description = str(self.path)
-        try:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        except IsADirectoryError:
-            raise StorageError(f"{self.path} is a directory, not a .dstd file") from None
+        if self.path.is_dir():
+            raise StorageError(f"{self.path} is a directory, not a .dstd file")
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self.size = os.fstat(self._fd).st_size
 
     def _fetch(self, merged: Sequence[ByteRange]) -> list[bytes]:

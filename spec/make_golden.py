@@ -1,0 +1,101 @@
+"""Write the golden files of the current format version (once; released versions are frozen).
+
+    python spec/make_golden.py            # refuses if spec/golden/v<major>.<minor> exists
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import dstdformat
+from dstdformat.container.format import FORMAT_MAJOR, FORMAT_MINOR
+from dstdformat.io import read_scan
+
+HERE = Path(__file__).resolve().parent
+BUNDLED = HERE.parent / "dstdformat" / "data" / "totalseg_abdomen_3mm.nii.gz"
+
+
+def decoded_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, array.dtype.newbyteorder("<"))
+                          .tobytes()).hexdigest()
+
+
+def golden_arrays() -> dict[str, tuple[np.ndarray, dict, dict]]:
+    """name -> (array, save() keyword arguments, description)."""
+    scan = read_scan(BUNDLED)
+    crop = scan.array[40:64, 30:70, 41:81]
+    origin = scan.affine @ np.array([40, 30, 41, 1.0])
+    affine = scan.affine.copy()
+    affine[:3, 3] = origin[:3]
+    ramp = (np.arange(5 * 6 * 7) % 251).astype(np.uint8).reshape(5, 6, 7)
+    specials = np.linspace(-1000, 3000, 4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    specials.flat[[0, 7, 11, 19]] = [np.nan, np.inf, -np.inf, -0.0]
+    rng = np.random.default_rng(20261125)
+    single = rng.integers(0, 4096, size=(1, 17, 23), dtype=np.uint16)
+    return {
+        "int16_ct_crop": (crop, {"affine": affine, "modality": "CT", "slope": 1.0,
+                                 "intercept": 0.0, "original_dtype": "int16",
+                                 "attributes": {"source": "TotalSegmentator example_ct "
+                                                "(Apache-2.0), crop [40:64, 30:70, 41:81]"},
+                                 "tile_shape": (8, 16, 16)},
+                          "real CT crop, several tiles, edge tiles clipped, oblique-free affine"),
+        "uint8_ramp": (ramp, {"spacing": (2.5, 0.5, 0.5)}, "tiny ramp, one tile"),
+        "float32_specials": (specials, {"spacing": (1, 1, 1), "tile_shape": (2, 5, 3)},
+                             "NaN, +-inf and -0.0 kept bit for bit"),
+        "uint16_single_slice": (single, {"spacing": (3, 0.7, 0.7), "slope": 1.0,
+                                         "intercept": -1024.0, "tile_shape": (1, 8, 8)},
+                                "one slice, 3x3 tiles with clipped edges"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path,
+                        default=HERE / "golden" / f"v{FORMAT_MAJOR}.{FORMAT_MINOR}")
+    args = parser.parse_args()
+    if args.out.exists():
+        print(f"{args.out} exists: golden files of a released version are frozen", file=sys.stderr)
+        return 1
+    (args.out / "invalid").mkdir(parents=True)
+    manifest = {"format_version": [FORMAT_MAJOR, FORMAT_MINOR], "valid": [], "invalid": []}
+    for name, (array, kwargs, description) in golden_arrays().items():
+        path = args.out / f"{name}.dstd"
+        dstdformat.save(array, path, **kwargs)
+        volume = dstdformat.open(path)
+        manifest["valid"].append({
+            "file": path.name, "description": description, "shape": list(array.shape),
+            "dtype": array.dtype.name, "sha256": decoded_sha256(array),
+            "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "metadata": volume.header["metadata"],
+        })
+    good = (args.out / "int16_ct_crop.dstd").read_bytes()
+    invalid = {
+        "truncated.dstd": (good[: len(good) // 2], "cut in half"),
+        "wrong_magic.dstd": (b"\x89NIFTI\r\n" + good[8:], "magic replaced"),
+        "section_bitflip.dstd": (_flip(good, len(good) // 2), "one bit flipped inside a section"),
+        "future_major.dstd": (_major(good, 2), "format major version 2"),
+    }
+    for name, (data, why) in invalid.items():
+        (args.out / "invalid" / name).write_bytes(data)
+        manifest["invalid"].append({"file": f"invalid/{name}", "description": why})
+    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {len(manifest['valid'])} valid and {len(invalid)} invalid files to {args.out}")
+    return 0
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+
+
+def _major(data: bytes, major: int) -> bytes:
+    return data[:8] + major.to_bytes(2, "little") + data[10:]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
