@@ -27,8 +27,13 @@ def _load(path: str, args: argparse.Namespace):
     if _is_dstd(path):
         with open(path) as volume:
             return Scan(volume.read(progress=not args.quiet), volume.metadata)
-    options = {"dataset": args.dataset} if getattr(args, "dataset", None) else {}
-    if io.format_for_path(path) == "dicom":
+    fmt = io.format_for_path(path)
+    options = {}
+    if getattr(args, "dataset", None):
+        if fmt != "hdf5":
+            raise InvalidInputError("--dataset applies to HDF5 inputs only")
+        options["dataset"] = args.dataset
+    if fmt == "dicom":
         options["progress"] = not args.quiet
     return io.read_scan(path, **options)
 

@@ -11,6 +11,17 @@ from typing import IO, Any
 from .sources import _is_local
 
 
+def new_file_mode(final: str) -> int:
+    """Permission bits for a file published at ``final``: the existing file's, else 0o666 less
+    the umask (what ``open()`` would give; ``mkstemp`` alone would leave 0o600)."""
+    try:
+        return os.stat(final).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_output(path_or_url: str | os.PathLike[str],
                   storage_options: dict[str, Any] | None = None) -> Iterator[IO[bytes]]:
@@ -26,6 +37,7 @@ def atomic_output(path_or_url: str | os.PathLike[str],
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp",
                                    dir=directory)
         try:
+            os.chmod(tmp, new_file_mode(final))
             with os.fdopen(fd, "wb") as fh:
                 yield fh
                 fh.flush()

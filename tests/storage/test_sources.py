@@ -61,3 +61,19 @@ def test_local_atomic_output_cleans_up(tmp_path):
 def test_directory_is_not_a_file(tmp_path):
     with pytest.raises(StorageError, match="directory"):
         open_source(tmp_path)
+
+
+def test_atomic_output_respects_umask_and_existing_mode(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "new.bin") as fh:
+            fh.write(b"x")
+        assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "new.bin").chmod(0o640)
+        with atomic_output(tmp_path / "new.bin") as fh:
+            fh.write(b"y")
+        assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)

@@ -1,0 +1,32 @@
+"""``.npy`` import and export (never pickles). Geometry is not stored: defaults on import."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UnsupportedImageError
+from ..metadata import Scan, ScanMetadata
+from ._atomic import atomic_path
+from ._checks import check_volume
+
+
+def read_npy(path: str | os.PathLike[str]) -> Scan:
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise UnsupportedImageError(f"{path}: not a readable .npy array ({exc})") from None
+    if not isinstance(array, np.ndarray):
+        raise UnsupportedImageError(f"{path}: holds several arrays, not one volume")
+    check_volume(array, str(path))
+    return Scan(array, ScanMetadata(original_dtype=array.dtype.name))
+
+
+def write_npy(scan: Scan, path: str | os.PathLike[str]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(scan.array), allow_pickle=False)

@@ -1,0 +1,136 @@
+"""The command line through subprocess, as users run it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+from helpers import BUNDLED_CT
+
+import dstdformat
+
+
+def dstd(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "dstdformat", *map(str, args)],
+                            capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dstd {args} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def test_console_script_is_installed():
+    assert shutil.which("dstd"), "the dstd console script is not on PATH"
+    out = subprocess.run(["dstd", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("dstd ")
+
+
+def test_nifti_lossless_roundtrip_keeps_voxels_and_affine(tmp_path):
+    out_dstd, out_nii = tmp_path / "ct.dstd", tmp_path / "back.nii.gz"
+    result = dstd("compress", BUNDLED_CT, out_dstd, "--quiet")
+    assert result.stdout == "" and result.stderr == ""
+    dstd("decompress", out_dstd, out_nii, "--quiet")
+    original, back = nib.load(BUNDLED_CT), nib.load(out_nii)
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), np.asanyarray(original.dataobj))
+    assert back.get_data_dtype() == original.get_data_dtype()
+    np.testing.assert_array_equal(back.affine, original.affine)
+    for code in ("qform", "sform"):
+        a, acode = getattr(original, f"get_{code}")(coded=True)
+        b, bcode = getattr(back, f"get_{code}")(coded=True)
+        assert acode == bcode
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npy"])
+def test_decompress_to_other_formats(tmp_path, suffix):
+    dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "-q")
+    dstd("decompress", tmp_path / "ct.dstd", tmp_path / f"out{suffix}", "-q")
+    scan = dstdformat.read_scan(tmp_path / f"out{suffix}")
+    np.testing.assert_array_equal(scan.array, dstdformat.open(tmp_path / "ct.dstd").read())
+
+
+def test_compress_prints_summary_and_tile_option(tmp_path):
+    result = dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "--tile", "4", "64", "64")
+    assert "ct.dstd" in result.stdout and "x, codec lossless" in result.stdout
+    assert dstdformat.open(tmp_path / "ct.dstd").tile_shape == (4, 64, 64)
+    # a .dstd is a valid input too (re-encode)
+    dstd("compress", tmp_path / "ct.dstd", tmp_path / "again.dstd", "-q")
+    np.testing.assert_array_equal(dstdformat.open(tmp_path / "again.dstd").read(),
+                                  dstdformat.open(tmp_path / "ct.dstd").read())
+
+
+def test_info_prints_header_and_json(tmp_path):
+    dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "-q")
+    text = dstd("info", tmp_path / "ct.dstd").stdout
+    for expected in ("dstd 1.0", "112 x 101 x 122", "int16", "3 x 3 x 3 mm", "lossless v1",
+                     "texture", "ratio", "sha256"):
+        assert expected in text, expected
+    data = json.loads(dstd("info", tmp_path / "ct.dstd", "--json").stdout)
+    assert data["header"]["array"]["shape"] == [112, 101, 122]
+    assert data["sections"]["texture"]["count"] == data["header"]["tiles"]["grid"][0]
+    assert data["ratio"] == pytest.approx(112 * 101 * 122 * 2 / data["file_size"])
+
+
+def test_verify_ok_and_damaged(tmp_path):
+    path = tmp_path / "ct.dstd"
+    dstd("compress", BUNDLED_CT, path, "-q")
+    ok = dstd("verify", path, "-q")
+    assert "OK" in ok.stdout and "match the original" in ok.stdout
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    bad = dstd("verify", path, "-q", check=False)
+    assert bad.returncode == 1
+    assert "FAILED" in bad.stdout and "checksum mismatch" in bad.stdout
+
+
+def test_demo_runs_and_reports(tmp_path):
+    result = dstd("demo", "--out", tmp_path, "--quiet")
+    out = result.stdout
+    assert "ratio" in out and "lazy read" in out and "max 0.0 HU" in out
+    assert "lossless" in out
+    volume = dstdformat.open(tmp_path / "totalseg_abdomen_3mm.dstd")
+    assert volume.shape == (112, 101, 122)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("info", "{tmp}/missing.dstd"), "no such file"),
+        (("info", "{tmp}/notdstd.dstd"), "not a .dstd file"),
+        (("verify", "{tmp}"), "directory"),
+        (("compress", "{tmp}/notdstd.dstd", "{tmp}/o.dstd"), "not a .dstd file"),
+        (("compress", "{bundled}", "{tmp}/o.nii"), "must end in .dstd"),
+        (("compress", "{bundled}", "{tmp}/o.dstd", "--ratio", "64"), "lossy codecs"),
+        (("compress", "{tmp}/notdstd.txt", "{tmp}/o.dstd"), "suffix|format"),
+        (("decompress", "{tmp}/notdstd.dstd", "{tmp}/o.nii.gz"), "not a .dstd file"),
+        (("decompress", "{tmp}/ok.dstd", "{tmp}/o.xyz"), "suffix|format"),
+        (("compress", "{tmp}/4d.nii.gz", "{tmp}/o.dstd"), "4 dimensions"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
+    (tmp_path / "notdstd.dstd").write_text("plain text, not a volume\n" * 20)
+    (tmp_path / "notdstd.txt").write_text("plain text\n")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.int16), np.eye(4)), tmp_path / "4d.nii.gz")
+    dstdformat.save(np.zeros((2, 3, 4), np.int16), tmp_path / "ok.dstd")
+    argv = [a.format(tmp=tmp_path, bundled=BUNDLED_CT) for a in args]
+    result = dstd(*argv, check=False)
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "error" in lines[0]
+    import re
+
+    assert re.search(message, lines[0], re.IGNORECASE), lines[0]
+
+
+def test_usage_errors_exit_2():
+    result = dstd("compress", check=False)
+    assert result.returncode == 2 and "usage" in result.stderr
+    result = dstd("compress", "a", "b.dstd", "--codec", "nonexistent", check=False)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
