@@ -64,7 +64,6 @@ def bench_volume(source: Path, work: Path) -> list[dict]:
     _, w = _timed(write_zarr)
     back, r = _timed(lambda: zarr.open_array(store, mode="r")[:])
     assert np.array_equal(back, array)
-    arr = zarr.open_array(store, mode="r")
     grid_yx = -(-array.shape[1] // chunks[1]) * -(-array.shape[2] // chunks[2])
     chunk_files = sorted((store / "c" / str(z // chunks[0])).rglob("*"))
     slice_bytes = sum(p.stat().st_size for p in chunk_files if p.is_file())
