@@ -141,8 +141,8 @@ def demo(args: argparse.Namespace) -> int:
             f"  .dstd         {human_bytes(result.file_size)}   ratio {result.ratio:.2f}x   "
             f"codec {codec}   encoded in {encode_s:.2f} s",
             f"  lazy read     axial slice {z}: {axial.shape}, fetched {human_bytes(fetched)} "
-            f"of {human_bytes(result.file_size)} after opening ({opened} B header+index) "
-            f"in {read_s * 1000:.1f} ms",
+            f"of {human_bytes(result.file_size)} in {read_s * 1000:.1f} ms "
+            f"(opening read {human_bytes(opened)}: header and index)",
             f"  error         max {error.max():.1f} HU, mean {error.mean():.2f} HU",
             f"  written to    {target}" if args.out else "  (written to a temporary folder; "
             "use --out DIR to keep it)",
