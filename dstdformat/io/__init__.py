@@ -6,6 +6,7 @@ Every reader returns arrays indexed ``[k, j, i]`` with metadata following the co
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
     for fmt, (suffixes, _) in FORMATS.items():
         if any(name.endswith(s) for s in suffixes if s.startswith(".")):
             return fmt
+    if _is_dicom_file(p):  # DICOM files are often named by UID, with no suffix
+        return "dicom"
     known = ", ".join(s for suffixes, _ in FORMATS.values() for s in suffixes)
     raise InvalidInputError(f"unknown file format for {str(path)!r} (by its suffix); known: {known}")
 
@@ -42,20 +45,15 @@ def read_scan(path: str | os.PathLike[str], **options: Any) -> Scan:
     """
     fmt = format_for_path(path)
     if fmt == "nifti":
-        from .nifti import read_nifti
-
-        return read_nifti(path, **options)
-    if fmt == "hdf5":
-        from .hdf5 import read_hdf5
-
-        return read_hdf5(path, **options)
-    if fmt == "numpy":
-        from .numpy_io import read_npy
-
-        return read_npy(path, **options)
-    from .dicom import read_dicom_series
-
-    return read_dicom_series(path, **options)
+        from .nifti import read_nifti as reader
+    elif fmt == "hdf5":
+        from .hdf5 import read_hdf5 as reader
+    elif fmt == "numpy":
+        from .numpy_io import read_npy as reader
+    else:
+        from .dicom import read_dicom_series as reader
+    _check_options(reader, fmt, "reading", options)
+    return reader(path, **options)
 
 
 def write_scan(scan: Scan, path: str | os.PathLike[str], **options: Any) -> None:
@@ -64,16 +62,36 @@ def write_scan(scan: Scan, path: str | os.PathLike[str], **options: Any) -> None
     if not FORMATS[fmt][1]:
         raise InvalidInputError(f"writing {fmt} is not supported; use .nii.gz, .h5 or .npy")
     if fmt == "nifti":
-        from .nifti import write_nifti
+        from .nifti import write_nifti as writer
+    elif fmt == "hdf5":
+        from .hdf5 import write_hdf5 as writer
+    else:
+        from .numpy_io import write_npy as writer
+    _check_options(writer, fmt, "writing", options)
+    writer(scan, path, **options)
 
-        return write_nifti(scan, path, **options)
-    if fmt == "hdf5":
-        from .hdf5 import write_hdf5
 
-        return write_hdf5(scan, path, **options)
-    from .numpy_io import write_npy
+def _is_dicom_file(path: Path) -> bool:
+    """True for an existing file with the DICOM Part 10 preamble (``DICM`` at byte 128)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
 
-    return write_npy(scan, path, **options)
+
+def _check_options(function: Any, fmt: str, action: str, options: dict[str, Any]) -> None:
+    """Refuse an option the format does not take with a clear error, not a TypeError."""
+    accepted = [name for name, p in inspect.signature(function).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY
+                or (p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise InvalidInputError(
+            f"option(s) {', '.join(unknown)} do not apply to {action} {fmt}; "
+            f"accepted: {', '.join(accepted) or 'none'}"
+        )
 
 
 __all__ = ["FORMATS", "Scan", "format_for_path", "read_scan", "write_scan"]

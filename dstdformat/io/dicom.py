@@ -53,6 +53,35 @@ def _json_value(value: Any) -> Any:
         return str(value)
 
 
+def _number(value: Any, default: float) -> float:
+    """A DS value as float; ``default`` when absent or empty (some writers leave it blank)."""
+    try:
+        return default if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _to_hu(slices: list[tuple[np.ndarray, float, float]]) -> np.ndarray:
+    """Stack ``stored * slope + intercept`` per slice: int16 when exact and in range, else float32.
+
+    Converts one slice at a time so the peak memory is the stored slices plus the result, not a
+    float64 copy of the whole volume.
+    """
+    integral = all(s == 1.0 and float(i).is_integer() for _, s, i in slices)
+    if integral:
+        lo = min(int(p.min()) + int(i) for p, _, i in slices)
+        hi = max(int(p.max()) + int(i) for p, _, i in slices)
+        if -32768 <= lo and hi <= 32767:
+            out = np.empty((len(slices), *slices[0][0].shape), dtype=np.int16)
+            for k, (pixels, _, intercept) in enumerate(slices):
+                out[k] = pixels.astype(np.int32) + int(intercept)
+            return out
+    out = np.empty((len(slices), *slices[0][0].shape), dtype=np.float32)
+    for k, (pixels, slope, intercept) in enumerate(slices):
+        out[k] = pixels.astype(np.float64) * slope + intercept
+    return out
+
+
 def _files(folder: Path) -> list[Path]:
     if folder.is_file():
         folder = folder.parent
@@ -72,8 +101,14 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
             ds = pydicom.dcmread(file, stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError):
             continue  # not DICOM (README, DICOMDIR leftovers, ...)
+        image_type = ds.get("ImageType") or []
+        image_type = [image_type] if isinstance(image_type, str) else list(image_type)
+        if "LOCALIZER" in [str(v).upper() for v in image_type]:
+            continue  # scout views share series with the slices on some scanners
         if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds and "Rows" in ds:
             series[str(ds.get("SeriesInstanceUID", ""))].append((file, ds))
+            if series_uid is None and folder.is_file() and file.samefile(folder):
+                series_uid = str(ds.get("SeriesInstanceUID", ""))  # the given file's series
     if not series:
         raise UnsupportedImageError(f"{folder}: no DICOM images with position and orientation")
     if series_uid is not None:
@@ -81,8 +116,10 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
             raise UnsupportedImageError(
                 f"{folder}: no series {series_uid!r}; found {', '.join(sorted(series))}")
         chosen = series[series_uid]
-    else:
-        chosen = max(series.values(), key=len)
+    else:  # the largest CT series; the largest of any modality if there is no CT
+        ct = [items for items in series.values()
+              if any(str(ds.get("Modality", "")).upper() == "CT" for _, ds in items)]
+        chosen = max(ct or series.values(), key=len)
 
     first = chosen[0][1]
     orientation = np.array(first.ImageOrientationPatient, dtype=np.float64)
@@ -112,7 +149,11 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
         thickness = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)))
         slice_vector = normal * (thickness if thickness > 0 else 1.0)
 
-    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
+    try:
+        row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
+    except (AttributeError, TypeError, ValueError):
+        raise UnsupportedImageError(
+            f"{chosen[0][0]}: no usable PixelSpacing ({first.get('PixelSpacing')!r})") from None
     lps = np.eye(4)
     lps[:3, 0] = slice_vector
     lps[:3, 1] = col_dir * row_spacing
@@ -132,19 +173,14 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
             ) from None
         if pixels.ndim != 2:
             raise UnsupportedImageError(f"{file}: multi-frame or colour images are not supported")
+        if pixels.shape != (first.Rows, first.Columns):
+            raise UnsupportedImageError(
+                f"{file}: pixel data is {pixels.shape}, expected {(first.Rows, first.Columns)}")
         stored_dtype = pixels.dtype
-        slope = float(ds.get("RescaleSlope", 1.0))
-        intercept = float(ds.get("RescaleIntercept", 0.0))
+        slope = _number(ds.get("RescaleSlope"), 1.0)
+        intercept = _number(ds.get("RescaleIntercept"), 0.0)
         slices.append((pixels, slope, intercept))
-
-    integral = all(s == 1.0 and float(i).is_integer() for _, s, i in slices)
-    hu = np.empty((len(slices), first.Rows, first.Columns), dtype=np.float64)
-    for k, (pixels, slope, intercept) in enumerate(slices):
-        hu[k] = pixels.astype(np.float64) * slope + intercept
-    if integral and hu.min() >= -32768 and hu.max() <= 32767:
-        array = hu.astype(np.int16)
-    else:
-        array = hu.astype(np.float32)
+    array = _to_hu(slices)
 
     tags = SAFE_TAGS + (IDENTIFYING_TAGS if keep_identifiers else ())
     attributes = {tag: _json_value(first.get(tag)) for tag in tags if tag in first}

@@ -99,6 +99,11 @@ def write_nifti(scan: Scan, path: str | os.PathLike[str]) -> None:
             header.set_xyzt_units(*prov["xyzt_units"])
         if prov.get("descrip"):
             header["descrip"] = prov["descrip"].encode("latin-1", "replace")[:79]
+        if not np.allclose(header.get_best_affine(), affine, rtol=1e-6, atol=1e-4):
+            # The geometry changed since import (new spacing, crop, ...): the metadata affine
+            # wins; keep the original codes so the file means what it meant before.
+            image.set_qform(affine, int(prov["qform_code"]) or 1)
+            image.set_sform(affine, int(prov["sform_code"]) or 1)
     else:
         image.set_qform(affine, 1)
         image.set_sform(affine, 1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pydicom
 import pytest
 from helpers import REPO, SHARED_CT
 
@@ -74,3 +75,40 @@ def test_full_series_matches_reference_nifti():
     reference = read_scan(SHARED_CT / "totalseg_upper_abdomen_dicom.nii.gz")
     np.testing.assert_array_equal(scan.array, reference.array)
     np.testing.assert_allclose(scan.affine, reference.affine, atol=1e-3)
+
+
+def _edited_copy(folder, edits):
+    """Copy the 3-slice series to ``folder`` with ``edits[n](dataset)`` applied to file n."""
+    for n, f in enumerate(sorted(THREE.iterdir())):
+        ds = pydicom.dcmread(f)
+        if n in edits:
+            edits[n](ds)
+        ds.save_as(folder / f"s{n}.dcm")
+    return folder
+
+
+def test_ct_preferred_and_localizers_skipped(tmp_path):
+    def as_pet(ds):
+        ds.Modality, ds.SeriesInstanceUID = "PT", "1.2.3"
+
+    def as_scout(ds):
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+
+    _edited_copy(tmp_path, {0: as_pet, 1: as_pet})
+    scan = read_scan(tmp_path)  # the PET "series" is larger, the CT one wins
+    assert scan.shape == (1, 512, 512) and scan.metadata.modality == "CT"
+    scout = tmp_path / "scout"
+    scout.mkdir()
+    _edited_copy(scout, {2: as_scout})
+    assert read_scan(scout).shape == (2, 512, 512)
+
+
+def test_non_integer_rescale_gives_float_hu(tmp_path):
+    def halve(ds):
+        ds.RescaleSlope = "0.5"
+
+    scan = read_scan(_edited_copy(tmp_path, {0: halve, 1: halve, 2: halve}))
+    reference = read_scan(THREE)
+    assert scan.array.dtype == np.float32
+    assert (scan.metadata.slope, scan.metadata.intercept) == (1.0, 0.0)
+    np.testing.assert_allclose(scan.array, (reference.array.astype(np.float64) + 1024) * 0.5 - 1024)

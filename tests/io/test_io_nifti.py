@@ -94,3 +94,13 @@ def test_unsupported_voxel_type(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.complex64), np.eye(4)), tmp_path / "c.nii")
     with pytest.raises(UnsupportedImageError, match="complex64"):
         read_scan(tmp_path / "c.nii")
+
+
+def test_changed_geometry_wins_over_import_provenance(tmp_path):
+    scan = read_scan(BUNDLED_CT)
+    moved = scan.metadata.replace(spacing=(1.0, 2.0, 2.5))
+    write_scan(Scan(scan.array, moved), tmp_path / "moved.nii.gz")
+    back = nib.load(tmp_path / "moved.nii.gz")
+    np.testing.assert_allclose(back.affine @ IJK_TO_KJI, moved.affine, atol=1e-5)
+    assert back.get_sform(coded=True)[1] == nib.load(BUNDLED_CT).get_sform(coded=True)[1]
+    assert read_scan(tmp_path / "moved.nii.gz").spacing == pytest.approx((1.0, 2.0, 2.5))

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+from helpers import REPO
+
+from dstdformat import InvalidInputError, Scan
+from dstdformat.io import format_for_path, read_scan, write_scan
+
+THREE = REPO / "tests" / "data" / "dicom_3slices"
+
+
+def test_dicom_file_without_suffix_is_recognised():
+    file = sorted(THREE.iterdir())[0]
+    assert not file.name.lower().endswith(".dcm")  # named by its UID
+    assert format_for_path(file) == "dicom"
+    assert read_scan(file).shape == (3, 512, 512)
+
+
+def test_unknown_suffix_names_it(tmp_path):
+    (tmp_path / "scan.mha").write_bytes(b"ObjectType = Image\n")
+    with pytest.raises(InvalidInputError, match=r"scan\.mha"):
+        read_scan(tmp_path / "scan.mha")
+
+
+def test_option_for_another_format_is_a_clear_error(tmp_path):
+    write_scan(Scan(np.zeros((2, 3, 4), np.int16)), tmp_path / "a.nii.gz")
+    with pytest.raises(InvalidInputError, match="dataset do not apply to reading nifti"):
+        read_scan(tmp_path / "a.nii.gz", dataset="volume")
+    with pytest.raises(InvalidInputError, match="accepted: dataset"):
+        write_scan(Scan(np.zeros((2, 3, 4), np.int16)), tmp_path / "a.h5", compression="gzip")
+
+
+def test_single_file_reads_its_own_series(tmp_path):
+    files = sorted(THREE.iterdir())
+    for n, f in enumerate(files):  # 3 slices of one series, 1 slice relabelled as another
+        shutil.copy(f, tmp_path / f"s{n}.dcm")
+    other = pydicom.dcmread(tmp_path / "s0.dcm")
+    other.SeriesInstanceUID = "1.2.3.4"
+    other.save_as(tmp_path / "s0.dcm")
+    assert read_scan(tmp_path).shape == (2, 512, 512)  # the largest series
+    assert read_scan(tmp_path / "s0.dcm").shape == (1, 512, 512)  # the series of the file
+    assert read_scan(tmp_path, series_uid="1.2.3.4").shape == (1, 512, 512)
