@@ -105,6 +105,35 @@ def verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def bench(args: argparse.Namespace) -> int:
+    try:
+        import imagecodecs  # noqa: F401
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InvalidInputError(
+            "dstd bench needs the bench extra: pip install 'dstdformat[bench]'") from None
+    from ..bench.codecs import make_bench_codec
+    from ..bench.report import write_reports
+    from ..bench.runner import DEFAULT_CODECS, BenchConfig, run_bench
+
+    codecs = args.codecs or list(DEFAULT_CODECS)
+    for name in codecs:
+        if name != "dstd-*":
+            make_bench_codec(name)  # unknown names fail before any work
+    if any(r <= 1 for r in args.ratios):
+        raise InvalidInputError("--ratios must be greater than 1")
+    config = BenchConfig(volumes=[Path(v) for v in args.volumes], ratios=list(args.ratios),
+                         codecs=codecs, threads=args.threads,
+                         crop=tuple(args.crop) if args.crop else None, progress=not args.quiet)
+    results = run_bench(config)
+    written = write_reports(results, Path(args.out))
+    if not args.quiet:
+        failed = [r for r in results["records"] if not r.get("reached")]
+        print(f"{len(results['records'])} measurements ({len(failed)} targets not reached); "
+              f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
 BUNDLED_SCAN = "totalseg_abdomen_3mm.nii.gz"
 
 

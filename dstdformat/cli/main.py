@@ -49,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help=".dstd path or URL")
     p.set_defaults(func=commands.verify)
 
+    p = add("bench", "compare every codec at target ratios on CT volumes: metrics, speed, memory")
+    p.add_argument("volumes", nargs="+", help="CT volumes (NIfTI, DICOM folder, HDF5, .npy)")
+    p.add_argument("--ratios", type=float, nargs="+", default=[32, 64, 128, 256, 512],
+                   help="target compression ratios (default: 32 64 128 256 512)")
+    p.add_argument("--codecs", nargs="+", default=None,
+                   help="codecs to compare (default: all): dstd-<id> for ours, sperr, sz3, zfp, zfp-rate, "
+                        "htj2k, jpeg2000, jpegxl, zstd, blosc")
+    p.add_argument("--out", default="bench-results", help="output folder (default: bench-results)")
+    p.add_argument("--threads", type=int, help="threads for the 'all threads' runs (default: all)")
+    p.add_argument("--crop", type=int, nargs=3, metavar=("K", "J", "I"),
+                   help="benchmark a central crop of this size (quick runs)")
+    p.set_defaults(func=commands.bench)
+
     p = add("demo", "compress the bundled real CT scan, read one slice back lazily, print figures")
     p.add_argument("--out", help="folder for the demo's .dstd (default: a temporary folder)")
     p.set_defaults(func=commands.demo)

@@ -1,0 +1,303 @@
+"""Adapters that give every compared codec the same shape: a quality knob, encode and decode.
+
+Each adapter encodes an int16 HU volume and decodes back to int16 HU (lossy outputs are rounded
+and clipped to int16, which is what a user would store). Ratios are always raw int16 bytes over
+compressed bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+Payload = list[bytes]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A codec's quality parameter, searched in log space between ``low`` and ``high``."""
+
+    name: str
+    low: float
+    high: float
+    raises_ratio: bool  # True when a larger value gives a higher compression ratio
+    guess: Callable[[float], float] | None = None  # target ratio -> first value to try
+
+
+class BenchCodec:
+    name: str = ""
+    family: str = ""  # "dstd", "3d lossy", "2d lossy (slice by slice)", "lossless reference"
+    knob: Knob | None = None
+    threaded: bool = True  # can use several threads (natively or over slices)
+
+    def encode(self, volume: np.ndarray, value: float | None, threads: int) -> Payload:
+        raise NotImplementedError
+
+    def decode(self, payload: Payload, shape: tuple[int, ...], threads: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _to_int16(decoded: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(decoded), -32768, 32767).astype(np.int16)
+
+
+def _map_slices(fn: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
+    if threads <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(threads) as pool:  # imagecodecs releases the GIL
+        return list(pool.map(fn, items))
+
+
+class Sperr3D(BenchCodec):
+    name, family = "SPERR", "3d lossy"
+    knob = Knob("bpp", 16 / 8192, 8.0, raises_ratio=False, guess=lambda r: 16 / r)
+
+    def encode(self, volume, value, threads):
+        import imagecodecs
+
+        return [bytes(imagecodecs.sperr_encode(volume.astype(np.float64), value, "bpp",
+                                               numthreads=threads))]
+
+    def decode(self, payload, shape, threads):
+        import imagecodecs
+
+        return _to_int16(imagecodecs.sperr_decode(payload[0], numthreads=threads))
+
+
+class SZ3(BenchCodec):
+    name, family = "SZ3", "3d lossy"
+    knob = Knob("abs error bound", 0.05, 4000.0, raises_ratio=True, guess=lambda r: r / 2)
+    threaded = False
+
+    def encode(self, volume, value, threads):
+        import imagecodecs
+
+        return [bytes(imagecodecs.sz3_encode(volume.astype(np.float32), mode="abs", abs=value))]
+
+    def decode(self, payload, shape, threads):
+        import imagecodecs
+
+        return _to_int16(imagecodecs.sz3_decode(payload[0], shape, np.float32))
+
+
+class ZFP(BenchCodec):
+    """ZFP in fixed-accuracy mode (its best rate-distortion mode for error-bounded use). Its
+    tolerance acts in powers of two, so some targets are only reachable in fixed-rate mode."""
+
+    name, family = "ZFP accuracy", "3d lossy"
+    knob = Knob("tolerance", 0.05, 20000.0, raises_ratio=True, guess=lambda r: 4 * r)
+
+    def encode(self, volume, value, threads):
+        import imagecodecs
+
+        return [bytes(imagecodecs.zfp_encode(volume.astype(np.float32), value,
+                                             mode=imagecodecs.ZFP.MODE.FIXED_ACCURACY,
+                                             numthreads=threads))]
+
+    def decode(self, payload, shape, threads):
+        import imagecodecs
+
+        return _to_int16(imagecodecs.zfp_decode(payload[0], numthreads=threads))
+
+
+class ZFPRate(BenchCodec):
+    """ZFP in fixed-rate mode: bits per value set directly, so every target is reachable."""
+
+    name, family = "ZFP rate", "3d lossy"
+    knob = Knob("bits per value", 1 / 64, 16.0, raises_ratio=False, guess=lambda r: 16 / r)
+
+    def encode(self, volume, value, threads):
+        import imagecodecs
+
+        return [bytes(imagecodecs.zfp_encode(volume.astype(np.float32), value,
+                                             mode=imagecodecs.ZFP.MODE.FIXED_RATE,
+                                             numthreads=threads))]
+
+    def decode(self, payload, shape, threads):
+        import imagecodecs
+
+        return _to_int16(imagecodecs.zfp_decode(payload[0], numthreads=threads))
+
+
+class _SliceCodec(BenchCodec):
+    family = "2d lossy (slice by slice)"
+
+    def _encode_slice(self, image: np.ndarray, value: float) -> bytes:
+        raise NotImplementedError
+
+    def _decode_slice(self, blob: bytes) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, volume, value, threads):
+        return _map_slices(lambda s: bytes(self._encode_slice(s, value)), list(volume), threads)
+
+    def decode(self, payload, shape, threads):
+        return np.stack(_map_slices(self._decode_slice, payload, threads)).astype(np.int16)
+
+
+class JPEG2000(_SliceCodec):
+    """OpenJPEG, irreversible, 16-bit signed slices; the knob is the target PSNR (dB)."""
+
+    name = "JPEG 2000"
+    knob = Knob("psnr", 1.0, 120.0, raises_ratio=False, guess=lambda r: 60.0)
+
+    def _encode_slice(self, image, value):
+        import imagecodecs
+
+        return imagecodecs.jpeg2k_encode(np.ascontiguousarray(image), level=value, numthreads=1)
+
+    def _decode_slice(self, blob):
+        import imagecodecs
+
+        return imagecodecs.jpeg2k_decode(blob)
+
+
+class HTJ2K(_SliceCodec):
+    """High-throughput JPEG 2000 (OpenJPH), irreversible; the knob is the quantization step."""
+
+    name = "HTJ2K"
+    knob = Knob("qstep", 1e-6, 0.9, raises_ratio=True, guess=lambda r: 1e-4 * r)
+
+    def _encode_slice(self, image, value):
+        import imagecodecs
+
+        return imagecodecs.htj2k_encode(np.ascontiguousarray(image), level=value, reversible=False)
+
+    def _decode_slice(self, blob):
+        import imagecodecs
+
+        return imagecodecs.htj2k_decode(blob)
+
+
+class JPEGXL(_SliceCodec):
+    """libjxl on slices shifted to unsigned with just enough bits for the volume's HU range."""
+
+    name = "JPEG XL"
+    knob = Knob("distance", 0.01, 25.0, raises_ratio=True, guess=lambda r: r / 30)
+
+    def encode(self, volume, value, threads):
+        low = int(volume.min())
+        bits = max(8, int(np.ceil(np.log2(int(volume.max()) - low + 1))))
+        if bits > 16:
+            raise InvalidInputError("JPEG XL adapter needs a value range of at most 16 bits")
+        shifted = (volume.astype(np.int32) - low).astype(np.uint16)
+        header = np.array([low, bits], dtype="<i4").tobytes()
+        import imagecodecs
+
+        def one(image: np.ndarray) -> bytes:
+            return bytes(imagecodecs.jpegxl_encode(np.ascontiguousarray(image), distance=value,
+                                                   bitspersample=bits, numthreads=1))
+
+        return [header, *_map_slices(one, list(shifted), threads)]
+
+    def decode(self, payload, shape, threads):
+        import imagecodecs
+
+        low, _ = np.frombuffer(payload[0], dtype="<i4")
+        slices = _map_slices(lambda b: imagecodecs.jpegxl_decode(b, numthreads=1), payload[1:],
+                             threads)
+        return _to_int16(np.stack(slices).astype(np.int32) + int(low))
+
+
+class ZstdReference(BenchCodec):
+    name, family = "zstd-19 (lossless)", "lossless reference"
+    threaded = False
+
+    def encode(self, volume, value, threads):
+        import imagecodecs
+
+        return [bytes(imagecodecs.zstd_encode(np.ascontiguousarray(volume).tobytes(), level=19))]
+
+    def decode(self, payload, shape, threads):
+        import imagecodecs
+
+        return np.frombuffer(imagecodecs.zstd_decode(payload[0]), dtype=np.int16).reshape(shape)
+
+
+class BloscReference(BenchCodec):
+    name, family = "Blosc-zstd5 shuffle (lossless)", "lossless reference"
+
+    def encode(self, volume, value, threads):
+        from numcodecs import Blosc, blosc
+
+        blosc.set_nthreads(threads)
+        return [bytes(Blosc("zstd", 5, Blosc.SHUFFLE).encode(np.ascontiguousarray(volume)))]
+
+    def decode(self, payload, shape, threads):
+        from numcodecs import Blosc, blosc
+
+        blosc.set_nthreads(threads)
+        return np.frombuffer(Blosc().decode(payload[0]), dtype=np.int16).reshape(shape)
+
+
+class DstdCodec(BenchCodec):
+    """One of our registered codecs, through the real ``.dstd`` writer and reader."""
+
+    family = "dstd"
+
+    def __init__(self, codec_id: str) -> None:
+        from ..codecs.registry import get_codec_class
+
+        self.codec_id = codec_id
+        self.name = f"dstd {codec_id}"
+        cls = get_codec_class(codec_id)
+        self.knob = None if cls.exact else Knob("ratio", 2.0, 4096.0, raises_ratio=True,
+                                                guess=lambda r: r)
+
+    def encode(self, volume, value, threads):
+        import dstdformat
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "v.dstd"
+            options = {} if value is None else {"ratio": value}
+            dstdformat.save(volume, path, codec=self.codec_id, codec_options=options)
+            return [path.read_bytes()]
+
+    def decode(self, payload, shape, threads):
+        import dstdformat
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "v.dstd"
+            path.write_bytes(payload[0])
+            with dstdformat.open(path) as volume:
+                return volume.read()
+
+
+BASELINES: dict[str, Callable[[], BenchCodec]] = {
+    "sperr": Sperr3D, "sz3": SZ3, "zfp": ZFP, "zfp-rate": ZFPRate, "htj2k": HTJ2K, "jpeg2000": JPEG2000,
+    "jpegxl": JPEGXL, "zstd": ZstdReference, "blosc": BloscReference,
+}
+
+
+def available_bench_codecs() -> list[str]:
+    """Ids usable with ``dstd bench --codecs``: ours as ``dstd-<id>``, then the baselines."""
+    from ..codecs.registry import available_codecs
+
+    return [f"dstd-{c}" for c in available_codecs()] + list(BASELINES)
+
+
+def make_bench_codec(name: str) -> BenchCodec:
+    if name.startswith("dstd-"):
+        return DstdCodec(name.removeprefix("dstd-"))
+    if name not in BASELINES:
+        raise InvalidInputError(
+            f"unknown benchmark codec {name!r}; choose from {', '.join(available_bench_codecs())}"
+        )
+    return BASELINES[name]()
+
+
+def payload_size(payload: Payload) -> int:
+    return sum(len(b) for b in payload)
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
