@@ -62,6 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark a central crop of this size (quick runs)")
     p.set_defaults(func=commands.bench)
 
+    p = add("train", "train the learned texture model on CT volumes (resumes from --out)")
+    p.add_argument("sources", nargs="+", help="NIfTI files, folders or globs")
+    p.add_argument("--out", required=True, help="model folder (checkpoints, final weights)")
+    p.add_argument("--steps", type=int, default=20000, help="total optimizer steps")
+    p.add_argument("--batch", type=int, default=2, help="crops per step")
+    p.add_argument("--crop", type=int, nargs=3, default=[64, 64, 64], metavar=("K", "J", "I"),
+                   help="crop size in voxels, multiples of 32 (default 64 64 64)")
+    p.add_argument("--lmbda", type=float, default=0.02, help="rate-distortion trade-off")
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude", nargs="*", default=[],
+                   help="file names to keep out of training (held-out evaluation scans)")
+    p.add_argument("--channels", type=int, default=48)
+    p.add_argument("--latent-channels", type=int, default=64)
+    p.add_argument("--hyper-channels", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.set_defaults(func=commands.train)
+
     p = add("demo", "compress the bundled real CT scan, read one slice back lazily, print figures")
     p.add_argument("--out", help="folder for the demo's .dstd (default: a temporary folder)")
     p.set_defaults(func=commands.demo)

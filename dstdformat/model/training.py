@@ -1,0 +1,188 @@
+"""Training the texture model on CT volumes: seeded, resumable, checkpointed as safetensors+JSON.
+
+Rate-distortion loss: bits per voxel of y and z plus ``lmbda`` times the MSE in normalized units
+(HU / 1024 after clipping to the window). Checkpoints hold the model, the optimizer state and the
+random state, so a run stopped anywhere continues where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..progress import bar
+from .texture_model import TextureModel, TextureModelConfig
+from .weights import load_state, save_state
+
+HU_WINDOW = (-1024.0, 3071.0)
+HU_SCALE = 1024.0
+
+
+def normalize_hu(hu: np.ndarray | torch.Tensor):
+    """HU -> network input: clip to the window, divide by 1024 (air -1, water 0, bone ~1..3)."""
+    if isinstance(hu, torch.Tensor):
+        return torch.clamp(hu, *HU_WINDOW) / HU_SCALE
+    return np.clip(hu, *HU_WINDOW) / HU_SCALE
+
+
+def denormalize_hu(x):
+    return x * HU_SCALE
+
+
+@dataclass
+class TrainConfig:
+    sources: list[str]
+    out: str
+    steps: int = 20000
+    batch_size: int = 2
+    crop: tuple[int, int, int] = (64, 64, 64)
+    lmbda: float = 0.02
+    learning_rate: float = 1e-4
+    seed: int = 0
+    checkpoint_every: int = 200
+    model: dict = field(default_factory=dict)  # TextureModelConfig fields
+    device: str = "auto"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class CropSampler:
+    """Random crops (with flips and a small intensity jitter) from volumes held in memory."""
+
+    def __init__(self, volumes: Sequence[np.ndarray], crop: tuple[int, int, int],
+                 rng: np.random.Generator) -> None:
+        self.volumes = [v for v in volumes if all(s >= c for s, c in zip(v.shape, crop))]
+        if not self.volumes:
+            raise ValueError(f"no training volume is at least {crop} voxels")
+        self.weights = np.array([v.size for v in self.volumes], dtype=np.float64)
+        self.weights /= self.weights.sum()
+        self.crop, self.rng = crop, rng
+
+    def sample(self, batch: int) -> torch.Tensor:
+        out = np.empty((batch, 1, *self.crop), dtype=np.float32)
+        for b in range(batch):
+            v = self.volumes[self.rng.choice(len(self.volumes), p=self.weights)]
+            start = [self.rng.integers(0, s - c + 1) for s, c in zip(v.shape, self.crop)]
+            block = v[tuple(slice(s, s + c) for s, c in zip(start, self.crop))].astype(np.float32)
+            for axis in (1, 2):  # left-right / anterior-posterior flips keep CT semantics
+                if self.rng.random() < 0.5:
+                    block = np.flip(block, axis)
+            block = block * self.rng.uniform(0.97, 1.03) + self.rng.uniform(-20, 20)
+            out[b, 0] = normalize_hu(block)
+        return torch.from_numpy(out)
+
+
+def training_paths(sources: Sequence[str]) -> list[Path]:
+    """Files named by ``sources``: files, folders (every NIfTI inside) or globs."""
+    from glob import glob
+
+    paths: list[Path] = []
+    for source in sources:
+        p = Path(source)
+        if p.is_dir():
+            paths += sorted(p.rglob("*.nii.gz")) + sorted(p.rglob("*.nii"))
+        elif any(ch in source for ch in "*?["):
+            paths += [Path(g) for g in sorted(glob(source, recursive=True))]
+        else:
+            paths.append(p)
+    return paths
+
+
+def load_training_volumes(sources: Sequence[str]) -> list[np.ndarray]:
+    """HU arrays (float32) from NIfTI/DICOM/HDF5 files, folders or globs."""
+    from ..io import read_scan
+
+    volumes = []
+    for path in training_paths(sources):
+        scan = read_scan(path)
+        hu = scan.array.astype(np.float32) * scan.metadata.slope + scan.metadata.intercept
+        volumes.append(hu)
+    if not volumes:
+        raise ValueError(f"no training volumes found in {list(sources)}")
+    return volumes
+
+
+def rd_loss(model_out: dict[str, torch.Tensor], x: torch.Tensor, lmbda: float):
+    voxels = x.numel()
+    bits = -(torch.log2(model_out["y_likelihood"]).sum() + torch.log2(model_out["z_likelihood"]).sum())
+    bpv = bits / voxels
+    mse = torch.mean((model_out["x_hat"] - x) ** 2)
+    return bpv + lmbda * mse * (HU_SCALE**2) / 1e4, bpv, mse
+
+
+def train(config: TrainConfig, *, progress: bool = False,
+          volumes: Sequence[np.ndarray] | None = None) -> dict:
+    """Train (or resume) into ``config.out``; returns the final log entry."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = TextureModel(TextureModelConfig(**config.model)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    rng = np.random.default_rng(config.seed)
+    state_path, meta_path = out / "checkpoint.safetensors", out / "checkpoint.json"
+    step, history, elapsed = 0, [], 0.0
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta["train_config"]["model"] != config.model:
+            raise ValueError(f"{out} holds a checkpoint of a different model configuration")
+        load_state(state_path, model, optimizer)
+        step, history, elapsed = meta["step"], meta["history"], meta["elapsed_s"]
+        rng.bit_generator.state = meta["rng_state"]
+        torch.set_rng_state(torch.tensor(meta["torch_rng_state"], dtype=torch.uint8))
+    sampler = CropSampler(volumes if volumes is not None else
+                          load_training_volumes(config.sources), config.crop, rng)
+    model.train()
+    window: list[tuple[float, float, float]] = []
+    started = time.perf_counter()
+
+    def checkpoint() -> None:
+        meta = {"step": step, "history": history, "train_config": asdict(config),
+                "elapsed_s": elapsed + time.perf_counter() - started,
+                "rng_state": rng.bit_generator.state,
+                "torch_rng_state": torch.get_rng_state().tolist()}
+        save_state(state_path, model, optimizer)
+        tmp = meta_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_path)
+
+    with bar(enabled=progress, desc="training", total=config.steps, unit="step") as pbar:
+        pbar.update(step)
+        while step < config.steps:
+            x = sampler.sample(config.batch_size).to(device)
+            loss, bpv, mse = rd_loss(model(x), x, config.lmbda)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            window.append((float(loss.detach()), float(bpv.detach()), float(mse.detach())))
+            pbar.update(1)
+            if step % 50 == 0 or step == config.steps:
+                mean = np.mean(window, axis=0)
+                window.clear()
+                entry = {"step": step, "loss": float(mean[0]), "bpv": float(mean[1]),
+                         "ratio_est": 16 / float(mean[1]) if mean[1] > 0 else math.inf,
+                         "rmse_hu": float(math.sqrt(mean[2]) * HU_SCALE)}
+                history.append(entry)
+                pbar.set_postfix_str(f"bpv {entry['bpv']:.4f} rmse {entry['rmse_hu']:.1f} HU")
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                checkpoint()
+    return history[-1] if history else {}
+
+
+def iterate_history(out: str | Path) -> Iterator[dict]:
+    meta = json.loads((Path(out) / "checkpoint.json").read_text())
+    yield from meta["history"]
