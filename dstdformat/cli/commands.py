@@ -135,8 +135,8 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from ..model.training import TrainConfig, train as run_training
-    from ..model.training import training_paths
+    from ..model.training import TrainConfig, training_paths
+    from ..model.training import train as run_training
 
     if any(c <= 0 or c % 32 for c in args.crop):
         raise InvalidInputError(f"--crop sizes must be positive multiples of 32, got {args.crop}")
