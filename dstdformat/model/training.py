@@ -1,7 +1,8 @@
 """Training the texture model on CT volumes: seeded, resumable, checkpointed as safetensors+JSON.
 
 Rate-distortion loss: bits per voxel of y and z plus ``lmbda`` times the MSE in HU^2 / 10^4
-(inputs are HU / 1024 after clipping to the window). lmbda = 0.5 balances near 256x on chest CT. Checkpoints hold the model, the optimizer state and the
+(inputs are HU / 1024 after clipping to the window).
+lmbda = 0.5 is meant to balance near 256x on chest CT. Checkpoints hold the model, the optimizer state and the
 random state, so a run stopped anywhere continues where it was.
 """
 
