@@ -94,8 +94,20 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
+def json_safe(value: Any) -> Any:
+    """Standard JSON has no infinities: write them as the strings "inf" / "-inf" / "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_reports(results: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
+    (out / "results.json").write_text(json.dumps(json_safe(results), indent=2, allow_nan=False)
+                                      + "\n")
     (out / "results.md").write_text(markdown_table(results) + "\n")
     return [out / "results.json", out / "results.md", *plot(results, out)]
