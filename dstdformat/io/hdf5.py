@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, UnsupportedImageError
 from ..metadata import Scan, ScanMetadata
-from ._atomic import atomic_path
+from ..storage.writing import atomic_path
 from ._checks import IMPORTABLE_DTYPES, check_volume
 
 DEFAULT_DATASET = "volume"

@@ -22,7 +22,7 @@ from nibabel.volumeutils import array_to_file
 
 from ..errors import UnsupportedImageError
 from ..metadata import IJK_TO_KJI, Scan, ScanMetadata
-from ._atomic import atomic_path
+from ..storage.writing import atomic_path
 from ._checks import check_volume
 
 

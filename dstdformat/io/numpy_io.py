@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import UnsupportedImageError
 from ..metadata import Scan, ScanMetadata
-from ._atomic import atomic_path
+from ..storage.writing import atomic_path
 from ._checks import check_volume
 
 

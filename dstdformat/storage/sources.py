@@ -160,14 +160,22 @@ class FsspecSource(_RangeReader):
         pass
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
+def local_path(path_or_url: str | os.PathLike[str],
+               storage_options: dict[str, Any] | None = None) -> str | None:
+    """The local filesystem path ``path_or_url`` names, or None when fsspec must handle it
+    (a URL with a protocol, a chained URL, or storage options)."""
+    text = os.fspath(path_or_url)
+    if storage_options or "::" in text:
+        return None
+    if text.startswith("file://"):
+        return text.removeprefix("file://")
+    return None if "://" in text else text
 
 
 def open_source(path_or_url: str | os.PathLike[str],
                 storage_options: dict[str, Any] | None = None) -> ByteSource:
     """Open a local path or fsspec URL for range reads."""
-    text = os.fspath(path_or_url)
-    if _is_local(text) and "::" not in text and not storage_options:
-        return LocalFileSource(text.removeprefix("file://"))
-    return FsspecSource(text, storage_options)
+    local = local_path(path_or_url, storage_options)
+    if local is not None:
+        return LocalFileSource(local)
+    return FsspecSource(os.fspath(path_or_url), storage_options)

@@ -1,17 +1,27 @@
-"""Atomic output: a reader never sees a partial file under the final name."""
+"""Atomic output: a reader never sees a partial file under the final name.
+
+One mechanism for every writer: :func:`atomic_path` for libraries that want a path (nibabel,
+h5py, numpy), :func:`atomic_output` for a file object on a local path or any fsspec URL.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any
 
-from .sources import _is_local
+from .sources import local_path
+
+#: Suffixes that only say how the real format is compressed (``.nii.gz`` is NIfTI, gzipped).
+_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst"}
 
 
-def new_file_mode(final: str) -> int:
+def new_file_mode(final: str | os.PathLike[str]) -> int:
     """Permission bits for a file published at ``final``: the existing file's, else 0o666 less
     the umask (what ``open()`` would give; ``mkstemp`` alone would leave 0o600)."""
     try:
@@ -22,35 +32,76 @@ def new_file_mode(final: str) -> int:
         return 0o666 & ~umask
 
 
+def full_suffix(path: str | os.PathLike[str]) -> str:
+    """The format suffix of ``path``, keeping a compression suffix with its format (``.nii.gz``)."""
+    suffixes = Path(path).suffixes
+    if not suffixes:
+        return ""
+    if suffixes[-1].lower() in _COMPRESSION_SUFFIXES and len(suffixes) >= 2:
+        return "".join(suffixes[-2:])
+    return suffixes[-1]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
+
+    The temporary file keeps the real suffix (``.tmp-1a2b3c4d.nii.gz``) because some writers
+    (nibabel) choose compression by suffix. It gets the mode :func:`new_file_mode` gives. On
+    failure it is deleted and ``path`` is left untouched.
+    """
+    target = Path(path)
+    suffix = full_suffix(target)
+    stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
+    while True:
+        temp = target.with_name(f".{stem}.tmp-{secrets.token_hex(4)}{suffix}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        break
+    try:
+        os.chmod(temp, new_file_mode(target))
+        yield temp
+        _fsync(temp)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush the file's bytes to disk before the rename makes it visible (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_output(path_or_url: str | os.PathLike[str],
                   storage_options: dict[str, Any] | None = None) -> Iterator[IO[bytes]]:
     """Yield a binary file; on success it appears at ``path_or_url`` whole, on failure not at all.
 
-    Local paths: a temporary file in the same directory, fsync'ed, then ``os.replace``. Other URLs:
-    a local temporary file uploaded in one put, which object stores make visible atomically.
+    Local paths: :func:`atomic_path`. Other URLs: a local temporary file uploaded in one put,
+    which object stores make visible atomically.
     """
-    text = os.fspath(path_or_url)
-    if _is_local(text) and "::" not in text and not storage_options:
-        final = os.path.abspath(text.removeprefix("file://"))
-        directory = os.path.dirname(final)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp",
-                                   dir=directory)
-        try:
-            os.chmod(tmp, new_file_mode(final))
-            with os.fdopen(fd, "wb") as fh:
-                yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+    local = local_path(path_or_url, storage_options)
+    if local is not None:
+        with atomic_path(os.path.abspath(local)) as temp, open(temp, "wb") as fh:
+            yield fh
         return
     import fsspec.core
 
-    fs, remote = fsspec.core.url_to_fs(text, **(storage_options or {}))
+    fs, remote = fsspec.core.url_to_fs(os.fspath(path_or_url), **(storage_options or {}))
     with tempfile.NamedTemporaryFile(suffix=".dstd") as fh:
         yield fh
         fh.flush()
