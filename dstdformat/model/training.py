@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -183,7 +183,3 @@ def train(config: TrainConfig, *, progress: bool = False,
                 checkpoint()
     return history[-1] if history else {}
 
-
-def iterate_history(out: str | Path) -> Iterator[dict]:
-    meta = json.loads((Path(out) / "checkpoint.json").read_text())
-    yield from meta["history"]
