@@ -43,13 +43,20 @@ def compress(args: argparse.Namespace) -> int:
     from ..codecs.registry import get_codec_class
 
     codec_cls = get_codec_class(args.codec)
-    if args.ratio is not None and codec_cls.exact:
-        raise InvalidInputError(
-            f"--ratio applies to lossy codecs; {args.codec!r} keeps every voxel exactly"
-        )
+    options = {name: value for name, value in (
+        ("ratio", args.ratio), ("quality", args.quality), ("max_error", args.max_error),
+        ("model", None if args.model == "none" else args.model)) if value is not None}
+    if args.model == "none":
+        options["model"] = None
+    for name in options:
+        flag = "--" + name.replace("_", "-")
+        if codec_cls.exact:
+            raise InvalidInputError(f"{flag} applies to lossy codecs; {args.codec!r} keeps every "
+                                    "voxel exactly")
+        if name != "ratio" and args.codec != "deepstd":
+            raise InvalidInputError(f"{flag} applies to the deepstd codec only")
     if not args.output.lower().endswith(".dstd"):
         raise InvalidInputError(f"output must end in .dstd, got {args.output!r}")
-    options = {"ratio": args.ratio} if args.ratio is not None else {}
     started = time.perf_counter()
     scan = _load(args.input, args)
     result = save(scan, args.output, codec=args.codec, codec_options=options,
@@ -135,25 +142,56 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from ..model.training import TrainConfig, training_paths
-    from ..model.training import train as run_training
+    from ..model.training import training_paths
 
-    if any(c <= 0 or c % 32 for c in args.crop):
-        raise InvalidInputError(f"--crop sizes must be positive multiples of 32, got {args.crop}")
     paths = [str(p) for p in training_paths(args.sources) if p.name not in set(args.exclude)]
     if not paths:
         raise InvalidInputError("no training volumes left after --exclude")
+    try:
+        if args.arch == "refiner":
+            return _train_refiner(args, paths)
+        return _train_hyperprior(args, paths)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+
+
+def _train_refiner(args: argparse.Namespace, paths: list[str]) -> int:
+    from ..model.refine_training import RefinerTrainConfig, export_model, train_refiner
+
+    crop = tuple(args.crop or (32, 64, 64))
+    if any(c <= 0 or c % 2 for c in crop):
+        raise InvalidInputError(f"--crop sizes must be positive and even, got {crop}")
+    config = RefinerTrainConfig(
+        sources=paths, out=args.out, steps=args.steps, batch_size=args.batch, crop=crop,
+        learning_rate=args.lr or 3e-4, seed=args.seed, device=args.device,
+        model={"channels": args.channels or 32, "blocks": args.blocks}, eval_sources=list(args.eval),
+    )
+    last = train_refiner(config, progress=not args.quiet)
+    if args.export:
+        weights = export_model(args.out, args.export, args.out)
+        if not args.quiet:
+            print(f"model {args.export} written to {weights}")
+    if not args.quiet and last:
+        print(f"step {last['step']}: training MAE {last['train_mae_hu']:.2f} HU; "
+              f"checkpoint in {args.out}")
+    return 0
+
+
+def _train_hyperprior(args: argparse.Namespace, paths: list[str]) -> int:
+    from ..model.training import TrainConfig
+    from ..model.training import train as run_training
+
+    crop = tuple(args.crop or (64, 64, 64))
+    if any(c <= 0 or c % 32 for c in crop):
+        raise InvalidInputError(f"--crop sizes must be positive multiples of 32, got {crop}")
     config = TrainConfig(
         sources=paths, out=args.out, steps=args.steps, batch_size=args.batch,
-        crop=tuple(args.crop), lmbda=args.lmbda, learning_rate=args.lr, seed=args.seed,
-        model={"channels": args.channels, "latent_channels": args.latent_channels,
+        crop=crop, lmbda=args.lmbda, learning_rate=args.lr or 1e-4, seed=args.seed,
+        model={"channels": args.channels or 48, "latent_channels": args.latent_channels,
                "hyper_channels": args.hyper_channels},
         device=args.device,
     )
-    try:
-        last = run_training(config, progress=not args.quiet)
-    except ValueError as exc:
-        raise InvalidInputError(str(exc)) from None
+    last = run_training(config, progress=not args.quiet)
     if not args.quiet and last:
         print(f"step {last['step']}: {last['bpv']:.4f} bits/voxel (~{last['ratio_est']:.0f}x), "
               f"RMSE {last['rmse_hu']:.1f} HU on training crops; checkpoint in {args.out}")
@@ -165,10 +203,8 @@ BUNDLED_SCAN = "totalseg_abdomen_3mm.nii.gz"
 
 def demo(args: argparse.Namespace) -> int:
     from .. import io, open, save
-    from ..codecs.registry import available_codecs
 
-    learned = "deepstd" in available_codecs()
-    codec = "deepstd" if learned else "lossless"
+    codec = "deepstd"
     with resources.as_file(resources.files("dstdformat") / "data" / BUNDLED_SCAN) as source:
         scan = io.read_scan(source)
         source_size = source.stat().st_size
@@ -202,8 +238,5 @@ def demo(args: argparse.Namespace) -> int:
             f"  written to    {target}" if args.out else "  (written to a temporary folder; "
             "use --out DIR to keep it)",
         ]
-        if not learned:
-            lines.append("  note: the learned DeepSTD codec is not available in this release yet; "
-                         "the demo used the lossless codec")
         print("\n".join(lines))
     return 0

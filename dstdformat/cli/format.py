@@ -33,13 +33,21 @@ def info_text(name: str, summary: dict[str, Any]) -> str:
         f"   modality {meta.get('modality') or '-'}   original dtype "
         f"{meta.get('original_dtype') or '-'}",
         f"codec         {codec['id']} v{codec['version']}" + (f" ({params})" if params else "")
-        + (f"   model {codec['model']}" if codec.get("model") else ""),
+        + (f"   model {codec['model']['id']} (sha256 {codec['model']['sha256'][:12]}...)"
+           if codec.get("model") else ""),
         f"tiles         {' x '.join(map(str, tiles['tile_shape']))} voxels, grid "
         f"{' x '.join(map(str, grid))} ({grid[0] * grid[1] * grid[2]} tiles)",
         f"sections      {sections}",
         f"ratio         {summary['ratio']:.2f}x (raw {human_bytes(summary['raw_nbytes'])})",
         f"original      sha256 {h.get('original_sha256', '-')}",
     ]
+    state = codec.get("state") or {}
+    if "mode" in state and "bits_per_voxel" in state:
+        rates = state["bits_per_voxel"]
+        target = {"ratio": f"target {state.get('target_ratio', 0):g}x"}.get(state["mode"], state["mode"])
+        lines.insert(-2, f"lossy         {target}, wavelet layer {sum(rates) / max(len(rates), 1):.4f} "
+                         f"bits/voxel, {state.get('outlier_voxels', 0)} voxels stored exactly, "
+                         f"refinement halo {state.get('halo', 0)}")
     if meta.get("attributes"):
         lines.append(f"attributes    {meta['attributes']}")
     return "\n".join(lines)

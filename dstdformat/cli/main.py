@@ -27,9 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compress", "compress a NIfTI / DICOM series / HDF5 / .npy / .dstd volume into .dstd")
     p.add_argument("input", help="input file, DICOM folder, or .dstd (path or URL)")
     p.add_argument("output", help="output .dstd path or fsspec URL")
-    p.add_argument("--codec", default="lossless", choices=available_codecs(),
-                   help="codec (default: lossless)")
-    p.add_argument("--ratio", type=float, help="target compression ratio (lossy codecs)")
+    p.add_argument("--codec", default="deepstd", choices=available_codecs(),
+                   help="codec (default: deepstd at 256x; lossless keeps every voxel)")
+    p.add_argument("--ratio", type=float,
+                   help="target compression ratio, raw bytes / file bytes (deepstd default: 256)")
+    p.add_argument("--quality", type=float, metavar="DB",
+                   help="deepstd: PSNR in dB (over the -1024..3071 HU window) every tile reaches")
+    p.add_argument("--max-error", type=float, metavar="HU",
+                   help="deepstd: guaranteed bound on |decoded - original| (no refinement)")
+    p.add_argument("--model", help="deepstd: refinement model id or .safetensors path "
+                                   "(default: the bundled model); 'none' codes without")
     p.add_argument("--tile", type=int, nargs=3, metavar=("K", "J", "I"),
                    help="tile shape in voxels (default: the codec's choice)")
     p.add_argument("--dataset", help="HDF5 dataset to read (default: the only 3D dataset)")
@@ -62,22 +69,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark a central crop of this size (quick runs)")
     p.set_defaults(func=commands.bench)
 
-    p = add("train", "train the learned texture model on CT volumes (resumes from --out)")
+    p = add("train", "train a learned model on CT volumes (resumes from --out)")
     p.add_argument("sources", nargs="+", help="NIfTI files, folders or globs")
-    p.add_argument("--out", required=True, help="model folder (checkpoints, final weights)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints); resumes if it holds one")
+    p.add_argument("--arch", choices=("refiner", "hyperprior"), default="refiner",
+                   help="refiner: the deepstd codec's refinement network (default); hyperprior: "
+                        "the experimental latent-space texture model")
     p.add_argument("--steps", type=int, default=20000, help="total optimizer steps")
-    p.add_argument("--batch", type=int, default=2, help="crops per step")
-    p.add_argument("--crop", type=int, nargs=3, default=[64, 64, 64], metavar=("K", "J", "I"),
-                   help="crop size in voxels, multiples of 32 (default 64 64 64)")
-    p.add_argument("--lmbda", type=float, default=0.5,
-                   help="rate-distortion trade-off (0.5: about 256x on chest CT)")
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--batch", type=int, default=4, help="crops per step")
+    p.add_argument("--crop", type=int, nargs=3, metavar=("K", "J", "I"),
+                   help="crop size in voxels (default 32 64 64; hyperprior: multiples of 32, 64 64 64)")
+    p.add_argument("--lr", type=float, help="learning rate (default 3e-4; hyperprior 1e-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exclude", nargs="*", default=[],
                    help="file names to keep out of training (held-out evaluation scans)")
-    p.add_argument("--channels", type=int, default=48)
-    p.add_argument("--latent-channels", type=int, default=64)
-    p.add_argument("--hyper-channels", type=int, default=32)
+    p.add_argument("--eval", nargs="*", default=[], metavar="FILE",
+                   help="refiner: held-out scans whose MAE is logged at every checkpoint")
+    p.add_argument("--export", metavar="MODEL_ID",
+                   help="refiner: when done, write MODEL_ID.safetensors/.json into --out; use it "
+                        "through DSTD_MODEL_PATH")
+    p.add_argument("--channels", type=int, help="network width (refiner 32, hyperprior 48)")
+    p.add_argument("--blocks", type=int, default=3, help="refiner: residual blocks")
+    p.add_argument("--lmbda", type=float, default=0.5,
+                   help="hyperprior: rate-distortion trade-off (0.5: about 470x on chest CT)")
+    p.add_argument("--latent-channels", type=int, default=64, help="hyperprior only")
+    p.add_argument("--hyper-channels", type=int, default=32, help="hyperprior only")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.set_defaults(func=commands.train)
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..container.tiling import Region, TileGrid
 from ..errors import InvalidInputError
+from ..metadata import ScanMetadata
 
 SectionKey = tuple[int, int]  # (SectionKind, tile number or NO_TILE)
 Fetch = Callable[[list[SectionKey]], Mapping[SectionKey, bytes]]
@@ -51,6 +52,8 @@ class DecodeContext:
     grid: TileGrid
     params: Mapping[str, Any]
     state: Mapping[str, Any]
+    #: The header's ``codec.model`` member ({"id", "sha256"}) or None.
+    model: Mapping[str, Any] | None = None
 
 
 class VolumeCodec(ABC):
@@ -88,8 +91,12 @@ class VolumeCodec(ABC):
             )
 
     @abstractmethod
-    def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False) -> Encoded:
-        """Encode a C-contiguous little-endian 3D array into sections."""
+    def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False,
+               metadata: ScanMetadata | None = None) -> Encoded:
+        """Encode a C-contiguous little-endian 3D array into sections.
+
+        ``metadata`` tells lossy codecs how stored values map to physical units (slope, intercept).
+        """
 
     @abstractmethod
     def decode_region(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:

@@ -7,21 +7,21 @@ gives 2.50x at ~115-180 MB/s per core, against 2.0x for plain zstd level 3.
 
 from __future__ import annotations
 
-import struct
 from typing import Any, ClassVar
 
 import numpy as np
 from numcodecs import Blosc
 
 from ..container.format import SectionKind
-from ..container.tiling import Region, TileGrid
-from ..errors import CorruptSectionError, InvalidInputError
+from ..container.tiling import Region, TileGrid, overlap_slices
+from ..errors import InvalidInputError
+from ..metadata import ScanMetadata
 from ..progress import track
+from ._blosc import decode_checked
 from .base import DecodeContext, Encoded, Fetch, Section, VolumeCodec
 
 _SHUFFLES = {"none": Blosc.NOSHUFFLE, "byte": Blosc.SHUFFLE, "bit": Blosc.BITSHUFFLE}
 _CNAMES = ("zstd", "lz4", "lz4hc", "zlib", "blosclz")
-_BLOSC_HEADER = struct.Struct("<BBBBIII")  # version, versionlz, flags, typesize, nbytes, blocksize, cbytes
 
 
 class LosslessCodec(VolumeCodec):
@@ -48,7 +48,8 @@ class LosslessCodec(VolumeCodec):
     def get_config(self) -> dict[str, Any]:
         return {"cname": self.cname, "clevel": self.clevel, "shuffle": self.shuffle}
 
-    def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False) -> Encoded:
+    def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False,
+               metadata: ScanMetadata | None = None) -> Encoded:
         def sections():
             for tile in track(grid, enabled=progress, desc="compressing tiles",
                               total=grid.n_tiles, unit="tile"):
@@ -63,31 +64,12 @@ class LosslessCodec(VolumeCodec):
         payloads = fetch([(SectionKind.TEXTURE, t) for t in tiles])
         for tile in tiles:
             block = self._decode_tile(ctx, tile, payloads[(SectionKind.TEXTURE, tile)])
-            tile_region = ctx.grid.tile_region(tile)
-            src, dst = [], []
-            for r, t in zip(region, tile_region):
-                lo, hi = max(r.start, t.start), min(r.stop, t.stop)
-                src.append(slice(lo - t.start, hi - t.start))
-                dst.append(slice(lo - r.start, hi - r.start))
-            out[tuple(dst)] = block[tuple(src)]
+            src, dst = overlap_slices(region, ctx.grid.tile_region(tile))
+            out[dst] = block[src]
         return out
 
     def _decode_tile(self, ctx: DecodeContext, tile: int, payload: bytes) -> np.ndarray:
         extent = ctx.grid.tile_extent(tile)
         stored = ctx.dtype.newbyteorder("<")
-        expected = int(np.prod(extent)) * stored.itemsize
-        # Check the Blosc header's declared sizes before letting it allocate or decompress.
-        if len(payload) < _BLOSC_HEADER.size:
-            raise CorruptSectionError(f"texture section of tile {tile} is too short for Blosc data")
-        _, _, _, _, nbytes, _, cbytes = _BLOSC_HEADER.unpack_from(payload)
-        if nbytes != expected or cbytes != len(payload):
-            raise CorruptSectionError(
-                f"texture section of tile {tile} declares {nbytes} bytes ({cbytes} compressed); "
-                f"the header's tile grid needs {expected} bytes ({len(payload)} stored)"
-            )
-        block = np.empty(extent, dtype=stored)
-        try:
-            self._blosc.decode(payload, out=block)
-        except RuntimeError as exc:
-            raise CorruptSectionError(f"texture section of tile {tile} does not decode: {exc}") from None
+        block = decode_checked(payload, np.empty(extent, dtype=stored), f"texture section of tile {tile}")
         return block if stored == ctx.dtype else block.astype(ctx.dtype)

@@ -74,6 +74,16 @@ class TileGrid:
         return {"tile_shape": list(self.tile_shape), "grid": list(self.grid)}
 
 
+def overlap_slices(outer: Region, inner: Region) -> tuple[Region, Region]:
+    """Where ``outer`` and ``inner`` meet: (slices into an ``inner`` block, slices into ``outer``)."""
+    src, dst = [], []
+    for o, i in zip(outer, inner):
+        lo, hi = max(o.start, i.start), min(o.stop, i.stop)
+        src.append(slice(lo - i.start, hi - i.start))
+        dst.append(slice(lo - o.start, hi - o.start))
+    return tuple(src), tuple(dst)  # type: ignore[return-value]
+
+
 def default_tile_shape(shape: Sequence[int], preferred: Sequence[int]) -> tuple[int, int, int]:
     """``preferred`` clipped to the volume, so small volumes are one tile."""
     return tuple(max(1, min(int(p), int(s))) for p, s in zip(preferred, shape))  # type: ignore

@@ -30,7 +30,7 @@ class Volume:
         self._reader = DstdReader(source)
         self._codec: VolumeCodec | None = None
         h = self._reader.header
-        self._ctx = DecodeContext(h.shape, h.dtype, h.grid, h.codec_params, h.codec_state)
+        self._ctx = DecodeContext(h.shape, h.dtype, h.grid, h.codec_params, h.codec_state, h.model)
 
     # -- description ---------------------------------------------------------------------------
     @property

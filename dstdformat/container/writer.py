@@ -78,7 +78,7 @@ def write_volume(path_or_url: str | os.PathLike[str], data: Any, *, codec: Volum
     grid = TileGrid(array.shape, tile)  # type: ignore[arg-type]
     original_sha256 = hashlib.sha256(memoryview(array).cast("B")).hexdigest()
 
-    encoded = codec.encode(array, grid, progress=progress)
+    encoded = codec.encode(array, grid, progress=progress, metadata=metadata)
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY) as spool:
         relative: list[SectionEntry] = []
         for section in encoded.sections:

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..storage.writing import new_file_mode
+
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     tensors = {}
@@ -28,6 +30,7 @@ def save_state(path: str | Path, model: torch.nn.Module,
     path = Path(path)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp))
+    os.chmod(tmp, new_file_mode(path))
     os.replace(tmp, path)
 
 

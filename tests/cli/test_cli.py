@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def test_console_script_is_installed():
 
 def test_nifti_lossless_roundtrip_keeps_voxels_and_affine(tmp_path):
     out_dstd, out_nii = tmp_path / "ct.dstd", tmp_path / "back.nii.gz"
-    result = dstd("compress", BUNDLED_CT, out_dstd, "--quiet")
+    result = dstd("compress", BUNDLED_CT, out_dstd, "--quiet", "--codec", "lossless")
     assert result.stdout == "" and result.stderr == ""
     dstd("decompress", out_dstd, out_nii, "--quiet")
     original, back = nib.load(BUNDLED_CT), nib.load(out_nii)
@@ -47,24 +48,25 @@ def test_nifti_lossless_roundtrip_keeps_voxels_and_affine(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".h5", ".npy"])
 def test_decompress_to_other_formats(tmp_path, suffix):
-    dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "-q")
+    dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "-q", "--codec", "lossless")
     dstd("decompress", tmp_path / "ct.dstd", tmp_path / f"out{suffix}", "-q")
     scan = dstdformat.read_scan(tmp_path / f"out{suffix}")
     np.testing.assert_array_equal(scan.array, dstdformat.open(tmp_path / "ct.dstd").read())
 
 
 def test_compress_prints_summary_and_tile_option(tmp_path):
-    result = dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "--tile", "4", "64", "64")
+    result = dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "--tile", "4", "64", "64",
+                  "--codec", "lossless")
     assert "ct.dstd" in result.stdout and "x, codec lossless" in result.stdout
     assert dstdformat.open(tmp_path / "ct.dstd").tile_shape == (4, 64, 64)
     # a .dstd is a valid input too (re-encode)
-    dstd("compress", tmp_path / "ct.dstd", tmp_path / "again.dstd", "-q")
+    dstd("compress", tmp_path / "ct.dstd", tmp_path / "again.dstd", "-q", "--codec", "lossless")
     np.testing.assert_array_equal(dstdformat.open(tmp_path / "again.dstd").read(),
                                   dstdformat.open(tmp_path / "ct.dstd").read())
 
 
 def test_info_prints_header_and_json(tmp_path):
-    dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "-q")
+    dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "-q", "--codec", "lossless")
     text = dstd("info", tmp_path / "ct.dstd").stdout
     for expected in ("dstd 1.0", "112 x 101 x 122", "int16", "3 x 3 x 3 mm", "lossless v1",
                      "texture", "ratio", "sha256"):
@@ -77,7 +79,7 @@ def test_info_prints_header_and_json(tmp_path):
 
 def test_verify_ok_and_damaged(tmp_path):
     path = tmp_path / "ct.dstd"
-    dstd("compress", BUNDLED_CT, path, "-q")
+    dstd("compress", BUNDLED_CT, path, "-q", "--codec", "lossless")
     ok = dstd("verify", path, "-q")
     assert "OK" in ok.stdout and "match the original" in ok.stdout
     data = bytearray(path.read_bytes())
@@ -91,8 +93,9 @@ def test_verify_ok_and_damaged(tmp_path):
 def test_demo_runs_and_reports(tmp_path):
     result = dstd("demo", "--out", tmp_path, "--quiet")
     out = result.stdout
-    assert "ratio" in out and "lazy read" in out and "max 0.0 HU" in out
-    assert "lossless" in out
+    assert "ratio" in out and "lazy read" in out and "codec deepstd" in out
+    mean_error = float(re.search(r"mean ([0-9.]+) HU", out).group(1))
+    assert 0 < mean_error < 60  # the bundled 3 mm abdomen at 256x
     volume = dstdformat.open(tmp_path / "totalseg_abdomen_3mm.dstd")
     assert volume.shape == (112, 101, 122)
 
@@ -105,7 +108,9 @@ def test_demo_runs_and_reports(tmp_path):
         (("verify", "{tmp}"), "directory"),
         (("compress", "{tmp}/notdstd.dstd", "{tmp}/o.dstd"), "not a .dstd file"),
         (("compress", "{bundled}", "{tmp}/o.nii"), "must end in .dstd"),
-        (("compress", "{bundled}", "{tmp}/o.dstd", "--ratio", "64"), "lossy codecs"),
+        (("compress", "{bundled}", "{tmp}/o.dstd", "--codec", "lossless", "--ratio", "64"), "lossy codecs"),
+        (("compress", "{bundled}", "{tmp}/o.dstd", "--ratio", "64", "--quality", "40"), "at most one"),
+        (("compress", "{bundled}", "{tmp}/o.dstd", "--model", "nope"), "unknown model 'nope'"),
         (("compress", "{tmp}/notdstd.txt", "{tmp}/o.dstd"), "suffix|format"),
         (("decompress", "{tmp}/notdstd.dstd", "{tmp}/o.nii.gz"), "not a .dstd file"),
         (("decompress", "{tmp}/ok.dstd", "{tmp}/o.xyz"), "suffix|format"),

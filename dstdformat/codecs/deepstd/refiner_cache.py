@@ -1,0 +1,34 @@
+"""Loaded refinement networks, kept per (weights, device) so reading many regions loads once."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from ...errors import CodecError
+from ...model.zoo import ModelFile
+
+
+def load_refiner(model: ModelFile, device: str = "auto"):
+    return _load(str(model.weights), model.sha256, device)
+
+
+@lru_cache(maxsize=4)
+def _load(weights: str, sha256: str, device: str):
+    from safetensors.torch import load_file
+
+    from ...model.refine import Refiner, RefinerConfig
+    from ...model.training import resolve_device
+    from ...model.zoo import find_model
+
+    config = find_model(weights, sha256).config
+    try:
+        refiner = Refiner(RefinerConfig(**config["architecture"]))
+        tensors = load_file(weights)
+        state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        refiner.load_state_dict(state)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise CodecError(f"model {weights} does not fit the refinement network: {exc}") from None
+    target = resolve_device(device)
+    refiner = refiner.to(target).eval()
+    refiner.device = target
+    return refiner

@@ -1,0 +1,89 @@
+"""Trained models: the ones shipped inside the package and the ones users point to.
+
+A model is a folder entry ``<id>.safetensors`` + ``<id>.json`` (architecture and training
+record). Files name the model they were written with by id and SHA-256 of the weights; decoding
+with other weights would silently give other voxels, so a mismatch is an error. Besides the
+package's own folder, folders listed in ``DSTD_MODEL_PATH`` (os.pathsep-separated) are searched,
+which is how a model trained with ``dstd train`` is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from ..errors import CodecError
+
+#: The model `deepstd` uses unless told otherwise.
+DEFAULT_MODEL = "deepstd-refine-v1"
+MODEL_PATH_ENV = "DSTD_MODEL_PATH"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    id: str
+    weights: Path
+    sha256: str
+    config: dict
+
+
+def _search_folders() -> list[Path]:
+    folders = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
+    folders.append(Path(str(resources.files("dstdformat") / "model" / "weights")))
+    return folders
+
+
+def available_models() -> list[str]:
+    found = set()
+    for folder in _search_folders():
+        if folder.is_dir():
+            found |= {p.stem for p in folder.glob("*.safetensors") if p.with_suffix(".json").exists()}
+    return sorted(found)
+
+
+def find_model(model_id: str, sha256: str | None = None) -> ModelFile:
+    """Locate ``model_id`` (a name, or a path to a ``.safetensors`` file) and check its hash."""
+    candidates = []
+    as_path = Path(model_id)
+    if as_path.suffix == ".safetensors":
+        candidates.append(as_path)
+    else:
+        candidates += [folder / f"{model_id}.safetensors" for folder in _search_folders()]
+    for weights in candidates:
+        if weights.is_file() and weights.with_suffix(".json").is_file():
+            model = _describe(weights)
+            if sha256 is not None and model.sha256 != sha256:
+                continue
+            return model
+    if sha256 is not None and any(p.is_file() for p in candidates):
+        raise CodecError(
+            f"model {model_id!r} is installed but its weights differ from the ones this data was "
+            f"written with (sha256 {sha256[:16]}...); install that model version or add its folder "
+            f"to {MODEL_PATH_ENV}"
+        )
+    raise CodecError(
+        f"unknown model {model_id!r}; available: {', '.join(available_models()) or 'none'} "
+        f"(models trained with `dstd train` are found through {MODEL_PATH_ENV})"
+    )
+
+
+@lru_cache(maxsize=8)
+def _describe_cached(path: str, mtime_ns: int, size: int) -> ModelFile:
+    from .weights import file_sha256
+
+    weights = Path(path)
+    try:
+        config = json.loads(weights.with_suffix(".json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CodecError(f"model description {weights.with_suffix('.json')} is unreadable: {exc}") \
+            from None
+    return ModelFile(config.get("id", weights.stem), weights, file_sha256(weights), config)
+
+
+def _describe(weights: Path) -> ModelFile:
+    stat = weights.stat()
+    return _describe_cached(str(weights.resolve()), stat.st_mtime_ns, stat.st_size)

@@ -1,0 +1,199 @@
+"""The deepstd codec: rate control, exact outliers, bounds, region reads, model checks, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import dstdformat
+from dstdformat.codecs.deepstd import DeepSTDCodec
+from dstdformat.errors import CodecError, InvalidInputError
+from dstdformat.model.refine import Refiner, RefinerConfig
+from dstdformat.model.weights import file_sha256, save_state
+from dstdformat.model.zoo import MODEL_PATH_ENV
+
+
+def make_model(folder, model_id="test-refiner", seed=0):
+    """A small refiner with non-trivial weights (the identity would hide halo mistakes)."""
+    torch.manual_seed(seed)
+    refiner = Refiner(RefinerConfig(channels=8, blocks=1))
+    with torch.no_grad():
+        refiner.tail.weight.normal_(0, 0.05)
+    weights = folder / f"{model_id}.safetensors"
+    save_state(weights, refiner)
+    (folder / f"{model_id}.json").write_text(json.dumps(
+        {"id": model_id, "kind": "deepstd-refiner", "architecture": refiner.config.to_json()}))
+    return weights
+
+
+@pytest.fixture
+def test_model(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    weights = make_model(folder)
+    monkeypatch.setenv(MODEL_PATH_ENV, str(folder))
+    return weights
+
+
+def ct_volume(shape=(24, 72, 80), seed=0) -> np.ndarray:
+    """Air, a body with soft-tissue texture, bone, and -2048 padding outside a circular field."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
+    cy, cx = shape[1] / 2, shape[2] / 2
+    body = ((y - cy) / (shape[1] * 0.35)) ** 2 + ((x - cx) / (shape[2] * 0.4)) ** 2 < 1
+    vol = np.where(body, 40.0, -1000.0) + rng.normal(0, 15, size=shape)
+    bone = body & ((x - cx) ** 2 + (y - cy) ** 2 < 40)
+    vol[bone] = 700 + 50 * np.sin(z[bone])
+    fov = ((y - cy) ** 2 + (x - cx) ** 2) < (min(shape[1:]) / 2) ** 2
+    vol[~fov] = -2048
+    return vol.astype(np.int16)
+
+
+def file_ratio(path, array) -> float:
+    return array.nbytes / path.stat().st_size
+
+
+def test_ratio_mode_lands_within_ten_percent(tmp_path):
+    vol = ct_volume()
+    for ratio in (32, 64):
+        path = tmp_path / f"r{ratio}.dstd"
+        dstdformat.save(vol, path, codec=DeepSTDCodec(ratio=ratio, model=None))
+        assert abs(file_ratio(path, vol) / ratio - 1) < 0.10
+        volume = dstdformat.open(path)
+        assert volume.header["codec"]["state"]["target_ratio"] == ratio
+
+
+def test_outliers_come_back_exactly_and_do_not_wreck_neighbours(tmp_path):
+    dirty = ct_volume()  # -2048 padding outside the field of view
+    dirty[10, 30:33, 40:43] = 6000  # metal, above the window
+    clean = np.where(dirty == -2048, -1000, dirty).astype(np.int16)
+    clean[10, 30:33, 40:43] = 700
+    outside = (dirty < -1024 - 128) | (dirty > 3071 + 128)  # far outside the window: stored exactly
+    mae = {}
+    for name, vol in (("clean", clean), ("dirty", dirty)):
+        path = tmp_path / f"{name}.dstd"
+        dstdformat.save(vol, path, codec=DeepSTDCodec(ratio=16, model=None))
+        assert abs(file_ratio(path, vol) / 16 - 1) < 0.10
+        out = dstdformat.open(path).read()
+        mae[name] = np.abs(out[~outside].astype(float) - vol[~outside]).mean()
+        if name == "dirty":
+            np.testing.assert_array_equal(out[outside], vol[outside])
+            state = dstdformat.open(path).header["codec"]["state"]
+            assert state["outlier_voxels"] == int(outside.sum())
+    # The exact voxels cost some bytes, but the rest keeps nearly the quality of a clean scan.
+    assert mae["dirty"] <= 1.15 * mae["clean"], mae
+
+
+@pytest.mark.parametrize("dtype,bound", [("int16", 10), ("int16", 37.6), ("float32", 5.5), ("uint16", 20)])
+def test_max_error_is_a_guarantee(tmp_path, dtype, bound):
+    vol = ct_volume(seed=3).astype(np.float64)
+    if dtype == "uint16":
+        vol = vol + 1024  # stored = HU + 1024
+    vol = vol.astype(dtype)
+    if dtype == "float32":
+        vol += np.random.default_rng(0).uniform(-0.5, 0.5, vol.shape).astype(np.float32)
+    meta = {"intercept": -1024.0} if dtype == "uint16" else {}
+    path = tmp_path / "m.dstd"
+    dstdformat.save(vol, path, codec=DeepSTDCodec(max_error=bound), tile_shape=(16, 40, 40), **meta)
+    out = dstdformat.open(path).read()
+    assert out.dtype == vol.dtype
+    assert np.abs(out.astype(np.float64) - vol.astype(np.float64)).max() <= bound
+    assert dstdformat.open(path).header["codec"]["model"] is None
+
+
+def test_quality_mode_reaches_the_asked_psnr(tmp_path):
+    vol = ct_volume(seed=5)
+    path = tmp_path / "q.dstd"
+    dstdformat.save(vol, path, codec=DeepSTDCodec(quality=50, model=None))
+    out = dstdformat.open(path).read().astype(np.float64)
+    inside = (vol >= -1024) & (vol <= 3071)
+    mse = np.mean((out[inside] - vol[inside]) ** 2)
+    assert 10 * math.log10(4095**2 / mse) >= 50 - 0.5
+    lower = tmp_path / "q40.dstd"
+    dstdformat.save(vol, lower, codec=DeepSTDCodec(quality=40, model=None))
+    assert lower.stat().st_size < path.stat().st_size
+
+
+def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, monkeypatch):
+    from dstdformat.codecs.deepstd import codec as codec_module
+
+    # Small refinement blocks that straddle the wavelet tiles, so halos cross both kinds of seam.
+    monkeypatch.setattr(codec_module, "REFINE_BLOCK", (6, 20, 28))
+    vol = ct_volume(shape=(20, 50, 60), seed=7)
+    path = tmp_path / "reg.dstd"
+    dstdformat.save(vol, path, codec=DeepSTDCodec(ratio=8, model="test-refiner"), tile_shape=(8, 16, 24))
+    volume = dstdformat.open(path)
+    full = volume.read()
+    unrefined = dstdformat.open(path)
+    assert volume.header["codec"]["model"] == {"id": "test-refiner", "sha256": file_sha256(test_model)}
+    assert volume.header["codec"]["state"]["refine_block"] == [6, 20, 28]
+    for key in [np.s_[7], np.s_[3:11, 10:40, 5:55], np.s_[:, 17], np.s_[..., 59], np.s_[19, 49, 59]]:
+        np.testing.assert_array_equal(volume[key], full[key])
+    # The refinement does something (so the equality above is not trivial).
+    base = DeepSTDCodec(ratio=8, model=None)
+    ctx = unrefined._ctx
+    everything = tuple(slice(0, s) for s in vol.shape)
+    no_refine = base.decode_region(ctx, everything, unrefined._reader.read_sections)
+    assert np.abs(no_refine.astype(int) - full).max() > 0
+
+
+def test_volumes_smaller_than_one_tile_and_degenerate_shapes(tmp_path):
+    for shape in [(1, 1, 1), (1, 5, 7), (3, 1, 9), (2, 64, 64)]:
+        vol = np.random.default_rng(0).integers(-1000, 1000, shape).astype(np.int16)
+        path = tmp_path / f"s{'x'.join(map(str, shape))}.dstd"
+        dstdformat.save(vol, path, codec=DeepSTDCodec(max_error=4))
+        out = dstdformat.open(path).read()
+        assert out.shape == shape
+        assert np.abs(out.astype(int) - vol).max() <= 4
+
+
+def test_config_round_trip_and_registry():
+    codec = dstdformat.codecs.registry.get_codec("deepstd", ratio=128, model=None)
+    assert isinstance(codec, DeepSTDCodec)
+    again = DeepSTDCodec.from_config(json.loads(json.dumps(codec.get_config())))
+    assert again == codec and again.get_config() == {"ratio": 128.0, "window": [-1024.0, 3071.0],
+                                                     "model": None}
+    assert DeepSTDCodec(model=None).get_config()["ratio"] == 256.0
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"ratio": 64, "quality": 40}, "at most one"),
+    ({"ratio": 0.5}, "ratio must be in"),
+    ({"quality": float("nan")}, "finite"),
+    ({"max_error": -1}, "max_error must be in"),
+    ({"window": (100, -100)}, "low < high"),
+])
+def test_bad_parameters(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        DeepSTDCodec(**kwargs)
+
+
+def test_bad_input(tmp_path):
+    vol = ct_volume().astype(np.float32)
+    vol[0, 0, 0] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN"):
+        dstdformat.save(vol, tmp_path / "nan.dstd", codec=DeepSTDCodec(model=None))
+    with pytest.raises(InvalidInputError, match="float64"):
+        dstdformat.save(np.zeros((4, 4, 4)), tmp_path / "f64.dstd", codec=DeepSTDCodec(model=None))
+    with pytest.raises(InvalidInputError, match="3D"):
+        dstdformat.save(np.zeros((4, 4), np.int16), tmp_path / "2d.dstd", codec=DeepSTDCodec(model=None))
+    with pytest.raises(InvalidInputError, match="out of reach"):
+        dstdformat.save(ct_volume(), tmp_path / "far.dstd", codec=DeepSTDCodec(ratio=50000, model=None))
+    assert not list(tmp_path.glob("*.dstd"))
+
+
+def test_unknown_and_mismatched_models(tmp_path, test_model, monkeypatch):
+    with pytest.raises(CodecError, match="unknown model 'no-such-model'"):
+        dstdformat.save(ct_volume(), tmp_path / "x.dstd", codec=DeepSTDCodec(model="no-such-model"))
+    path = tmp_path / "m.dstd"
+    dstdformat.save(ct_volume(), path, codec=DeepSTDCodec(ratio=32, model="test-refiner"))
+    make_model(test_model.parent, seed=1)  # same id, other weights
+    with pytest.raises(CodecError, match="weights differ"):
+        dstdformat.open(path).read()
+    monkeypatch.delenv(MODEL_PATH_ENV)
+    with pytest.raises(CodecError, match="unknown model 'test-refiner'"):
+        dstdformat.open(path)[0]
