@@ -7,6 +7,7 @@ compressed bytes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -235,11 +236,11 @@ class DstdCodec(BenchCodec):
 
     family = "dstd"
 
-    def __init__(self, codec_id: str) -> None:
+    def __init__(self, codec_id: str, options: dict | None = None, label: str | None = None) -> None:
         from ..codecs.registry import get_codec_class
 
-        self.codec_id = codec_id
-        self.name = f"dstd {codec_id}"
+        self.codec_id, self.options = codec_id, dict(options or {})
+        self.name = f"dstd {label or codec_id}"
         cls = get_codec_class(codec_id)
         self.knob = None if cls.exact else Knob("ratio", 2.0, 4096.0, raises_ratio=True,
                                                 guess=lambda r: r)
@@ -249,8 +250,9 @@ class DstdCodec(BenchCodec):
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "v.dstd"
-            options = {} if value is None else {"ratio": value}
-            dstdformat.save(volume, path, codec=self.codec_id, codec_options=options)
+            options = dict(self.options, **({} if value is None else {"ratio": value}))
+            with _torch_threads(threads):
+                dstdformat.save(volume, path, codec=self.codec_id, codec_options=options)
             return [path.read_bytes()]
 
     def decode(self, payload, shape, threads):
@@ -259,8 +261,25 @@ class DstdCodec(BenchCodec):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "v.dstd"
             path.write_bytes(payload[0])
-            with dstdformat.open(path) as volume:
+            with dstdformat.open(path) as volume, _torch_threads(threads):
                 return volume.read()
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int):
+    """Hold torch (the learned parts) to the thread count being measured."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 BASELINES: dict[str, Callable[[], BenchCodec]] = {
@@ -273,10 +292,22 @@ def available_bench_codecs() -> list[str]:
     """Ids usable with ``dstd bench --codecs``: ours as ``dstd-<id>``, then the baselines."""
     from ..codecs.registry import available_codecs
 
-    return [f"dstd-{c}" for c in available_codecs()] + list(BASELINES)
+    return ([f"dstd-{c}" for c in available_codecs()] + [f"dstd-{v}" for v in DSTD_VARIANTS]
+            + list(BASELINES))
+
+
+#: Variants of our codecs worth measuring beside the defaults (ablations).
+DSTD_VARIANTS: dict[str, tuple[str, dict]] = {
+    # deepstd without its learned refinement: what the network adds.
+    "deepstd-wavelet": ("deepstd", {"model": None}),
+}
 
 
 def make_bench_codec(name: str) -> BenchCodec:
+    if name.removeprefix("dstd-") in DSTD_VARIANTS:
+        label = name.removeprefix("dstd-")
+        codec_id, options = DSTD_VARIANTS[label]
+        return DstdCodec(codec_id, options, label)
     if name.startswith("dstd-"):
         return DstdCodec(name.removeprefix("dstd-"))
     if name not in BASELINES:

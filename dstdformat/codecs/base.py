@@ -65,6 +65,9 @@ class VolumeCodec(ABC):
     exact: ClassVar[bool] = False
     supported_dtypes: ClassVar[tuple[str, ...]] = CONTAINER_DTYPES
     preferred_tile_shape: ClassVar[tuple[int, int, int]] = (64, 64, 64)
+    #: Split each axis into equal tiles of at most the preferred size (for codecs that lose
+    #: quality on thin edge tiles).
+    balanced_tiles: ClassVar[bool] = False
 
     @abstractmethod
     def get_config(self) -> dict[str, Any]:

@@ -84,6 +84,14 @@ def overlap_slices(outer: Region, inner: Region) -> tuple[Region, Region]:
     return tuple(src), tuple(dst)  # type: ignore[return-value]
 
 
-def default_tile_shape(shape: Sequence[int], preferred: Sequence[int]) -> tuple[int, int, int]:
-    """``preferred`` clipped to the volume, so small volumes are one tile."""
-    return tuple(max(1, min(int(p), int(s))) for p, s in zip(preferred, shape))  # type: ignore
+def default_tile_shape(shape: Sequence[int], preferred: Sequence[int],
+                       balanced: bool = False) -> tuple[int, int, int]:
+    """``preferred`` clipped to the volume, so small volumes are one tile.
+
+    ``balanced`` keeps the same number of tiles per axis but makes them equal, so no thin tile is
+    left at the end (141 slices with 128 preferred: two tiles of 71, not 128 + 13).
+    """
+    tile = [max(1, min(int(p), int(s))) for p, s in zip(preferred, shape)]
+    if balanced:
+        tile = [-(-int(s) // -(-int(s) // t)) for s, t in zip(shape, tile)]
+    return tuple(tile)  # type: ignore[return-value]

@@ -72,7 +72,8 @@ def write_volume(path_or_url: str | os.PathLike[str], data: Any, *, codec: Volum
     metadata = metadata or ScanMetadata()
     if metadata.original_dtype is None:
         metadata = metadata.replace(original_dtype=array.dtype.name)
-    tile = default_tile_shape(array.shape, tile_shape or codec.preferred_tile_shape)
+    tile = default_tile_shape(array.shape, tile_shape or codec.preferred_tile_shape,
+                              balanced=tile_shape is None and codec.balanced_tiles)
     if tile_shape is not None and any(int(t) < 1 for t in tile_shape):
         raise InvalidInputError(f"tile_shape must be positive, got {tuple(tile_shape)}")
     grid = TileGrid(array.shape, tile)  # type: ignore[arg-type]

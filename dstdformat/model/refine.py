@@ -49,14 +49,14 @@ class _ResidualBlock(nn.Module):
 
 def space_to_depth(x: torch.Tensor) -> torch.Tensor:
     b, c, d, h, w = x.shape
-    x = x.view(b, c, d // 2, 2, h // 2, 2, w // 2, 2)
+    x = x.reshape(b, c, d // 2, 2, h // 2, 2, w // 2, 2)
     return x.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * 8, d // 2, h // 2, w // 2)
 
 
 def depth_to_space(x: torch.Tensor) -> torch.Tensor:
     b, c8, d, h, w = x.shape
     c = c8 // 8
-    x = x.view(b, c, 2, 2, 2, d, h, w)
+    x = x.reshape(b, c, 2, 2, 2, d, h, w)
     return x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, c, d * 2, h * 2, w * 2)
 
 
@@ -82,8 +82,11 @@ class Refiner(nn.Module):
         """``x``: (B, 1, D, H, W) in HU / 1000, sizes multiples of 2; ``rate``: same shape."""
         folded = space_to_depth(x)
         rate_half = F.avg_pool3d(rate, FOLD)
-        h = self.tail(self.body(self.head(torch.cat([folded, rate_half], 1))))
-        return x + depth_to_space(h)
+        h = torch.cat([folded, rate_half], 1)
+        if not self.training:  # oneDNN's channels-last 3D convolutions are ~20% faster on CPU
+            h = h.contiguous(memory_format=torch.channels_last_3d)
+        h = self.tail(self.body(self.head(h)))
+        return x + depth_to_space(h).contiguous()
 
     @torch.no_grad()
     def refine(self, hu: np.ndarray, rate: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:

@@ -22,7 +22,8 @@ from .. import metrics
 from ..progress import bar, track
 from .refine import HU_SCALE, Refiner, RefinerConfig, rate_code
 from .training import load_training_volumes, resolve_device
-from .weights import file_sha256, load_state, save_state
+from .weights import load_state, save_state
+from .zoo import file_sha256
 
 HU_WINDOW = (-1024.0, 3071.0)
 
@@ -61,7 +62,7 @@ def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int]) -> Code
     from ..container.tiling import TileGrid, default_tile_shape
 
     clipped = np.clip(hu.astype(np.float64), *HU_WINDOW)
-    grid = TileGrid(hu.shape, default_tile_shape(hu.shape, tile_shape))
+    grid = TileGrid(hu.shape, default_tile_shape(hu.shape, tile_shape, balanced=True))
     decoded = np.empty(hu.shape, dtype=np.float32)
     bpv = 16.0 / ratio
     for tile in grid:

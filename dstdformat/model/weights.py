@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -56,11 +55,3 @@ def _resize_table_buffers(model: torch.nn.Module, state: dict[str, torch.Tensor]
             module_name, _, attr = name.rpartition(".")
             module = model.get_submodule(module_name) if module_name else model
             setattr(module, attr, torch.empty_like(state[name]))
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -9,6 +9,7 @@ which is how a model trained with ``dstd train`` is used.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -73,8 +74,6 @@ def find_model(model_id: str, sha256: str | None = None) -> ModelFile:
 
 @lru_cache(maxsize=8)
 def _describe_cached(path: str, mtime_ns: int, size: int) -> ModelFile:
-    from .weights import file_sha256
-
     weights = Path(path)
     try:
         config = json.loads(weights.with_suffix(".json").read_text())
@@ -82,6 +81,14 @@ def _describe_cached(path: str, mtime_ns: int, size: int) -> ModelFile:
         raise CodecError(f"model description {weights.with_suffix('.json')} is unreadable: {exc}") \
             from None
     return ModelFile(config.get("id", weights.stem), weights, file_sha256(weights), config)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _describe(weights: Path) -> ModelFile:

@@ -13,8 +13,8 @@ import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDCodec
 from dstdformat.errors import CodecError, InvalidInputError
 from dstdformat.model.refine import Refiner, RefinerConfig
-from dstdformat.model.weights import file_sha256, save_state
-from dstdformat.model.zoo import MODEL_PATH_ENV
+from dstdformat.model.weights import save_state
+from dstdformat.model.zoo import MODEL_PATH_ENV, file_sha256
 
 
 def make_model(folder, model_id="test-refiner", seed=0):

@@ -14,6 +14,7 @@ def load_refiner(model: ModelFile, device: str = "auto"):
 
 @lru_cache(maxsize=4)
 def _load(weights: str, sha256: str, device: str):
+    import torch
     from safetensors.torch import load_file
 
     from ...model.refine import Refiner, RefinerConfig
@@ -29,6 +30,6 @@ def _load(weights: str, sha256: str, device: str):
     except (KeyError, TypeError, RuntimeError) as exc:
         raise CodecError(f"model {weights} does not fit the refinement network: {exc}") from None
     target = resolve_device(device)
-    refiner = refiner.to(target).eval()
+    refiner = refiner.to(target, memory_format=torch.channels_last_3d).eval()
     refiner.device = target
     return refiner
