@@ -1,6 +1,7 @@
 """Write the golden files of the current format version (once; released versions are frozen).
 
-    python spec/make_golden.py            # refuses if spec/golden/v<major>.<minor> exists
+    python spec/make_golden.py                   # refuses if spec/golden/v<major>.<minor> exists
+    python spec/make_golden.py --codec deepstd   # spec/golden/deepstd-v<version>, likewise frozen
 """
 
 from __future__ import annotations
@@ -56,9 +57,13 @@ def golden_arrays() -> dict[str, tuple[np.ndarray, dict, dict]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path,
-                        default=HERE / "golden" / f"v{FORMAT_MAJOR}.{FORMAT_MINOR}")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--codec", choices=("lossless", "deepstd"), default="lossless",
+                        help="lossless: the container's golden set; deepstd: the learned codec's")
     args = parser.parse_args()
+    if args.codec == "deepstd":
+        return make_deepstd(args.out)
+    args.out = args.out or HERE / "golden" / f"v{FORMAT_MAJOR}.{FORMAT_MINOR}"
     if args.out.exists():
         print(f"{args.out} exists: golden files of a released version are frozen", file=sys.stderr)
         return 1
@@ -86,6 +91,59 @@ def main() -> int:
         manifest["invalid"].append({"file": f"invalid/{name}", "description": why})
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(manifest['valid'])} valid and {len(invalid)} invalid files to {args.out}")
+    return 0
+
+
+def make_deepstd(out: Path | None) -> int:
+    """Golden files of the deepstd codec: exact ones (no refinement) and refined ones with a
+    reference array and the tolerance other hardware may need."""
+    from dstdformat.codecs.deepstd import DeepSTDCodec
+
+    out = out or HERE / "golden" / f"deepstd-v{DeepSTDCodec.codec_version}"
+    if out.exists():
+        print(f"{out} exists: golden files of a released codec version are frozen", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True)
+    scan = read_scan(BUNDLED)
+    crop = np.ascontiguousarray(scan.array[30:78, 20:84, 25:97])
+    padded = crop.copy()
+    padded[:, :6] = -2048  # padding outside the field of view: stored exactly
+    padded[20, 30:32, 40:42] = 5000  # metal
+    cases = {
+        "deepstd_ratio64_refined": (crop, DeepSTDCodec(ratio=64), (24, 64, 72),
+                                    "CT crop at 64x with the bundled refinement model, 2 tiles"),
+        "deepstd_max_error_outliers": (padded, DeepSTDCodec(max_error=25), (16, 32, 40),
+                                       "max_error 25 HU, -2048 padding and metal stored exactly"),
+        "deepstd_quality45": (crop, DeepSTDCodec(quality=45, model=None), None,
+                              "quality 45 dB, wavelet layer only"),
+    }
+    manifest = {"codec": "deepstd", "codec_version": DeepSTDCodec.codec_version, "valid": [],
+                "invalid": []}
+    for name, (array, codec, tile_shape, description) in cases.items():
+        path = out / f"{name}.dstd"
+        dstdformat.save(array, path, codec=codec, tile_shape=tile_shape,
+                        spacing=scan.spacing, modality="CT")
+        volume = dstdformat.open(path)
+        decoded = volume.read()
+        item = {"file": path.name, "description": description, "shape": list(array.shape),
+                "dtype": array.dtype.name, "sha256": decoded_sha256(decoded),
+                "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "metadata": volume.header["metadata"]}
+        if volume.header["codec"]["model"] is not None:
+            np.save(out / f"{name}.reference.npy", decoded, allow_pickle=False)
+            item["tolerance"] = {"reference": f"{name}.reference.npy", "max_abs": 1,
+                                 "max_differing_fraction": 0.001}
+        manifest["valid"].append(item)
+    good = (out / "deepstd_max_error_outliers.dstd").read_bytes()
+    (out / "invalid").mkdir()
+    for name, (data, why) in {
+        "deepstd_bitflip.dstd": (_flip(good, len(good) // 2), "one bit flipped inside a section"),
+        "deepstd_truncated.dstd": (good[: len(good) - 40], "footer cut off"),
+    }.items():
+        (out / "invalid" / name).write_bytes(data)
+        manifest["invalid"].append({"file": f"invalid/{name}", "description": why})
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {len(manifest['valid'])} valid and {len(manifest['invalid'])} invalid files to {out}")
     return 0
 
 

@@ -18,8 +18,10 @@ from ..errors import InvalidInputError
 from ..metadata import ScanMetadata
 from ..storage.writing import atomic_output
 from .format import (
+    FOOTER_SIZE,
     FORMAT_MAJOR,
     FORMAT_MINOR,
+    INDEX_RECORD_SIZE,
     MAX_HEADER_LENGTH,
     PREAMBLE_SIZE,
     Footer,
@@ -96,7 +98,7 @@ def write_volume(path_or_url: str | os.PathLike[str], data: Any, *, codec: Volum
             grid=grid, payload_nbytes=payload_nbytes, original_sha256=original_sha256,
             writer=f"dstdformat {__version__}",
         )
-        header_bytes = encode_header(header)
+        header_bytes = _with_file_size(header, payload_nbytes, len(relative))
         if len(header_bytes) > MAX_HEADER_LENGTH:
             raise InvalidInputError(
                 f"header is {len(header_bytes)} bytes; the limit is {MAX_HEADER_LENGTH} "
@@ -122,3 +124,19 @@ def write_volume(path_or_url: str | os.PathLike[str], data: Any, *, codec: Volum
             out.write(footer.pack())
             file_size = out.tell()
     return WriteResult(os.fspath(path_or_url), file_size, array.nbytes, header)
+
+
+def _with_file_size(header: dict, payload_nbytes: int, n_sections: int) -> bytes:
+    """Encode ``header`` with the final file size and ratio in its stats (they depend on the
+    header's own length, so settle them by iterating; two rounds normally suffice)."""
+    fixed = PREAMBLE_SIZE + payload_nbytes + n_sections * INDEX_RECORD_SIZE + FOOTER_SIZE
+    stats = header["stats"]
+    header_bytes = encode_header(header)
+    for _ in range(8):
+        file_nbytes = fixed + len(header_bytes)
+        if stats.get("file_nbytes") == file_nbytes:
+            break
+        stats["file_nbytes"] = file_nbytes
+        stats["file_ratio"] = round(stats["raw_nbytes"] / file_nbytes, 4)
+        header_bytes = encode_header(header)
+    return header_bytes
