@@ -42,6 +42,18 @@ def volume_of(path: Path, slices: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts))
 
 
+def measure_dstd(volume: np.ndarray, path: Path, ratio: float, model: str | None):
+    """(ratio, encode s, full decode s, one-slice s, 64-slice s) of deepstd at ``ratio``."""
+    codec = DeepSTDCodec(ratio=ratio, model=model)
+    _, enc = timed(lambda: dstdformat.save(volume, path, codec=codec))
+    if model is not None:  # load the network once, outside the timings
+        dstdformat.open(path)[0, :1, :1]
+    _, dec = timed(lambda: dstdformat.open(path).read())
+    _, one_slice = timed(lambda: dstdformat.open(path)[volume.shape[0] // 2])
+    _, block = timed(lambda: dstdformat.open(path)[100:164])
+    return volume.nbytes / path.stat().st_size, enc, dec, one_slice, block
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scan", nargs="?", type=Path, default=SHARED / "itkelastix_chest_512.nii.gz")
@@ -66,18 +78,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         for label, model in (("deepstd", "default"), ("deepstd, no refinement", None)):
-            path = Path(tmp) / "v.dstd"
-            codec = DeepSTDCodec(ratio=args.ratio, model=model)
-            _, enc = timed(lambda: dstdformat.save(volume, path, codec=codec))
-            if model is not None:  # load the network once outside the timings
-                dstdformat.open(path)[0, :1, :1]
-            _, dec = timed(lambda: dstdformat.open(path).read())
-            _, one_slice = timed(lambda: dstdformat.open(path)[volume.shape[0] // 2])
-            _, block = timed(lambda: dstdformat.open(path)[100:164])
-            rows.append((label, volume.nbytes / path.stat().st_size, enc, dec, one_slice, block))
+            rows.append((label, *measure_dstd(volume, Path(tmp) / "v.dstd", args.ratio, model)))
 
-    print(f"\n| codec | ratio | encode s (MB/s) | decode s (MB/s) | decode vs SPERR | one slice s "
-          f"| 64 slices s |")
+    print("\n| codec | ratio | encode s (MB/s) | decode s (MB/s) | decode vs SPERR | one slice s "
+          "| 64 slices s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, ratio, enc, dec, one, block in rows:
         print(f"| {label} | {ratio:.1f} | {enc:.1f} ({mb / enc:.1f}) | {dec:.1f} ({mb / dec:.1f}) | "

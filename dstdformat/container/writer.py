@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -69,6 +72,23 @@ def write_volume(path_or_url: str | os.PathLike[str], data: Any, *, codec: Volum
                  tile_shape: Sequence[int] | None = None, progress: bool = False,
                  storage_options: dict[str, Any] | None = None) -> WriteResult:
     """Encode ``data`` with ``codec`` and write a complete ``.dstd`` file atomically."""
+    return _encode(data, codec=codec, metadata=metadata, tile_shape=tile_shape, progress=progress,
+                   open_output=lambda: atomic_output(path_or_url, storage_options),
+                   name=os.fspath(path_or_url))
+
+
+def encode_volume(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None = None,
+                  tile_shape: Sequence[int] | None = None) -> bytes:
+    """A complete ``.dstd`` stream in memory (e.g. one zarr chunk); read back with ``open(bytes)``."""
+    buffer = io.BytesIO()
+    _encode(data, codec=codec, metadata=metadata, tile_shape=tile_shape, progress=False,
+            open_output=lambda: contextlib.nullcontext(buffer), name="<memory>")
+    return buffer.getvalue()
+
+
+def _encode(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None,
+            tile_shape: Sequence[int] | None, progress: bool,
+            open_output: Callable[[], ContextManager[BinaryIO]], name: str) -> WriteResult:
     array = prepare_array(data)
     codec.check_array(array)
     metadata = metadata or ScanMetadata()
@@ -116,14 +136,14 @@ def write_volume(path_or_url: str | os.PathLike[str], data: Any, *, codec: Volum
         footer = Footer(index_offset, len(index), crc32(index))
 
         spool.seek(0)
-        with atomic_output(path_or_url, storage_options) as out:
+        with open_output() as out:
             out.write(preamble.pack())
             out.write(header_bytes)
             shutil.copyfileobj(spool, out, 16 * 1024 * 1024)
             out.write(index)
             out.write(footer.pack())
             file_size = out.tell()
-    return WriteResult(os.fspath(path_or_url), file_size, array.nbytes, header)
+    return WriteResult(name, file_size, array.nbytes, header)
 
 
 def _with_file_size(header: dict, payload_nbytes: int, n_sections: int) -> bytes:

@@ -160,6 +160,22 @@ class FsspecSource(_RangeReader):
         pass
 
 
+class MemorySource(_RangeReader):
+    """A whole ``.dstd`` stream held in memory (a zarr chunk, a message)."""
+
+    def __init__(self, data: bytes | bytearray | memoryview, description: str = "in-memory .dstd") -> None:
+        super().__init__()
+        self._data = memoryview(data).cast("B")
+        self.size = len(self._data)
+        self.description = description
+
+    def _fetch(self, merged: Sequence[ByteRange]) -> list[bytes]:
+        return [bytes(self._data[start:end]) for start, end in merged]
+
+    def close(self) -> None:
+        pass
+
+
 def local_path(path_or_url: str | os.PathLike[str],
                storage_options: dict[str, Any] | None = None) -> str | None:
     """The local filesystem path ``path_or_url`` names, or None when fsspec must handle it
@@ -172,9 +188,11 @@ def local_path(path_or_url: str | os.PathLike[str],
     return None if "://" in text else text
 
 
-def open_source(path_or_url: str | os.PathLike[str],
+def open_source(path_or_url: str | os.PathLike[str] | bytes | bytearray | memoryview,
                 storage_options: dict[str, Any] | None = None) -> ByteSource:
-    """Open a local path or fsspec URL for range reads."""
+    """Open a local path, fsspec URL or in-memory bytes for range reads."""
+    if isinstance(path_or_url, (bytes, bytearray, memoryview)):
+        return MemorySource(path_or_url)
     local = local_path(path_or_url, storage_options)
     if local is not None:
         return LocalFileSource(local)

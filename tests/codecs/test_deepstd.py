@@ -220,3 +220,14 @@ def test_thread_counts_do_not_change_the_file_or_the_base_layer(tmp_path, test_m
     np.testing.assert_array_equal(base1, base2)  # the entropy-coded layer decodes bit-exactly
     # The refinement is floating point: a different reduction order may move a voxel by one unit.
     assert np.abs(refined1.astype(int) - refined2).max() <= 1
+
+
+def test_tiny_volumes_with_refinement(tmp_path, test_model):
+    for shape in [(1, 1, 1), (1, 5, 7), (3, 2, 9)]:
+        vol = np.random.default_rng(1).integers(-1000, 1000, shape).astype(np.int16)
+        path = tmp_path / "tiny.dstd"
+        dstdformat.save(vol, path, codec=DeepSTDCodec(quality=40, model="test-refiner"))
+        volume = dstdformat.open(path)
+        full = volume.read()
+        assert full.shape == shape and full.dtype == np.int16
+        np.testing.assert_array_equal(volume[shape[0] - 1], full[-1])

@@ -184,3 +184,15 @@ def test_importing_and_reading_never_imports_torch(tmp_path, ct_like):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_in_memory_stream_round_trip(ct_like):
+    from dstdformat.codecs.registry import get_codec
+    from dstdformat.container.writer import encode_volume
+
+    stream = encode_volume(ct_like, codec=get_codec("lossless"), tile_shape=(8, 16, 16))
+    volume = dstdformat.open(stream)
+    np.testing.assert_array_equal(volume.read(), ct_like)
+    np.testing.assert_array_equal(volume[3, 5:20], ct_like[3, 5:20])
+    with pytest.raises(dstdformat.TruncatedFileError):
+        dstdformat.open(stream[:-10])
