@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import dstdformat
-from dstdformat.codecs.deepstd import DeepSTDCodec
+from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
 from dstdformat.io import read_scan
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
@@ -44,7 +44,7 @@ def volume_of(path: Path, slices: int) -> np.ndarray:
 
 def measure_dstd(volume: np.ndarray, path: Path, ratio: float, model: str | None):
     """(ratio, encode s, full decode s, one-slice s, 64-slice s) of deepstd at ``ratio``."""
-    codec = DeepSTDCodec(ratio=ratio, model=model)
+    codec = DeepSTDVolumeCodec(ratio=ratio, model=model)
     _, enc = timed(lambda: dstdformat.save(volume, path, codec=codec))
     if model is not None:  # load the network once, outside the timings
         dstdformat.open(path)[0, :1, :1]

@@ -97,9 +97,9 @@ def main() -> int:
 def make_deepstd(out: Path | None) -> int:
     """Golden files of the deepstd codec: exact ones (no refinement) and refined ones with a
     reference array and the tolerance other hardware may need."""
-    from dstdformat.codecs.deepstd import DeepSTDCodec
+    from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
 
-    out = out or HERE / "golden" / f"deepstd-v{DeepSTDCodec.codec_version}"
+    out = out or HERE / "golden" / f"deepstd-v{DeepSTDVolumeCodec.codec_version}"
     if out.exists():
         print(f"{out} exists: golden files of a released codec version are frozen", file=sys.stderr)
         return 1
@@ -110,14 +110,14 @@ def make_deepstd(out: Path | None) -> int:
     padded[:, :6] = -2048  # padding outside the field of view: stored exactly
     padded[20, 30:32, 40:42] = 5000  # metal
     cases = {
-        "deepstd_ratio64_refined": (crop, DeepSTDCodec(ratio=64), (24, 64, 72),
+        "deepstd_ratio64_refined": (crop, DeepSTDVolumeCodec(ratio=64), (24, 64, 72),
                                     "CT crop at 64x with the bundled refinement model, 2 tiles"),
-        "deepstd_max_error_outliers": (padded, DeepSTDCodec(max_error=25), (16, 32, 40),
+        "deepstd_max_error_outliers": (padded, DeepSTDVolumeCodec(max_error=25), (16, 32, 40),
                                        "max_error 25 HU, -2048 padding and metal stored exactly"),
-        "deepstd_quality45": (crop, DeepSTDCodec(quality=45, model=None), None,
+        "deepstd_quality45": (crop, DeepSTDVolumeCodec(quality=45, model=None), None,
                               "quality 45 dB, wavelet layer only"),
     }
-    manifest = {"codec": "deepstd", "codec_version": DeepSTDCodec.codec_version, "valid": [],
+    manifest = {"codec": "deepstd", "codec_version": DeepSTDVolumeCodec.codec_version, "valid": [],
                 "invalid": []}
     for name, (array, codec, tile_shape, description) in cases.items():
         path = out / f"{name}.dstd"

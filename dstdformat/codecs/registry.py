@@ -13,7 +13,7 @@ from .base import VolumeCodec
 
 _BUILTIN: dict[str, str] = {
     "lossless": "dstdformat.codecs.lossless:LosslessCodec",
-    "deepstd": "dstdformat.codecs.deepstd:DeepSTDCodec",
+    "deepstd": "dstdformat.codecs.deepstd:DeepSTDVolumeCodec",
 }
 _loaded: dict[str, type[VolumeCodec]] = {}
 

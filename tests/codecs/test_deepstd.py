@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import dstdformat
-from dstdformat.codecs.deepstd import DeepSTDCodec
+from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
 from dstdformat.errors import CodecError, InvalidInputError
 from dstdformat.model.refine import Refiner, RefinerConfig
 from dstdformat.model.weights import save_state
@@ -61,7 +61,7 @@ def test_ratio_mode_lands_within_ten_percent(tmp_path):
     vol = ct_volume()
     for ratio in (32, 64):
         path = tmp_path / f"r{ratio}.dstd"
-        dstdformat.save(vol, path, codec=DeepSTDCodec(ratio=ratio, model=None))
+        dstdformat.save(vol, path, codec=Codec(ratio=ratio, model=None))
         assert abs(file_ratio(path, vol) / ratio - 1) < 0.10
         volume = dstdformat.open(path)
         assert volume.header["codec"]["state"]["target_ratio"] == ratio
@@ -76,7 +76,7 @@ def test_outliers_come_back_exactly_and_do_not_wreck_neighbours(tmp_path):
     mae = {}
     for name, vol in (("clean", clean), ("dirty", dirty)):
         path = tmp_path / f"{name}.dstd"
-        dstdformat.save(vol, path, codec=DeepSTDCodec(ratio=16, model=None))
+        dstdformat.save(vol, path, codec=Codec(ratio=16, model=None))
         assert abs(file_ratio(path, vol) / 16 - 1) < 0.10
         out = dstdformat.open(path).read()
         mae[name] = np.abs(out[~outside].astype(float) - vol[~outside]).mean()
@@ -98,7 +98,7 @@ def test_max_error_is_a_guarantee(tmp_path, dtype, bound):
         vol += np.random.default_rng(0).uniform(-0.5, 0.5, vol.shape).astype(np.float32)
     meta = {"intercept": -1024.0} if dtype == "uint16" else {}
     path = tmp_path / "m.dstd"
-    dstdformat.save(vol, path, codec=DeepSTDCodec(max_error=bound), tile_shape=(16, 40, 40), **meta)
+    dstdformat.save(vol, path, codec=Codec(max_error=bound), tile_shape=(16, 40, 40), **meta)
     out = dstdformat.open(path).read()
     assert out.dtype == vol.dtype
     assert np.abs(out.astype(np.float64) - vol.astype(np.float64)).max() <= bound
@@ -108,13 +108,13 @@ def test_max_error_is_a_guarantee(tmp_path, dtype, bound):
 def test_quality_mode_reaches_the_asked_psnr(tmp_path):
     vol = ct_volume(seed=5)
     path = tmp_path / "q.dstd"
-    dstdformat.save(vol, path, codec=DeepSTDCodec(quality=50, model=None))
+    dstdformat.save(vol, path, codec=Codec(quality=50, model=None))
     out = dstdformat.open(path).read().astype(np.float64)
     inside = (vol >= -1024) & (vol <= 3071)
     mse = np.mean((out[inside] - vol[inside]) ** 2)
     assert 10 * math.log10(4095**2 / mse) >= 50 - 0.5
     lower = tmp_path / "q40.dstd"
-    dstdformat.save(vol, lower, codec=DeepSTDCodec(quality=40, model=None))
+    dstdformat.save(vol, lower, codec=Codec(quality=40, model=None))
     assert lower.stat().st_size < path.stat().st_size
 
 
@@ -125,7 +125,7 @@ def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, 
     monkeypatch.setattr(codec_module, "REFINE_BLOCK", (6, 20, 28))
     vol = ct_volume(shape=(20, 50, 60), seed=7)
     path = tmp_path / "reg.dstd"
-    dstdformat.save(vol, path, codec=DeepSTDCodec(ratio=8, model="test-refiner"), tile_shape=(8, 16, 24))
+    dstdformat.save(vol, path, codec=Codec(ratio=8, model="test-refiner"), tile_shape=(8, 16, 24))
     volume = dstdformat.open(path)
     full = volume.read()
     unrefined = dstdformat.open(path)
@@ -134,7 +134,7 @@ def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, 
     for key in [np.s_[7], np.s_[3:11, 10:40, 5:55], np.s_[:, 17], np.s_[..., 59], np.s_[19, 49, 59]]:
         np.testing.assert_array_equal(volume[key], full[key])
     # The refinement does something (so the equality above is not trivial).
-    base = DeepSTDCodec(ratio=8, model=None)
+    base = Codec(ratio=8, model=None)
     ctx = unrefined._ctx
     everything = tuple(slice(0, s) for s in vol.shape)
     no_refine = base.decode_region(ctx, everything, unrefined._reader.read_sections)
@@ -145,7 +145,7 @@ def test_volumes_smaller_than_one_tile_and_degenerate_shapes(tmp_path):
     for shape in [(1, 1, 1), (1, 5, 7), (3, 1, 9), (2, 64, 64)]:
         vol = np.random.default_rng(0).integers(-1000, 1000, shape).astype(np.int16)
         path = tmp_path / f"s{'x'.join(map(str, shape))}.dstd"
-        dstdformat.save(vol, path, codec=DeepSTDCodec(max_error=4))
+        dstdformat.save(vol, path, codec=Codec(max_error=4))
         out = dstdformat.open(path).read()
         assert out.shape == shape
         assert np.abs(out.astype(int) - vol).max() <= 4
@@ -153,11 +153,11 @@ def test_volumes_smaller_than_one_tile_and_degenerate_shapes(tmp_path):
 
 def test_config_round_trip_and_registry():
     codec = dstdformat.codecs.registry.get_codec("deepstd", ratio=128, model=None)
-    assert isinstance(codec, DeepSTDCodec)
-    again = DeepSTDCodec.from_config(json.loads(json.dumps(codec.get_config())))
+    assert isinstance(codec, Codec)
+    again = Codec.from_config(json.loads(json.dumps(codec.get_config())))
     assert again == codec and again.get_config() == {"ratio": 128.0, "window": [-1024.0, 3071.0],
                                                      "model": None}
-    assert DeepSTDCodec(model=None).get_config()["ratio"] == 256.0
+    assert Codec(model=None).get_config()["ratio"] == 256.0
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -169,28 +169,28 @@ def test_config_round_trip_and_registry():
 ])
 def test_bad_parameters(kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
-        DeepSTDCodec(**kwargs)
+        Codec(**kwargs)
 
 
 def test_bad_input(tmp_path):
     vol = ct_volume().astype(np.float32)
     vol[0, 0, 0] = np.nan
     with pytest.raises(InvalidInputError, match="NaN"):
-        dstdformat.save(vol, tmp_path / "nan.dstd", codec=DeepSTDCodec(model=None))
+        dstdformat.save(vol, tmp_path / "nan.dstd", codec=Codec(model=None))
     with pytest.raises(InvalidInputError, match="float64"):
-        dstdformat.save(np.zeros((4, 4, 4)), tmp_path / "f64.dstd", codec=DeepSTDCodec(model=None))
+        dstdformat.save(np.zeros((4, 4, 4)), tmp_path / "f64.dstd", codec=Codec(model=None))
     with pytest.raises(InvalidInputError, match="3D"):
-        dstdformat.save(np.zeros((4, 4), np.int16), tmp_path / "2d.dstd", codec=DeepSTDCodec(model=None))
+        dstdformat.save(np.zeros((4, 4), np.int16), tmp_path / "2d.dstd", codec=Codec(model=None))
     with pytest.raises(InvalidInputError, match="out of reach"):
-        dstdformat.save(ct_volume(), tmp_path / "far.dstd", codec=DeepSTDCodec(ratio=50000, model=None))
+        dstdformat.save(ct_volume(), tmp_path / "far.dstd", codec=Codec(ratio=50000, model=None))
     assert not list(tmp_path.glob("*.dstd"))
 
 
 def test_unknown_and_mismatched_models(tmp_path, test_model, monkeypatch):
     with pytest.raises(CodecError, match="unknown model 'no-such-model'"):
-        dstdformat.save(ct_volume(), tmp_path / "x.dstd", codec=DeepSTDCodec(model="no-such-model"))
+        dstdformat.save(ct_volume(), tmp_path / "x.dstd", codec=Codec(model="no-such-model"))
     path = tmp_path / "m.dstd"
-    dstdformat.save(ct_volume(), path, codec=DeepSTDCodec(ratio=32, model="test-refiner"))
+    dstdformat.save(ct_volume(), path, codec=Codec(ratio=32, model="test-refiner"))
     make_model(test_model.parent, seed=1)  # same id, other weights
     with pytest.raises(CodecError, match="weights differ"):
         dstdformat.open(path).read()
@@ -207,10 +207,10 @@ def test_thread_counts_do_not_change_the_file_or_the_base_layer(tmp_path, test_m
         for threads in (1, 2):
             torch.set_num_threads(threads)
             path = tmp_path / f"t{threads}.dstd"
-            dstdformat.save(vol, path, codec=DeepSTDCodec(ratio=16, model="test-refiner"))
+            dstdformat.save(vol, path, codec=Codec(ratio=16, model="test-refiner"))
             volume = dstdformat.open(path)
             refined = volume.read()
-            base = DeepSTDCodec(ratio=16, model=None).decode_region(
+            base = Codec(ratio=16, model=None).decode_region(
                 volume._ctx, tuple(slice(0, s) for s in vol.shape), volume._reader.read_sections)
             outputs.append((path.read_bytes(), base, refined))
     finally:
@@ -226,7 +226,7 @@ def test_tiny_volumes_with_refinement(tmp_path, test_model):
     for shape in [(1, 1, 1), (1, 5, 7), (3, 2, 9)]:
         vol = np.random.default_rng(1).integers(-1000, 1000, shape).astype(np.int16)
         path = tmp_path / "tiny.dstd"
-        dstdformat.save(vol, path, codec=DeepSTDCodec(quality=40, model="test-refiner"))
+        dstdformat.save(vol, path, codec=Codec(quality=40, model="test-refiner"))
         volume = dstdformat.open(path)
         full = volume.read()
         assert full.shape == shape and full.dtype == np.int16

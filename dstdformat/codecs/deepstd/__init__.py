@@ -1,5 +1,5 @@
 """The learned CT codec (wavelet base layer, learned refinement, exact outliers)."""
 
-from .codec import DeepSTDCodec
+from .codec import DeepSTDVolumeCodec
 
-__all__ = ["DeepSTDCodec"]
+__all__ = ["DeepSTDVolumeCodec"]

@@ -46,7 +46,7 @@ OUTLIER_MARGIN_HU = 128.0
 _MODES = ("ratio", "quality", "max_error")
 
 
-class DeepSTDCodec(VolumeCodec):
+class DeepSTDVolumeCodec(VolumeCodec):
     """Lossy CT codec; ``ratio=256`` by default. Give at most one of ratio, quality, max_error.
 
     - ``ratio``: raw bytes / file bytes to aim at (lands within a few percent).
