@@ -74,11 +74,17 @@ def __getattr__(name: str) -> Any:
         from . import io
 
         return getattr(io, name)
+    # numcodecs / zarr codecs import zarr and numcodecs; load them only when asked for.
+    if name == "DeepSTD":
+        from .interop.numcodecs_deepstd import DeepSTD
+
+        return DeepSTD
     raise AttributeError(f"module 'dstdformat' has no attribute {name!r}")
 
 
 __all__ = [
     "ChecksumError",
+    "DeepSTD",
     "CodecError",
     "CorruptFileError",
     "CorruptHeaderError",

@@ -13,3 +13,17 @@ def ct_like() -> np.ndarray:
     vol = np.where(body, 40, -1000) + rng.normal(0, 20, size=body.shape)
     vol[(z % 7 == 3) & body & (x % 11 < 3)] = 900
     return vol.astype(np.int16)
+
+
+@pytest.fixture
+def test_model(tmp_path, monkeypatch):
+    """A small refinement model 'test-refiner', found through DSTD_MODEL_PATH."""
+    from helpers import make_model
+
+    from dstdformat.model.zoo import MODEL_PATH_ENV
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    weights = make_model(folder)
+    monkeypatch.setenv(MODEL_PATH_ENV, str(folder))
+    return weights

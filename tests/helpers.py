@@ -97,3 +97,21 @@ def rewrite_header(path: Path, mutate: Callable[[dict], dict], *, raw: bytes | N
     out = new_pre.pack() + header + sections
     out += index + Footer(len(out), len(index), crc32(index)).pack()
     path.write_bytes(out)
+
+
+def make_model(folder: Path, model_id: str = "test-refiner", seed: int = 0) -> Path:
+    """A small refinement network with non-trivial weights (the identity would hide mistakes)."""
+    import torch
+
+    from dstdformat.model.refine import Refiner, RefinerConfig
+    from dstdformat.model.weights import save_state
+
+    torch.manual_seed(seed)
+    refiner = Refiner(RefinerConfig(channels=8, blocks=1))
+    with torch.no_grad():
+        refiner.tail.weight.normal_(0, 0.05)
+    weights = folder / f"{model_id}.safetensors"
+    save_state(weights, refiner)
+    (folder / f"{model_id}.json").write_text(json.dumps(
+        {"id": model_id, "kind": "deepstd-refiner", "architecture": refiner.config.to_json()}))
+    return weights

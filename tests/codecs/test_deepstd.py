@@ -8,35 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import make_model
 
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
 from dstdformat.errors import CodecError, InvalidInputError
-from dstdformat.model.refine import Refiner, RefinerConfig
-from dstdformat.model.weights import save_state
 from dstdformat.model.zoo import MODEL_PATH_ENV, file_sha256
-
-
-def make_model(folder, model_id="test-refiner", seed=0):
-    """A small refiner with non-trivial weights (the identity would hide halo mistakes)."""
-    torch.manual_seed(seed)
-    refiner = Refiner(RefinerConfig(channels=8, blocks=1))
-    with torch.no_grad():
-        refiner.tail.weight.normal_(0, 0.05)
-    weights = folder / f"{model_id}.safetensors"
-    save_state(weights, refiner)
-    (folder / f"{model_id}.json").write_text(json.dumps(
-        {"id": model_id, "kind": "deepstd-refiner", "architecture": refiner.config.to_json()}))
-    return weights
-
-
-@pytest.fixture
-def test_model(tmp_path, monkeypatch):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    weights = make_model(folder)
-    monkeypatch.setenv(MODEL_PATH_ENV, str(folder))
-    return weights
 
 
 def ct_volume(shape=(24, 72, 80), seed=0) -> np.ndarray:
