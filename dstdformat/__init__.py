@@ -79,12 +79,17 @@ def __getattr__(name: str) -> Any:
         from .interop.numcodecs_deepstd import DeepSTD
 
         return DeepSTD
+    if name == "DeepSTDCodec":
+        from .interop.zarr_deepstd import DeepSTDCodec
+
+        return DeepSTDCodec
     raise AttributeError(f"module 'dstdformat' has no attribute {name!r}")
 
 
 __all__ = [
     "ChecksumError",
     "DeepSTD",
+    "DeepSTDCodec",
     "CodecError",
     "CorruptFileError",
     "CorruptHeaderError",

@@ -115,3 +115,12 @@ def make_model(folder: Path, model_id: str = "test-refiner", seed: int = 0) -> P
     (folder / f"{model_id}.json").write_text(json.dumps(
         {"id": model_id, "kind": "deepstd-refiner", "architecture": refiner.config.to_json()}))
     return weights
+
+
+def ct_chunk(shape=(16, 48, 40), seed=0) -> np.ndarray:
+    """A small int16 CT-like chunk: air, an elliptic body, bony stripes and noise."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
+    body = ((y - shape[1] / 2) / (shape[1] * 0.4)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.4)) ** 2 < 1
+    return (np.where(body, 40.0, -1000.0) + 300 * (x % 9 == 0) * body
+            + rng.normal(0, 10, shape)).astype(np.int16)

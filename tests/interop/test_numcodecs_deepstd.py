@@ -12,20 +12,13 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
+from helpers import ct_chunk
 
 import dstdformat
 from dstdformat import DeepSTD
 from dstdformat.errors import CodecError, InvalidInputError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "deepstd_chunks"
-
-
-def ct_chunk(shape=(16, 48, 40), seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    z, y, x = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
-    body = ((y - shape[1] / 2) / (shape[1] * 0.4)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.4)) ** 2 < 1
-    return (np.where(body, 40.0, -1000.0) + 300 * (x % 9 == 0) * body
-            + rng.normal(0, 10, shape)).astype(np.int16)
 
 
 def check_encode_decode(codec, chunk, max_abs=None, mean_abs=None):

@@ -1,0 +1,110 @@
+"""``DeepSTDCodec``: the deepstd codec as a zarr v3 array-to-bytes codec (``serializer=``).
+
+The zarr v3 format has no ``compressor=``; a lossy codec that turns an array chunk into bytes is
+an array-to-bytes codec. This one wraps :class:`~dstdformat.interop.numcodecs_deepstd.DeepSTD`
+(same parameters, same chunk streams) and registers under the name ``deepstd`` through the
+``zarr.codecs`` entry point, so ``zarr.open`` in a fresh process finds it. It works inside zarr's
+sharding codec like any other serializer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from zarr.abc.codec import ArrayBytesCodec
+from zarr.core.buffer import Buffer, NDBuffer
+from zarr.core.common import JSON, parse_named_configuration
+
+from ..errors import CodecError
+from .numcodecs_deepstd import CHUNK_DTYPES, DeepSTD
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from zarr.core.array_spec import ArraySpec
+    from zarr.core.chunk_grids import ChunkGrid
+    from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
+
+CODEC_NAME = "deepstd"
+
+
+@dataclass(frozen=True)
+class DeepSTDCodec(ArrayBytesCodec):
+    """``zarr.create_array(..., serializer=DeepSTDCodec(ratio=64), compressors=None)``."""
+
+    is_fixed_size = False
+
+    ratio: float | None = None
+    quality: float | None = None
+    max_error: float | None = None
+    window: tuple[float, float] = (-1024.0, 3071.0)
+    model: str | None = "default"
+    model_sha256: str | None = None
+    slope: float = 1.0
+    intercept: float = 0.0
+    _inner: DeepSTD = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        inner = DeepSTD(ratio=self.ratio, quality=self.quality, max_error=self.max_error,
+                        window=tuple(self.window), model=self.model,
+                        model_sha256=self.model_sha256, slope=self.slope, intercept=self.intercept)
+        config = inner.get_config()
+        # Store the resolved values (default ratio, model id, its hash), so metadata pins them.
+        for name in ("ratio", "quality", "max_error", "model", "model_sha256"):
+            object.__setattr__(self, name, config.get(name))
+        object.__setattr__(self, "window", tuple(config["window"]))
+        object.__setattr__(self, "_inner", inner)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, JSON]) -> Self:
+        _, configuration = parse_named_configuration(data, CODEC_NAME, require_configuration=False)
+        configuration = dict(configuration or {})
+        if "window" in configuration:
+            configuration["window"] = tuple(configuration["window"])  # type: ignore[arg-type]
+        return cls(**configuration)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, JSON]:
+        config = self._inner.get_config()
+        config.pop("id")
+        return {"name": CODEC_NAME, "configuration": config}
+
+    def validate(self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar],
+                 chunk_grid: ChunkGrid) -> None:
+        native = dtype.to_native_dtype()
+        if native.name not in CHUNK_DTYPES:
+            raise CodecError(f"DeepSTDCodec stores {', '.join(CHUNK_DTYPES)} arrays, not {native.name}")
+        if len(shape) not in (2, 3):
+            raise CodecError(f"DeepSTDCodec stores 2D or 3D arrays, not {len(shape)}D")
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        array = self._inner.decode(chunk_bytes.as_numpy_array())
+        if array.shape != chunk_spec.shape:
+            raise CodecError(f"chunk decoded to shape {array.shape}, the array expects {chunk_spec.shape}")
+        expected = chunk_spec.dtype.to_native_dtype()
+        if array.dtype != expected:
+            raise CodecError(f"chunk decoded to {array.dtype}, the array holds {expected}")
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(array)
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        array = np.asarray(chunk_array.as_numpy_array())
+        return chunk_spec.prototype.buffer.from_bytes(self._inner.encode(array))
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        raise NotImplementedError("deepstd chunks have a variable size")
+
+
+def register() -> None:
+    """Register with zarr (the entry point does this for fresh processes)."""
+    from zarr.registry import register_codec
+
+    register_codec(CODEC_NAME, DeepSTDCodec)
+

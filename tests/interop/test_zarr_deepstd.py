@@ -1,0 +1,66 @@
+"""DeepSTDCodec as a zarr v3 serializer: plain and sharded arrays, fresh processes, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+from helpers import ct_chunk
+
+import dstdformat
+from dstdformat import DeepSTDCodec
+from dstdformat.errors import CodecError, InvalidInputError
+
+
+@pytest.fixture
+def volume() -> np.ndarray:
+    return np.concatenate([ct_chunk(shape=(10, 48, 40), seed=s) for s in range(3)])
+
+
+def test_v3_array_round_trip_and_metadata(tmp_path, volume):
+    z = zarr.create_array(tmp_path / "a.zarr", shape=volume.shape, chunks=(10, 48, 40), dtype="int16",
+                          serializer=DeepSTDCodec(max_error=4), compressors=None)
+    z[:] = volume
+    assert np.abs(z[:].astype(int) - volume).max() <= 4
+    codec = z.metadata.codecs[0]
+    assert isinstance(codec, DeepSTDCodec)
+    assert DeepSTDCodec.from_dict(codec.to_dict()) == codec
+    assert codec.to_dict()["configuration"]["max_error"] == 4.0
+
+
+def test_sharded_array_and_regions(tmp_path, volume):
+    z = zarr.create_array(tmp_path / "s.zarr", shape=volume.shape, chunks=(5, 24, 20), shards=(10, 48, 40),
+                          dtype="int16", serializer=DeepSTDCodec(max_error=3), compressors=None)
+    z[:] = volume
+    np.testing.assert_array_equal(z[7:13, 5:30, 3], zarr.open_array(tmp_path / "s.zarr")[:][7:13, 5:30, 3])
+    assert np.abs(z[:].astype(int) - volume).max() <= 3
+
+
+def test_fresh_process_with_only_zarr(tmp_path, volume):
+    store = tmp_path / "f.zarr"
+    z = zarr.create_array(store, shape=volume.shape, chunks=(10, 48, 40), dtype="int16",
+                          serializer=DeepSTDCodec(quality=45, model=None), compressors=None)
+    z[:] = volume
+    code = ("import zarr, sys; z = zarr.open(sys.argv[1], mode='r'); a = z[:]; "
+            "print(a.shape, a.dtype, type(z.metadata.codecs[0]).__name__)")
+    result = subprocess.run([sys.executable, "-c", code, str(store)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "(30, 48, 40) int16 DeepSTDCodec" in result.stdout
+
+
+def test_bad_arrays_and_configs(tmp_path):
+    with pytest.raises(CodecError, match="float64"):
+        zarr.create_array(tmp_path / "f64.zarr", shape=(4, 8, 8), chunks=(4, 8, 8), dtype="float64",
+                          serializer=DeepSTDCodec(max_error=1), compressors=None)
+    with pytest.raises(CodecError, match="2D or 3D"):
+        zarr.create_array(tmp_path / "1d.zarr", shape=(64,), chunks=(64,), dtype="int16",
+                          serializer=DeepSTDCodec(max_error=1), compressors=None)
+    with pytest.raises(CodecError, match="unknown model"):
+        DeepSTDCodec.from_dict({"name": "deepstd", "configuration": {"ratio": 64.0, "model": "nope"}})
+    with pytest.raises(InvalidInputError, match="at most one"):
+        DeepSTDCodec(ratio=64, quality=40)
+    assert dstdformat.DeepSTDCodec is DeepSTDCodec
