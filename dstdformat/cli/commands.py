@@ -67,6 +67,25 @@ def compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def to_zarr(args: argparse.Namespace) -> int:
+    from ..interop.to_zarr import scan_to_zarr
+
+    options = {name: value for name, value in (
+        ("ratio", args.ratio), ("quality", args.quality), ("max_error", args.max_error))
+        if value is not None}
+    if args.model is not None:
+        options["model"] = None if args.model == "none" else args.model
+    started = time.perf_counter()
+    scan = _load(args.input, args)
+    array = scan_to_zarr(scan, args.output, zarr_format=args.zarr_format,
+                         chunks=tuple(args.chunks) if args.chunks else None, codec_options=options,
+                         progress=not args.quiet)
+    if not args.quiet:
+        print(f"{args.output}: array '0' {array.shape} {array.dtype}, chunks {array.chunks}, zarr "
+              f"format {args.zarr_format}, in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def decompress(args: argparse.Namespace) -> int:
     from .. import io, open
     from ..metadata import Scan

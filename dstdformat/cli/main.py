@@ -42,6 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="HDF5 dataset to read (default: the only 3D dataset)")
     p.set_defaults(func=commands.compress)
 
+    p = add("to-zarr", "convert a scan into a zarr group (OME-Zarr layout) with DeepSTD chunks")
+    p.add_argument("input", help="NIfTI / DICOM folder / HDF5 / .npy / .dstd (path or URL)")
+    p.add_argument("output", help="output zarr store (folder or fsspec URL)")
+    p.add_argument("--format", type=int, choices=(2, 3), default=3, dest="zarr_format",
+                   help="zarr format: 3 (serializer=DeepSTDCodec, default) or 2 (compressor=DeepSTD)")
+    p.add_argument("--chunks", type=int, nargs=3, metavar=("K", "J", "I"),
+                   help="chunk shape (default 64 512 512, clipped to the volume)")
+    p.add_argument("--ratio", type=float, help="target ratio per chunk (default 256)")
+    p.add_argument("--quality", type=float, metavar="DB", help="PSNR in dB each chunk reaches")
+    p.add_argument("--max-error", type=float, metavar="HU", help="guaranteed bound on the error")
+    p.add_argument("--model", help="refinement model id ('none': without)")
+    p.add_argument("--dataset", help="HDF5 dataset to read")
+    p.set_defaults(func=commands.to_zarr)
+
     p = add("decompress", "decode a .dstd into NIfTI (.nii/.nii.gz), HDF5 (.h5) or .npy")
     p.add_argument("input", help=".dstd path or URL")
     p.add_argument("output", help="output file; its suffix picks the format")
