@@ -99,6 +99,11 @@ class Volume:
     def reader(self) -> DstdReader:
         return self._reader
 
+    @property
+    def decode_context(self) -> DecodeContext:
+        """What the codec needs to decode a region (with ``reader.read_sections`` as fetch)."""
+        return self._ctx
+
     # -- decoding ------------------------------------------------------------------------------
     @property
     def codec(self) -> VolumeCodec:

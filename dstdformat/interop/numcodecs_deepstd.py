@@ -80,28 +80,52 @@ class DeepSTD(Codec):
         return encode_volume(volume, codec=self._volume_codec(), metadata=metadata)
 
     def decode(self, buf: Any, out: Any = None) -> np.ndarray:
-        import dstdformat
-
-        data = ensure_contiguous_ndarray(buf).view("u1")
-        with dstdformat.open(memoryview(data)) as volume:
-            recorded = volume.header["codec"].get("model")
-            if recorded is not None and self.model_sha256 is not None \
-                    and recorded.get("sha256") != self.model_sha256:
-                raise CodecError(
-                    f"chunk was written with model {recorded.get('id')} sha256 "
-                    f"{str(recorded.get('sha256'))[:16]}..., this codec pins {self.model_sha256[:16]}..."
-                )
-            array = volume.read()
-            shape = volume.metadata.attributes.get("chunk_shape", list(array.shape))
-        if int(np.prod(shape)) != array.size:
-            raise CodecError(f"chunk header says shape {shape} for {array.size} voxels")
-        array = array.reshape(shape)
+        array = self.decode_many([buf])[0]
         if out is None:
             return array
         if isinstance(out, np.ndarray) and out.shape == array.shape:
             np.copyto(out, array, casting="no")  # any memory order
             return out
         return ndarray_copy(array, out)  # numcodecs' convention: a flat buffer of the right size
+
+    def decode_many(self, bufs: list[Any], batch: int | None = None) -> list[np.ndarray]:
+        """Decode several chunks, running the refinement network over all their blocks in
+        batches of ``batch`` same-shaped crops (default: all of them at once)."""
+        import dstdformat
+
+        from ..codecs.deepstd.codec import refine_all
+
+        plans, shapes = [], []
+        for buf in bufs:
+            data = ensure_contiguous_ndarray(buf).view("u1")
+            with dstdformat.open(memoryview(data)) as volume:
+                self._check_model(volume.header["codec"].get("model"))
+                region = tuple(slice(0, s) for s in volume.shape)
+                plans.append(volume.codec.plan_region(volume.decode_context, region,
+                                                      volume.reader.read_sections))
+                shapes.append(volume.metadata.attributes.get("chunk_shape", list(volume.shape)))
+        refiners = {id(p.refiner): p.refiner for p in plans if p.refiner is not None}
+        if len(refiners) == 1:
+            jobs = [job for p in plans for job in p.jobs]
+            refined = refine_all(next(iter(refiners.values())), jobs, batch or max(1, len(jobs)))
+        else:  # chunks of different models (or none): no shared batch
+            refined = [out for p in plans for out in refine_all(p.refiner, p.jobs)]
+        arrays, start = [], 0
+        for plan, shape in zip(plans, shapes):
+            array = plan.complete(refined[start:start + len(plan.jobs)])
+            start += len(plan.jobs)
+            if int(np.prod(shape)) != array.size:
+                raise CodecError(f"chunk header says shape {shape} for {array.size} voxels")
+            arrays.append(array.reshape(shape))
+        return arrays
+
+    def _check_model(self, recorded: dict | None) -> None:
+        if recorded is not None and self.model_sha256 is not None \
+                and recorded.get("sha256") != self.model_sha256:
+            raise CodecError(
+                f"chunk was written with model {recorded.get('id')} sha256 "
+                f"{str(recorded.get('sha256'))[:16]}..., this codec pins {self.model_sha256[:16]}..."
+            )
 
     def __repr__(self) -> str:
         config = self.get_config()

@@ -10,6 +10,7 @@ sharding codec like any other serializer.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -80,7 +81,23 @@ class DeepSTDCodec(ArrayBytesCodec):
             raise CodecError(f"DeepSTDCodec stores 2D or 3D arrays, not {len(shape)}D")
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        array = self._inner.decode(chunk_bytes.as_numpy_array())
+        return self._decode_batch([(chunk_bytes, chunk_spec)])[0]  # type: ignore[return-value]
+
+    def _decode_batch(self, items: list[tuple[Buffer | None, ArraySpec]]) -> list[NDBuffer | None]:
+        """All chunks zarr hands over at once go through the refinement network as one batch
+        (zarr's ``codec_pipeline.batch_size`` sets how many)."""
+        present = [(n, b, spec) for n, (b, spec) in enumerate(items) if b is not None]
+        arrays = self._inner.decode_many([b.as_numpy_array() for _, b, _ in present])
+        out: list[NDBuffer | None] = [None] * len(items)
+        for (n, _, spec), array in zip(present, arrays):
+            out[n] = self._check_decoded(array, spec)
+        return out
+
+    async def decode(self, chunks_and_specs: Iterable[tuple[Buffer | None, ArraySpec]],
+                     ) -> Iterable[NDBuffer | None]:
+        return await asyncio.to_thread(self._decode_batch, list(chunks_and_specs))
+
+    def _check_decoded(self, array: np.ndarray, chunk_spec: ArraySpec) -> NDBuffer:
         if array.shape != chunk_spec.shape:
             raise CodecError(f"chunk decoded to shape {array.shape}, the array expects {chunk_spec.shape}")
         expected = chunk_spec.dtype.to_native_dtype()

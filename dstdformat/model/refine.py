@@ -91,10 +91,20 @@ class Refiner(nn.Module):
     @torch.no_grad()
     def refine(self, hu: np.ndarray, rate: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
         """Refine a float HU block (any size): pads to the fold multiple by edge replication."""
-        pads = [(0, (-s) % FOLD) for s in hu.shape]
-        x = np.pad(hu, pads, mode="edge") / HU_SCALE
-        r = np.pad(rate, pads, mode="edge")
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None].to(device)
-        rt = torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32))[None, None].to(device)
-        out = self.forward(xt, rt)[0, 0].float().cpu().numpy().astype(np.float64) * HU_SCALE
-        return out[tuple(slice(0, s) for s in hu.shape)]
+        return self.refine_many([(hu, rate)], device)[0]
+
+    @torch.no_grad()
+    def refine_many(self, blocks: list[tuple[np.ndarray, np.ndarray]],
+                    device: torch.device | str = "cpu") -> list[np.ndarray]:
+        """Refine same-shaped (HU block, rate-code block) pairs as one batch."""
+        shape = blocks[0][0].shape
+        if any(hu.shape != shape or rate.shape != shape for hu, rate in blocks):
+            raise ValueError("refine_many needs blocks of one shape")
+        pads = [(0, (-s) % FOLD) for s in shape]
+        x = np.stack([np.pad(hu, pads, mode="edge") / HU_SCALE for hu, _ in blocks])
+        r = np.stack([np.pad(rate, pads, mode="edge") for _, rate in blocks])
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None].to(device)
+        rt = torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32))[:, None].to(device)
+        out = self.forward(xt, rt)[:, 0].float().cpu().numpy().astype(np.float64) * HU_SCALE
+        keep = (slice(None), *(slice(0, s) for s in shape))
+        return list(out[keep])

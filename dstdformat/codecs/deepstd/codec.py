@@ -230,6 +230,15 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
     # -- decoding ------------------------------------------------------------------------------
     def decode_region(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
+        plan = self.plan_region(ctx, region, fetch)
+        return plan.complete(refine_all(plan.refiner, plan.jobs))
+
+    def plan_region(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> RegionPlan:
+        """Everything up to the refinement network: decode the wavelet layer, cut the crops.
+
+        Split from :meth:`RegionPlan.complete` so that callers holding many regions (a batch of
+        zarr chunks) can run the network once over all their crops.
+        """
         state = _DecodeState.from_context(ctx)
         refiner = self._refiner(ctx) if self.model is not None else None
         grid = ctx.grid
@@ -254,24 +263,22 @@ class DeepSTDVolumeCodec(VolumeCodec):
                 cache.put(tile, base[tile])
             return base[tile]
 
-        out = np.empty(tuple(r.stop - r.start for r in region), dtype=ctx.dtype)
+        plan = RegionPlan(ctx, region, state, refiner)
         for number, crop in crops.items():
             block = _assemble(grid, crop, base_block)
+            keep = blocks.tile_region(number)
+            inner = tuple(slice(k.start - c.start, k.stop - c.start) for k, c in zip(keep, crop))
+            plan.blocks.append((keep, inner, block))
             if refiner is not None:
                 rates = _assemble(grid, crop, lambda t: np.full(grid.tile_extent(t),
                                                                 state.rate_code(t), np.float32))
-                hu = block * state.slope + state.intercept
-                block = (refiner.refine(hu, rates, refiner.device) - state.intercept) / state.slope
-            keep = blocks.tile_region(number)
-            inner = tuple(slice(k.start - c.start, k.stop - c.start) for k, c in zip(keep, crop))
-            _paste(out, region, _to_dtype(block[inner], ctx.dtype, *state.window), keep)
+                plan.jobs.append((block * state.slope + state.intercept, rates))
         for tile in in_region:
             if tile in state.outlier_tiles:
-                index, values = outliers.decode(payloads[(SectionKind.RESIDUAL, tile)],
-                                                grid.tile_extent(tile), ctx.dtype,
-                                                f"residual section of tile {tile}")
-                _scatter(out, region, grid.tile_region(tile), index, values)
-        return out
+                plan.exact.append((grid.tile_region(tile), *outliers.decode(
+                    payloads[(SectionKind.RESIDUAL, tile)], grid.tile_extent(tile), ctx.dtype,
+                    f"residual section of tile {tile}")))
+        return plan
 
     def _refiner(self, ctx: DecodeContext):
         from ...model.zoo import find_model
@@ -280,6 +287,48 @@ class DeepSTDVolumeCodec(VolumeCodec):
         recorded = ctx.model or {}
         found = find_model(self.model, recorded.get("sha256"))
         return load_refiner(found, self.device)
+
+
+class RegionPlan:
+    """A region whose wavelet layer is decoded and whose refinement inputs are cut (``jobs``:
+    (HU crop, rate-code crop) per block); :meth:`complete` takes the network's outputs."""
+
+    def __init__(self, ctx: DecodeContext, region: Region, state: _DecodeState, refiner) -> None:
+        self.ctx, self.region, self.state, self.refiner = ctx, region, state, refiner
+        self.blocks: list[tuple[Region, Region, np.ndarray]] = []  # (kept region, its slices, base)
+        self.jobs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.exact: list[tuple[Region, np.ndarray, np.ndarray]] = []
+
+    def complete(self, refined: list[np.ndarray]) -> np.ndarray:
+        ctx, region, state = self.ctx, self.region, self.state
+        out = np.empty(tuple(r.stop - r.start for r in region), dtype=ctx.dtype)
+        for n, (keep, inner, block) in enumerate(self.blocks):
+            if self.refiner is not None:
+                block = (refined[n] - state.intercept) / state.slope
+            _paste(out, region, _to_dtype(block[inner], ctx.dtype, *state.window), keep)
+        for tile_region, index, values in self.exact:
+            _scatter(out, region, tile_region, index, values)
+        return out
+
+
+def refine_all(refiner, jobs: list[tuple[np.ndarray, np.ndarray]], batch: int = 1) -> list[np.ndarray]:
+    """Run the network over ``jobs``, ``batch`` same-shaped crops at a time (order kept).
+
+    Every crop is computed the same way alone or in a batch (per-sample convolutions), up to
+    floating-point reduction order."""
+    if refiner is None or not jobs:
+        return []
+    out: list[np.ndarray | None] = [None] * len(jobs)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for n, (hu, _) in enumerate(jobs):
+        by_shape.setdefault(hu.shape, []).append(n)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), max(1, batch)):
+            group = indices[start:start + max(1, batch)]
+            results = refiner.refine_many([jobs[n] for n in group], refiner.device)
+            for n, result in zip(group, results):
+                out[n] = result
+    return out  # type: ignore[return-value]
 
 
 class _BaseCache:
