@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from zarr.abc.codec import ArrayBytesCodec
+from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
 from zarr.core.buffer import Buffer, NDBuffer
 from zarr.core.common import JSON, parse_named_configuration
 
@@ -25,15 +25,17 @@ from .numcodecs_deepstd import CHUNK_DTYPES, DeepSTD
 if TYPE_CHECKING:
     from typing import Self
 
+    from zarr.abc.store import ByteGetter
     from zarr.core.array_spec import ArraySpec
     from zarr.core.chunk_grids import ChunkGrid
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
+    from zarr.core.indexing import SelectorTuple
 
 CODEC_NAME = "deepstd"
 
 
 @dataclass(frozen=True)
-class DeepSTDCodec(ArrayBytesCodec):
+class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     """``zarr.create_array(..., serializer=DeepSTDCodec(ratio=64), compressors=None)``."""
 
     is_fixed_size = False
@@ -87,6 +89,8 @@ class DeepSTDCodec(ArrayBytesCodec):
         """All chunks zarr hands over at once go through the refinement network as one batch
         (zarr's ``codec_pipeline.batch_size`` sets how many)."""
         present = [(n, b, spec) for n, (b, spec) in enumerate(items) if b is not None]
+        if not present:
+            return [None] * len(items)
         arrays = self._inner.decode_many([b.as_numpy_array() for _, b, _ in present])
         out: list[NDBuffer | None] = [None] * len(items)
         for (n, _, spec), array in zip(present, arrays):
@@ -115,8 +119,85 @@ class DeepSTDCodec(ArrayBytesCodec):
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
 
+    async def decode_partial(self, batch_info: Iterable[tuple[ByteGetter, SelectorTuple, ArraySpec]],
+                             ) -> Iterable[NDBuffer | None]:
+        """zarr reads through here whenever the codec can decode parts: whole chunks of the batch
+        go through the network together, partial ones decode only what they need."""
+        items = list(batch_info)
+        fetched = await asyncio.gather(*[getter.get(prototype=spec.prototype)
+                                         for getter, _, spec in items])
+        return await asyncio.to_thread(self._decode_partial_batch, items, fetched)
+
+    def _decode_partial_batch(self, items, fetched) -> list[NDBuffer | None]:
+        results: list[NDBuffer | None] = [None] * len(items)
+        whole = [n for n, ((_, selection, spec), data) in enumerate(zip(items, fetched))
+                 if data is not None and _is_whole(selection, spec.shape)]
+        for n, decoded in zip(whole, self._decode_batch([(fetched[n], items[n][2]) for n in whole])):
+            results[n] = decoded
+        for n, ((_, selection, spec), data) in enumerate(zip(items, fetched)):
+            if data is not None and n not in whole:
+                results[n] = self._decode_selection(data, selection, spec)
+        return results
+
+    async def _decode_partial_single(self, byte_getter: ByteGetter, selection: SelectorTuple,
+                                     chunk_spec: ArraySpec) -> NDBuffer | None:
+        """Decode only the tiles and refinement blocks under ``selection`` (a chunk holding several
+        tiles need not be decoded whole to read one slice of it)."""
+        chunk_bytes = await byte_getter.get(prototype=chunk_spec.prototype)
+        if chunk_bytes is None:
+            return None
+        return await asyncio.to_thread(self._decode_selection, chunk_bytes, selection, chunk_spec)
+
+    def _decode_selection(self, chunk_bytes: Buffer, selection: SelectorTuple,
+                          chunk_spec: ArraySpec) -> NDBuffer:
+        import dstdformat
+
+        selection = selection if isinstance(selection, tuple) else (selection,)
+        with dstdformat.open(memoryview(chunk_bytes.as_numpy_array())) as volume:
+            self._inner._check_model(volume.header["codec"].get("model"))
+            shape = tuple(volume.metadata.attributes.get("chunk_shape", volume.shape))
+            if shape != tuple(chunk_spec.shape):
+                raise CodecError(f"chunk holds shape {shape}, the array expects {chunk_spec.shape}")
+            box = _bounding_box(selection, shape)
+            if box is None:  # fancy selections: decode the chunk, let numpy select
+                return chunk_spec.prototype.nd_buffer.from_numpy_array(
+                    volume.read().reshape(shape)[selection])
+            lead = (slice(0, 1),) * (3 - len(shape))
+            block = volume.read_region(lead + tuple(slice(lo, hi) for lo, hi in box))
+        block = block.reshape(tuple(hi - lo for lo, hi in box))
+        local = tuple(s if isinstance(s, slice) else s - lo for s, (lo, _) in zip(selection, box))
+        local = tuple(slice(s.start - lo, s.stop - lo, s.step) if isinstance(s, slice) else s
+                      for s, (lo, _) in zip(local, box))
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(block[local]))
+
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
         raise NotImplementedError("deepstd chunks have a variable size")
+
+
+def _is_whole(selection, shape: tuple[int, ...]) -> bool:
+    selection = selection if isinstance(selection, tuple) else (selection,)
+    return len(selection) == len(shape) and all(
+        isinstance(s, slice) and s.indices(n) == (0, n, 1) for s, n in zip(selection, shape))
+
+
+def _bounding_box(selection: tuple, shape: tuple[int, ...]) -> list[tuple[int, int]] | None:
+    """[(start, stop)] per axis covering a selection of integers and slices, or None."""
+    if len(selection) != len(shape):
+        return None
+    box = []
+    for s, n in zip(selection, shape):
+        if isinstance(s, (int, np.integer)):
+            index = int(s) + n if s < 0 else int(s)
+            box.append((index, index + 1))
+        elif isinstance(s, slice):
+            start, stop, step = s.indices(n)
+            if step < 1 or stop <= start:
+                return None
+            last = start + (len(range(start, stop, step)) - 1) * step
+            box.append((start, last + 1))
+        else:
+            return None
+    return box
 
 
 def register() -> None:

@@ -66,7 +66,16 @@ def test_bad_arrays_and_configs(tmp_path):
     assert dstdformat.DeepSTDCodec is DeepSTDCodec
 
 
-def test_batched_decode_equals_chunk_by_chunk(tmp_path, volume, test_model):
+def test_batched_decode_equals_chunk_by_chunk(tmp_path, volume, test_model, monkeypatch):
+    from dstdformat.interop.numcodecs_deepstd import DeepSTD
+
+    batches = []
+    decode_many = DeepSTD.decode_many
+    def counting(self, bufs, batch=None):
+        batches.append(len(bufs))
+        return decode_many(self, bufs, batch)
+
+    monkeypatch.setattr(DeepSTD, "decode_many", counting)
     codec = DeepSTDCodec(ratio=6, model="test-refiner")
     z = zarr.create_array(tmp_path / "b.zarr", shape=volume.shape, chunks=(10, 48, 40), dtype="int16",
                           serializer=codec, compressors=None)
@@ -77,7 +86,25 @@ def test_batched_decode_equals_chunk_by_chunk(tmp_path, volume, test_model):
         batched = zarr.open_array(tmp_path / "b.zarr", mode="r")[:]
     # Same network, same crops; only the batch's float reduction order may differ.
     assert np.abs(batched.astype(int) - one_by_one).max() <= 1
+    assert 3 in batches and 1 in batches  # zarr handed the codec 3 chunks at once, then 1
     chunks = [codec._inner.encode(volume[k:k + 10]) for k in (0, 10, 20)]
     together = codec._inner.decode_many(chunks)
     for k, chunk in zip((0, 10, 20), chunks):
         assert np.abs(together[k // 10].astype(int) - codec._inner.decode(chunk)).max() <= 1
+
+
+def test_partial_decode_reads_only_the_selection(tmp_path, volume, test_model, monkeypatch):
+    from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
+
+    z = zarr.create_array(tmp_path / "p.zarr", shape=volume.shape, chunks=(30, 48, 40), dtype="int16",
+                          serializer=DeepSTDCodec(ratio=6, model="test-refiner"), compressors=None)
+    z[:] = volume
+    full = zarr.open_array(tmp_path / "p.zarr", mode="r")[:]
+    regions = []
+    plan_region = DeepSTDVolumeCodec.plan_region
+    monkeypatch.setattr(DeepSTDVolumeCodec, "plan_region", lambda self, ctx, region, fetch: (
+        regions.append([(r.start, r.stop) for r in region]) or plan_region(self, ctx, region, fetch)))
+    reader = zarr.open_array(tmp_path / "p.zarr", mode="r")
+    np.testing.assert_array_equal(reader[12, 5:30:4, -3], full[12, 5:30:4, -3])
+    assert regions == [[(12, 13), (5, 30), (37, 38)]]
+    np.testing.assert_array_equal(reader[[2, 7], :, 4], full[[2, 7], :, 4])  # fancy: whole chunk
