@@ -98,8 +98,11 @@ def test_quality_mode_reaches_the_asked_psnr(tmp_path):
 def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, monkeypatch):
     from dstdformat.codecs.deepstd import codec as codec_module
 
-    # Small refinement blocks that straddle the wavelet tiles, so halos cross both kinds of seam.
+    # Small refinement blocks that straddle the wavelet tiles, so halos cross both kinds of seam,
+    # with every kind of gain (0 skips the network).
     monkeypatch.setattr(codec_module, "REFINE_BLOCK", (6, 20, 28))
+    monkeypatch.setattr(codec_module.DeepSTDVolumeCodec, "_choose_gains",
+                        lambda self, array, grid, *rest: [(5 * n) % 17 for n in range(4 * 3 * 3)])
     vol = ct_volume(shape=(20, 50, 60), seed=7)
     path = tmp_path / "reg.dstd"
     dstdformat.save(vol, path, codec=Codec(ratio=8, model="test-refiner"), tile_shape=(8, 16, 24))
@@ -108,6 +111,7 @@ def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, 
     unrefined = dstdformat.open(path)
     assert volume.header["codec"]["model"] == {"id": "test-refiner", "sha256": file_sha256(test_model)}
     assert volume.header["codec"]["state"]["refine_block"] == [6, 20, 28]
+    assert volume.header["codec"]["state"]["refine_gain"][:4] == [0, 5, 10, 15]
     for key in [np.s_[7], np.s_[3:11, 10:40, 5:55], np.s_[:, 17], np.s_[..., 59], np.s_[19, 49, 59]]:
         np.testing.assert_array_equal(volume[key], full[key])
     # The refinement does something (so the equality above is not trivial).
@@ -208,3 +212,20 @@ def test_tiny_volumes_with_refinement(tmp_path, test_model):
         full = volume.read()
         assert full.shape == shape and full.dtype == np.int16
         np.testing.assert_array_equal(volume[shape[0] - 1], full[-1])
+
+
+def test_chosen_gains_never_make_a_block_worse(tmp_path, test_model):
+    """The encoder scales each block's correction by its least-squares gain: a network that
+    does not fit the scan (here: random weights) is turned down, never applied blindly."""
+    vol = ct_volume(shape=(24, 64, 64), seed=13)
+    path = tmp_path / "g.dstd"
+    dstdformat.save(vol, path, codec=Codec(ratio=10, model="test-refiner"))
+    volume = dstdformat.open(path)
+    refined = volume.read().astype(np.float64)
+    everything = tuple(slice(0, s) for s in vol.shape)
+    base = Codec(ratio=10, model=None).decode_region(volume.decode_context, everything,
+                                                     volume.reader.read_sections).astype(np.float64)
+    inside = (vol >= -1024) & (vol <= 3071)
+    mse = lambda y: np.mean((y[inside] - vol[inside]) ** 2)  # noqa: E731
+    assert mse(refined) <= mse(base) * 1.001
+    assert all(0 <= g <= 16 for g in volume.header["codec"]["state"]["refine_gain"])
