@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from .. import metrics
 from ..progress import bar, track
+from .checkpoint import TrainingRun
 from .refine import HU_SCALE, Refiner, RefinerConfig, rate_code
 from .training import load_training_volumes, resolve_device
 from .weights import load_state, save_state
@@ -151,22 +151,16 @@ def evaluate(refiner: Refiner, coded: Sequence[CodedVolume], device: torch.devic
 def train_refiner(config: RefinerTrainConfig, *, progress: bool = False,
                   volumes: Sequence[np.ndarray] | None = None) -> dict:
     """Train (or resume) into ``config.out``; returns the last log entry."""
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if config.ssim_weight and min(config.crop) < 2 * SSIM_RADIUS + 1:
+        raise ValueError(f"crops must be at least {2 * SSIM_RADIUS + 1} voxels along each axis for "
+                         f"the SSIM term, got {tuple(config.crop)}")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     refiner = Refiner(RefinerConfig(**config.model)).to(device)
     optimizer = torch.optim.Adam(refiner.parameters(), lr=config.learning_rate)
     rng = np.random.default_rng(config.seed)
-    state_path, meta_path = out / "checkpoint.safetensors", out / "checkpoint.json"
-    step, history, elapsed = 0, [], 0.0
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta["train_config"]["model"] != config.model:
-            raise ValueError(f"{out} holds a checkpoint of a different model configuration")
-        load_state(state_path, refiner, optimizer)
-        step, history, elapsed = meta["step"], meta["history"], meta["elapsed_s"]
-        rng.bit_generator.state = meta["rng_state"]
+    run = TrainingRun(config.out, refiner, optimizer, rng, asdict(config))
+    run.resume()
     hu_volumes = volumes if volumes is not None else load_training_volumes(config.sources)
     pairs = [code_volume(v, r, config.tile_shape)
              for v in track(hu_volumes, enabled=progress, desc="coding training volumes", unit="vol")
@@ -177,20 +171,9 @@ def train_refiner(config: RefinerTrainConfig, *, progress: bool = False,
     sampler = PairSampler(pairs, config.crop, rng)
     refiner.train()
     losses: list[float] = []
-    started = time.perf_counter()
-
-    def checkpoint() -> None:
-        meta = {"step": step, "history": history, "train_config": asdict(config),
-                "elapsed_s": elapsed + time.perf_counter() - started,
-                "rng_state": rng.bit_generator.state}
-        save_state(state_path, refiner, optimizer)
-        tmp = meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, meta_path)
-
     with bar(enabled=progress, desc="training refiner", total=config.steps, unit="step") as pbar:
-        pbar.update(step)
-        while step < config.steps:
+        pbar.update(run.step)
+        while run.step < config.steps:
             x, y, rates = (t.to(device) for t in sampler.sample(config.batch_size))
             refined = refiner(x, rates)
             loss = (refined - y).abs().mean()
@@ -200,18 +183,18 @@ def train_refiner(config: RefinerTrainConfig, *, progress: bool = False,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
             optimizer.step()
-            step += 1
+            run.step += 1
             losses.append(float((refined.detach() - y).abs().mean()) * HU_SCALE)
             pbar.update(1)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                entry = {"step": step, "train_mae_hu": float(np.mean(losses))}
+            if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+                entry = {"step": run.step, "train_mae_hu": float(np.mean(losses))}
                 losses.clear()
                 if held_out:
                     entry["held_out_mae_hu"] = evaluate(refiner, held_out, device)
-                history.append(entry)
+                run.history.append(entry)
                 pbar.set_postfix_str(f"train MAE {entry['train_mae_hu']:.2f} HU")
-                checkpoint()
-    return history[-1] if history else {}
+                run.save()
+    return run.history[-1] if run.history else {}
 
 
 def export_model(run_dir: str | Path, model_id: str, dest: str | Path,

@@ -8,10 +8,7 @@ random state, so a run stopped anywhere continues where it was.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +17,8 @@ import numpy as np
 import torch
 
 from ..progress import bar
+from .checkpoint import TrainingRun
 from .texture_model import TextureModel, TextureModelConfig
-from .weights import load_state, save_state
 
 HU_WINDOW = (-1024.0, 3071.0)
 HU_SCALE = 1024.0
@@ -126,60 +123,38 @@ def rd_loss(model_out: dict[str, torch.Tensor], x: torch.Tensor, lmbda: float):
 def train(config: TrainConfig, *, progress: bool = False,
           volumes: Sequence[np.ndarray] | None = None) -> dict:
     """Train (or resume) into ``config.out``; returns the final log entry."""
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = TextureModel(TextureModelConfig(**config.model)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     rng = np.random.default_rng(config.seed)
-    state_path, meta_path = out / "checkpoint.safetensors", out / "checkpoint.json"
-    step, history, elapsed = 0, [], 0.0
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta["train_config"]["model"] != config.model:
-            raise ValueError(f"{out} holds a checkpoint of a different model configuration")
-        load_state(state_path, model, optimizer)
-        step, history, elapsed = meta["step"], meta["history"], meta["elapsed_s"]
-        rng.bit_generator.state = meta["rng_state"]
-        torch.set_rng_state(torch.tensor(meta["torch_rng_state"], dtype=torch.uint8))
+    run = TrainingRun(config.out, model, optimizer, rng, asdict(config), torch_rng=True)
+    run.resume()
     sampler = CropSampler(volumes if volumes is not None else
                           load_training_volumes(config.sources), config.crop, rng)
     model.train()
     window: list[tuple[float, float, float]] = []
-    started = time.perf_counter()
-
-    def checkpoint() -> None:
-        meta = {"step": step, "history": history, "train_config": asdict(config),
-                "elapsed_s": elapsed + time.perf_counter() - started,
-                "rng_state": rng.bit_generator.state,
-                "torch_rng_state": torch.get_rng_state().tolist()}
-        save_state(state_path, model, optimizer)
-        tmp = meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, meta_path)
 
     with bar(enabled=progress, desc="training", total=config.steps, unit="step") as pbar:
-        pbar.update(step)
-        while step < config.steps:
+        pbar.update(run.step)
+        while run.step < config.steps:
             x = sampler.sample(config.batch_size).to(device)
             loss, bpv, mse = rd_loss(model(x), x, config.lmbda)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            step += 1
+            run.step += 1
             window.append((float(loss.detach()), float(bpv.detach()), float(mse.detach())))
             pbar.update(1)
-            if step % 50 == 0 or step == config.steps:
+            if run.step % 50 == 0 or run.step == config.steps:
                 mean = np.mean(window, axis=0)
                 window.clear()
-                entry = {"step": step, "loss": float(mean[0]), "bpv": float(mean[1]),
+                entry = {"step": run.step, "loss": float(mean[0]), "bpv": float(mean[1]),
                          "ratio_est": 16 / float(mean[1]) if mean[1] > 0 else math.inf,
                          "rmse_hu": float(math.sqrt(mean[2]) * HU_SCALE)}
-                history.append(entry)
+                run.history.append(entry)
                 pbar.set_postfix_str(f"bpv {entry['bpv']:.4f} rmse {entry['rmse_hu']:.1f} HU")
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                checkpoint()
-    return history[-1] if history else {}
-
+            if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+                run.save()
+    return run.history[-1] if run.history else {}

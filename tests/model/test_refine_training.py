@@ -1,0 +1,87 @@
+"""Training the refinement network: resumable, learns, exports a usable model; the network itself."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import dstdformat
+from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
+from dstdformat.model.refine import Refiner, RefinerConfig
+from dstdformat.model.refine_training import RefinerTrainConfig, export_model, ssim_3d, train_refiner
+from dstdformat.model.zoo import MODEL_PATH_ENV, file_sha256
+
+TINY = {"channels": 8, "blocks": 1}
+
+
+def _volumes():
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[0:24, 0:48, 0:48]
+    smooth = 300 * np.sin(x / 5.0) * np.cos(y / 7.0) + 40 * np.sin(z / 3.0)
+    return [(smooth + rng.normal(0, 30, smooth.shape)).astype(np.float32)]
+
+
+def _config(out, steps, **kw):
+    return RefinerTrainConfig(sources=[], out=str(out), steps=steps, batch_size=2, crop=(12, 16, 16),
+                              ratios=(64.0,), checkpoint_every=2, model=TINY, **kw)
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    train_refiner(_config(tmp_path / "a", 4), volumes=_volumes())
+    train_refiner(_config(tmp_path / "b", 2), volumes=_volumes())
+    train_refiner(_config(tmp_path / "b", 4), volumes=_volumes())
+    a = load_file(str(tmp_path / "a" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(ValueError, match="different model"):
+        train_refiner(RefinerTrainConfig(**{**_config(tmp_path / "b", 6).__dict__,
+                                            "model": {"channels": 4, "blocks": 1}}),
+                      volumes=_volumes())
+
+
+def test_training_lowers_the_error_and_exports_a_model(tmp_path, monkeypatch):
+    config = _config(tmp_path / "run", 60, learning_rate=3e-3)
+    config.checkpoint_every = 30
+    train_refiner(config, volumes=_volumes())
+    history = json.loads((tmp_path / "run" / "checkpoint.json").read_text())["history"]
+    assert history[-1]["train_mae_hu"] < history[0]["train_mae_hu"]
+    weights = export_model(tmp_path / "run", "tiny-refiner", tmp_path / "models")
+    description = json.loads(weights.with_suffix(".json").read_text())
+    assert description["id"] == "tiny-refiner" and description["architecture"] == TINY
+    assert description["sha256"] == file_sha256(weights)
+    assert "out" not in description["training"]["config"]
+    monkeypatch.setenv(MODEL_PATH_ENV, str(tmp_path / "models"))
+    path = tmp_path / "v.dstd"
+    volume = _volumes()[0].astype(np.int16)
+    dstdformat.save(volume, path, codec=DeepSTDVolumeCodec(ratio=12, model="tiny-refiner"))
+    assert dstdformat.open(path).header["codec"]["model"]["id"] == "tiny-refiner"
+    assert dstdformat.open(path).read().shape == volume.shape
+
+
+def test_refiner_starts_as_the_identity_and_batches_like_single_calls():
+    refiner = Refiner(RefinerConfig(channels=8, blocks=2)).eval()
+    hu = np.random.default_rng(1).normal(0, 200, (9, 13, 11))
+    rate = np.zeros_like(hu)
+    np.testing.assert_allclose(refiner.refine(hu, rate), hu, atol=1e-3)
+    with torch.no_grad():
+        refiner.tail.weight.normal_(0, 0.1)
+    one = [refiner.refine(hu + k, rate) for k in range(3)]
+    many = refiner.refine_many([(hu + k, rate) for k in range(3)])
+    for a, b in zip(one, many):
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    assert refiner.halo == 2 * (2 + 2 * 2)
+
+
+def test_ssim_loss_matches_the_metric_roughly():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 100, (24, 32, 32)).cumsum(0) / 5
+    b = a + rng.normal(0, 30, a.shape)
+    t = lambda v: torch.from_numpy(v.astype(np.float32) / 1000)[None, None]  # noqa: E731
+    assert abs(float(ssim_3d(t(a), t(b))) - dstdformat.metrics.ssim(a, b)) < 0.02
+    assert float(ssim_3d(t(a), t(a))) == pytest.approx(1.0, abs=1e-5)
