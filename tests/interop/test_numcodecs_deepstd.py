@@ -109,7 +109,11 @@ def test_backwards_compatibility_fixtures():
         codec = numcodecs.get_codec(item["config"])
         decoded = codec.decode((FIXTURES / item["file"]).read_bytes())
         expected = np.load(FIXTURES / item["expected"], allow_pickle=False)
-        np.testing.assert_array_equal(decoded, expected)
+        if item["config"].get("model") is None:
+            np.testing.assert_array_equal(decoded, expected)
+        else:  # the refinement is floating point: other hardware may move a voxel by one unit
+            assert decoded.shape == expected.shape and decoded.dtype == expected.dtype
+            assert np.abs(decoded.astype(int) - expected).max() <= 1
 
 
 def test_zarr_v2_array_reads_back_in_a_fresh_process(tmp_path):
@@ -134,7 +138,8 @@ def regenerate_fixtures() -> None:  # pragma: no cover - run by hand when adding
     cases = {"max_error_int16": (DeepSTD(max_error=5), ct_chunk()),
              "ratio8_no_model_2d": (DeepSTD(ratio=8, model=None), ct_chunk(shape=(1, 96, 96))[0]),
              "quality40_uint16": (DeepSTD(quality=40, model=None, intercept=-1024.0),
-                                  (ct_chunk().astype(np.int32) + 1024).astype(np.uint16))}
+                                  (ct_chunk().astype(np.int32) + 1024).astype(np.uint16)),
+             "ratio16_refined": (DeepSTD(ratio=16), ct_chunk(shape=(24, 64, 64), seed=3))}
     items = []
     for name, (codec, chunk) in cases.items():
         encoded = codec.encode(chunk)
