@@ -66,7 +66,7 @@ class DeepSTD(Codec):
         from ..codecs.deepstd import DeepSTDVolumeCodec
 
         return DeepSTDVolumeCodec(ratio=self.ratio, quality=self.quality, max_error=self.max_error,
-                                  window=tuple(self.window), model=self.model)
+                                  window=tuple(self.window), model=self.model, clamp_ratio=True)
 
     def encode(self, buf: Any) -> bytes:
         from ..container.writer import encode_volume
@@ -74,10 +74,17 @@ class DeepSTD(Codec):
 
         chunk = np.asarray(buf)
         chunk = check_chunk(chunk)
-        volume = np.ascontiguousarray(chunk.reshape((1,) * (3 - chunk.ndim) + chunk.shape))
-        metadata = ScanMetadata(slope=self.slope, intercept=self.intercept,
-                                attributes={"chunk_shape": list(chunk.shape)})
-        return encode_volume(volume, codec=self._volume_codec(), metadata=metadata)
+        volume = chunk.reshape((1,) * (3 - chunk.ndim) + chunk.shape)
+        attributes: dict[str, Any] = {"chunk_shape": list(chunk.shape)}
+        core, fill = trailing_fill(volume)
+        if core != volume.shape:
+            # zarr pads edge chunks to the full chunk shape with the fill value: store that padding
+            # as one number, so the rate goes to the voxels that exist.
+            attributes.update(core_shape=list(core), fill=fill)
+            volume = volume[: core[0], : core[1], : core[2]]
+        metadata = ScanMetadata(slope=self.slope, intercept=self.intercept, attributes=attributes)
+        return encode_volume(np.ascontiguousarray(volume), codec=self._volume_codec(),
+                             metadata=metadata)
 
     def decode(self, buf: Any, out: Any = None) -> np.ndarray:
         array = self.decode_many([buf])[0]
@@ -103,7 +110,7 @@ class DeepSTD(Codec):
                 region = tuple(slice(0, s) for s in volume.shape)
                 plans.append(volume.codec.plan_region(volume.decode_context, region,
                                                       volume.reader.read_sections))
-                shapes.append(volume.metadata.attributes.get("chunk_shape", list(volume.shape)))
+                shapes.append(_chunk_layout(volume.metadata.attributes, volume.shape))
         refiners = {id(p.refiner): p.refiner for p in plans if p.refiner is not None}
         if len(refiners) == 1:
             jobs = [job for p in plans for job in p.jobs]
@@ -111,9 +118,13 @@ class DeepSTD(Codec):
         else:  # chunks of different models (or none): no shared batch
             refined = [out for p in plans for out in refine_all(p.refiner, p.jobs)]
         arrays, start = [], 0
-        for plan, shape in zip(plans, shapes):
+        for plan, (shape, padded, fill) in zip(plans, shapes):
             array = plan.complete(refined[start:start + len(plan.jobs)])
             start += len(plan.jobs)
+            if padded is not None:
+                full = np.full(padded, fill, dtype=array.dtype)
+                full[: array.shape[0], : array.shape[1], : array.shape[2]] = array
+                array = full
             if int(np.prod(shape)) != array.size:
                 raise CodecError(f"chunk header says shape {shape} for {array.size} voxels")
             arrays.append(array.reshape(shape))
@@ -131,6 +142,33 @@ class DeepSTD(Codec):
         config = self.get_config()
         config.pop("id")
         return "DeepSTD(" + ", ".join(f"{k}={v!r}" for k, v in config.items() if v is not None) + ")"
+
+
+def trailing_fill(volume: np.ndarray) -> tuple[tuple[int, int, int], Any]:
+    """The shape left after cutting, at the end of each axis, planes that hold only the volume's
+    last value (zarr's padding of edge chunks), and that value."""
+    fill = volume[-1, -1, -1]
+    equal = volume == fill
+    core = list(volume.shape)
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        view = equal[: core[0], : core[1], : core[2]]
+        full_planes = view.all(axis=others)
+        keep = len(full_planes) - int(np.argmin(full_planes[::-1])) if not full_planes.all() else 1
+        core[axis] = max(1, keep)
+    return tuple(core), fill.item()  # type: ignore[return-value]
+
+
+def _chunk_layout(attributes: dict, stored: tuple[int, ...]):
+    """(chunk shape, padded 3D shape or None, fill value) from a chunk stream's attributes."""
+    shape = attributes.get("chunk_shape", list(stored))
+    if "core_shape" not in attributes:
+        return shape, None, None
+    core = attributes["core_shape"]
+    padded = (1,) * (3 - len(shape)) + tuple(shape)
+    if list(stored) != list(core) or any(c > p for c, p in zip(core, padded)):
+        raise CodecError(f"chunk header: core {core} does not fit stored {stored} / chunk {shape}")
+    return shape, padded, attributes["fill"]
 
 
 def check_chunk(chunk: np.ndarray) -> np.ndarray:

@@ -148,3 +148,17 @@ def regenerate_fixtures() -> None:  # pragma: no cover - run by hand when adding
         items.append({"file": f"{name}.bin", "expected": f"{name}.expected.npy",
                       "config": codec.get_config(), "written_by": f"dstdformat {dstdformat.__version__}"})
     (FIXTURES / "manifest.json").write_text(json.dumps({"fixtures": items}, indent=1) + "\n")
+
+
+def test_padded_edge_chunks_spend_the_rate_on_real_voxels():
+    """zarr pads edge chunks with the fill value; that padding is stored as one number."""
+    real = ct_chunk(shape=(13, 48, 40))
+    padded = np.zeros((32, 48, 48), dtype=np.int16)
+    padded[:13, :, :40] = real
+    codec = DeepSTD(ratio=16, model=None)
+    encoded = codec.encode(padded)
+    assert abs(real.nbytes / len(encoded) / 16 - 1) < 0.25  # the ratio is that of the real part
+    decoded = codec.decode(encoded)
+    assert decoded.shape == padded.shape
+    assert (decoded[13:] == 0).all() and (decoded[:, :, 40:] == 0).all()
+    assert np.abs(decoded[:13, :, :40].astype(int) - real).mean() < 40

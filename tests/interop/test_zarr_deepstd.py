@@ -108,3 +108,12 @@ def test_partial_decode_reads_only_the_selection(tmp_path, volume, test_model, m
     np.testing.assert_array_equal(reader[12, 5:30:4, -3], full[12, 5:30:4, -3])
     assert regions == [[(12, 13), (5, 30), (37, 38)]]
     np.testing.assert_array_equal(reader[[2, 7], :, 4], full[[2, 7], :, 4])  # fancy: whole chunk
+
+
+def test_edge_chunks_and_partial_reads(tmp_path, volume):
+    z = zarr.create_array(tmp_path / "e.zarr", shape=(27, 48, 37), chunks=(10, 32, 32), dtype="int16",
+                          serializer=DeepSTDCodec(max_error=3), compressors=None)
+    z[:] = volume[:27, :, :37]
+    full = zarr.open_array(tmp_path / "e.zarr", mode="r")[:]
+    assert np.abs(full.astype(int) - volume[:27, :, :37]).max() <= 3
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "e.zarr")[25, 40:, 33:], full[25, 40:, 33:])

@@ -70,7 +70,8 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
     def __init__(self, ratio: float | None = None, quality: float | None = None,
                  max_error: float | None = None, window: tuple[float, float] = DEFAULT_WINDOW,
-                 model: str | None = "default", device: str = "auto") -> None:
+                 model: str | None = "default", device: str = "auto",
+                 clamp_ratio: bool = False) -> None:
         given = {k: v for k, v in (("ratio", ratio), ("quality", quality), ("max_error", max_error))
                  if v is not None}
         if len(given) > 1:
@@ -98,6 +99,9 @@ class DeepSTDVolumeCodec(VolumeCodec):
         # A bound is only a bound on what the wavelet layer decodes; refinement would move voxels.
         self.model = None if self.mode == "max_error" else model
         self.device = device
+        #: A ratio out of reach (headers outweigh a tiny volume's budget) is lowered to the highest
+        #: reachable one instead of refused: for zarr chunks, where an edge chunk may be tiny.
+        self.clamp_ratio = clamp_ratio
         self._base_cache = _BaseCache()
 
     # -- configuration -------------------------------------------------------------------------
@@ -162,7 +166,9 @@ class DeepSTDVolumeCodec(VolumeCodec):
             texture_budget = budget - overhead
             voxels = sum(int(np.prod(wavelet.padded_shape(grid.tile_extent(t)))) for t in tiles)
             floor_bytes = 40 * len(tiles)
-            if texture_budget < floor_bytes:
+            if texture_budget < floor_bytes and self.clamp_ratio:
+                texture_budget = floor_bytes
+            elif texture_budget < floor_bytes:
                 raise InvalidInputError(
                     f"ratio {self.value:g} is out of reach for this volume: its budget of "
                     f"{budget:.0f} bytes is taken by {masks_bytes} bytes of exact out-of-window "
