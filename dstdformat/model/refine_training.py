@@ -21,11 +21,9 @@ from .. import metrics
 from ..progress import bar, track
 from .checkpoint import TrainingRun
 from .refine import HU_SCALE, Refiner, RefinerConfig, rate_code
-from .training import load_training_volumes, resolve_device
+from .training import HU_WINDOW, load_training_volumes, resolve_device
 from .weights import load_state, save_state
 from .zoo import file_sha256
-
-HU_WINDOW = (-1024.0, 3071.0)
 
 
 @dataclass

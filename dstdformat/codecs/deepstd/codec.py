@@ -265,6 +265,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
             denominator = float(np.sum(correction[counted] ** 2))
             gain = float(np.sum(correction[counted] * target[counted])) / denominator if denominator else 0.0
             gains.append(int(np.clip(round(gain * GAIN_STEPS), 0, MAX_GAIN)))
+        self._base_cache = _BaseCache()  # do not keep the encoder's decoded tiles alive
         return gains
 
     # -- decoding ------------------------------------------------------------------------------
