@@ -1,0 +1,107 @@
+"""Lazy reads over real servers on 127.0.0.1: HTTP (ours, with and without Range support) and S3
+(moto). A slice read fetches only its sections, in few requests, and bad servers fail loudly."""
+
+from __future__ import annotations
+
+import shutil
+
+import fsspec
+import numpy as np
+import pytest
+from helpers import BUNDLED_CT
+from servers import http_server, s3_server
+
+import dstdformat
+from dstdformat.errors import ChecksumError, StorageError
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A lossless and a deepstd file of the bundled CT scan, with the scan itself."""
+    root = tmp_path_factory.mktemp("served")
+    scan = dstdformat.read_scan(BUNDLED_CT)
+    dstdformat.save(scan, root / "ct.dstd")
+    dstdformat.save(scan, root / "ct256.dstd", codec="deepstd", codec_options={"ratio": 128})
+    return root, scan.array
+
+
+def _slice_cost(volume, key):
+    before = (volume.io_stats.bytes_fetched, volume.io_stats.requests)
+    data = volume[key]
+    return data, volume.io_stats.bytes_fetched - before[0], volume.io_stats.requests - before[1]
+
+
+def test_http_reads_fetch_only_what_a_slice_needs(files):
+    root, array = files
+    size = (root / "ct.dstd").stat().st_size
+    with http_server(root) as server:
+        volume = dstdformat.open(f"{server.url}/ct.dstd")
+        assert volume.io_stats.requests <= 2
+        data, fetched, requests = _slice_cost(volume, 56)
+        np.testing.assert_array_equal(data, array[56])
+        assert requests <= 4 and fetched < 0.15 * size
+        data, _, requests = _slice_cost(volume, np.s_[:, 50, :])
+        np.testing.assert_array_equal(data, array[:, 50, :])
+        local = dstdformat.open(root / "ct256.dstd")
+        remote = dstdformat.open(f"{server.url}/ct256.dstd")
+        np.testing.assert_array_equal(remote[40:44, 10:60], local[40:44, 10:60])
+
+
+def test_a_server_that_ignores_range_is_refused(files):
+    root, _ = files
+    with http_server(root, ignore_range=True) as server, \
+            pytest.raises(StorageError, match="ignores range requests"):
+        dstdformat.open(f"{server.url}/ct.dstd")[0]
+
+
+def test_missing_objects_and_objects_that_change_after_open(files, tmp_path):
+    root, _ = files
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(root / "ct.dstd", served / "ct.dstd")
+    with http_server(served) as server:
+        with pytest.raises(FileNotFoundError):
+            dstdformat.open(f"{server.url}/nope.dstd")
+        volume = dstdformat.open(f"{server.url}/ct.dstd")
+        same_length = dstdformat.open(f"{server.url}/ct.dstd")
+        original = (served / "ct.dstd").read_bytes()
+        data = bytearray(original)
+        data[len(data) // 2] ^= 0xFF  # same length, other content
+        (served / "ct.dstd").write_bytes(bytes(data))
+        with pytest.raises(ChecksumError):
+            same_length.read()
+        (served / "ct.dstd").write_bytes(original[: len(original) // 2])  # replaced by a shorter one
+        with pytest.raises(StorageError, match="changed|cut short"):
+            volume.read()
+        with pytest.raises(dstdformat.TruncatedFileError):
+            dstdformat.open(f"{server.url}/ct.dstd")
+
+
+def test_s3_lazy_reads_through_moto(files):
+    pytest.importorskip("s3fs")
+    root, array = files
+    with s3_server() as (_, options):
+        fs = fsspec.filesystem("s3", **options)
+        fs.mkdir("scans")
+        fs.put(str(root / "ct.dstd"), "scans/ct.dstd")
+        fs.put(str(root / "ct256.dstd"), "scans/ct256.dstd")
+        volume = dstdformat.open("s3://scans/ct.dstd", storage_options=options)
+        assert volume.io_stats.requests <= 2
+        data, fetched, requests = _slice_cost(volume, 70)
+        np.testing.assert_array_equal(data, array[70])
+        assert requests <= 4 and fetched < 0.15 * fs.size("scans/ct.dstd")
+        lossy = dstdformat.open("s3://scans/ct256.dstd", storage_options=options)
+        np.testing.assert_array_equal(lossy[70], dstdformat.open(root / "ct256.dstd")[70])
+        with pytest.raises(FileNotFoundError):
+            dstdformat.open("s3://scans/missing.dstd", storage_options=options)
+
+
+def test_memory_and_chained_cache_urls(files, tmp_path):
+    root, array = files
+    with fsspec.open("memory://scans/ct.dstd", "wb") as fh:
+        fh.write((root / "ct.dstd").read_bytes())
+    np.testing.assert_array_equal(dstdformat.open("memory://scans/ct.dstd")[3], array[3])
+    with http_server(root) as server:
+        url = f"simplecache::{server.url}/ct.dstd"
+        volume = dstdformat.open(url, storage_options={"simplecache": {"cache_storage": str(tmp_path)}})
+        np.testing.assert_array_equal(volume[10:12], array[10:12])
