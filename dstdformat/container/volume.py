@@ -153,6 +153,14 @@ class Volume:
             yield (slice(z, min(z + depth, self.shape[0])), slice(0, self.shape[1]),
                    slice(0, self.shape[2]))
 
+    def to_dask(self, chunks: tuple[int, int, int] | None = None):
+        """A lazy dask array over this volume; chunks default to the file's tiles, so each dask
+        task decodes whole tiles and reads them once."""
+        import dask.array as da
+
+        return da.from_array(self, chunks=chunks or self.tile_shape, lock=False, asarray=True,
+                             fancy=False, name=f"dstd-{self.header.get('original_sha256', id(self))}")
+
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         data = self.read()
         return data if dtype is None else data.astype(dtype, copy=False)
