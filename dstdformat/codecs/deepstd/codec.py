@@ -154,12 +154,15 @@ class DeepSTDVolumeCodec(VolumeCodec):
         tiles = list(grid)
         textures: list[bytes] = []
         rates: list[float] = []
-        extra_outliers: dict[int, np.ndarray] = {}
+        # Voxels stored exactly, per tile (coded once: the ratio budget needs their size).
+        exact: dict[int, bytes] = {}
+        for tile in tiles:
+            raw = array[grid.tile_region(tile)]
+            mask = outliers.outlier_mask(raw, far_low, far_high)
+            if mask.any():
+                exact[tile] = outliers.encode(raw, mask)
         if self.mode == "ratio":
-            masks_bytes = sum(
-                len(outliers.encode(raw, m)) for raw, m in
-                ((raw, outliers.outlier_mask(raw, far_low, far_high)) for raw, _ in map(tile_block, tiles))
-                if m.any())
+            masks_bytes = sum(map(len, exact.values()))
             budget = array.nbytes / self.value
             overhead = (CONTAINER_OVERHEAD + _metadata_bytes(metadata) + masks_bytes
                         + (2 * INDEX_RECORD + STATE_PER_TILE) * len(tiles))
@@ -204,23 +207,21 @@ class DeepSTDVolumeCodec(VolumeCodec):
                 raw, clipped = tile_block(tile)
                 payload = wavelet.encode_max_error(clipped, tolerance)
                 decoded = _to_dtype(wavelet.decode(payload, clipped.shape), array.dtype, low, high)
-                # Whatever the wavelet layer misses (it should not) is stored exactly.
-                extra_outliers[tile] = np.abs(decoded.astype(np.float64) - raw) > self.value
+                # Whatever the wavelet layer misses (it should not) is stored exactly too.
+                missed = np.abs(decoded.astype(np.float64) - raw) > self.value
+                missed |= outliers.outlier_mask(raw, far_low, far_high)
+                if missed.any():
+                    exact[tile] = outliers.encode(raw, missed)
                 textures.append(payload)
                 rates.append(8.0 * len(payload) / clipped.size)
 
         sections: list[Section] = []
-        outlier_tiles, outlier_voxels = [], 0
         for tile, payload in zip(tiles, textures):
             sections.append(Section(SectionKind.TEXTURE, tile, payload))
-            raw, _ = tile_block(tile)
-            mask = outliers.outlier_mask(raw, far_low, far_high)
-            if tile in extra_outliers:
-                mask |= extra_outliers[tile]
-            if mask.any():
-                sections.append(Section(SectionKind.RESIDUAL, tile, outliers.encode(raw, mask)))
-                outlier_tiles.append(tile)
-                outlier_voxels += int(mask.sum())
+            if tile in exact:
+                sections.append(Section(SectionKind.RESIDUAL, tile, exact[tile]))
+        outlier_tiles = sorted(exact)
+        outlier_voxels = sum(outliers.count(exact[t]) for t in outlier_tiles)
         state = {
             "mode": self.mode,
             "stored_window": [low, high],

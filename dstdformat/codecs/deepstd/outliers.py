@@ -40,6 +40,11 @@ def encode(block: np.ndarray, mask: np.ndarray) -> bytes:
     return _HEADER.pack(_MAGIC, len(runs), len(values), len(runs_blob)) + runs_blob + values_blob
 
 
+def count(payload: bytes) -> int:
+    """How many voxels a section (from :func:`encode`) stores."""
+    return _HEADER.unpack_from(payload)[2]
+
+
 def decode(payload: bytes, tile_shape: tuple[int, ...], dtype: np.dtype,
            what: str) -> tuple[np.ndarray, np.ndarray]:
     """(flat C-order indices in the tile, exact values) of the stored voxels, after checks."""
