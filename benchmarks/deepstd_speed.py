@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +22,12 @@ import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
 from dstdformat.io import read_scan
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, mirror_slices, timed  # noqa: E402
 
 
 def volume_of(path: Path, slices: int) -> np.ndarray:
-    array = read_scan(path).array
-    parts, total = [], 0
-    while total < slices:
-        part = array if len(parts) % 2 == 0 else array[::-1]
-        parts.append(part[: slices - total])
-        total += len(parts[-1])
-    return np.ascontiguousarray(np.concatenate(parts))
+    return mirror_slices(read_scan(path).array, slices)
 
 
 def measure_dstd(volume: np.ndarray, path: Path, ratio: float, model: str | None):

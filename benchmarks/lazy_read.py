@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import fsspec
-import numpy as np
 
 import dstdformat
 from dstdformat.io import read_scan
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, mirror_slices  # noqa: E402
 
 
 class LatencyProxy:
@@ -71,12 +71,7 @@ class LatencyProxy:
 
 def mirrored(path: Path, slices: int) -> dstdformat.Scan:
     scan = read_scan(path)
-    parts, total = [], 0
-    while total < slices:
-        part = scan.array if len(parts) % 2 == 0 else scan.array[::-1]
-        parts.append(part[: slices - total])
-        total += len(parts[-1])
-    return dstdformat.Scan(np.ascontiguousarray(np.concatenate(parts)), scan.metadata)
+    return dstdformat.Scan(mirror_slices(scan.array, slices), scan.metadata)
 
 
 def main() -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import zarr
@@ -24,13 +23,8 @@ import dstdformat
 from dstdformat import DeepSTD, DeepSTDCodec
 from dstdformat.io import read_scan
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, timed  # noqa: E402
 
 
 def main() -> int:
