@@ -140,7 +140,11 @@ class FsspecSource(_RangeReader):
             self.fs, self.path = fsspec.core.url_to_fs(url, **(storage_options or {}))
             self.size = int(self.fs.size(self.path))
         except FileNotFoundError:
-            raise
+            # HTTP servers answer 403 and 404 alike through fsspec; say both.
+            raise FileNotFoundError(f"no file at {url} (it does not exist, or the server refuses "
+                                    "access)") from None
+        except PermissionError as exc:
+            raise StorageError(f"no permission to read {url}: {exc}") from None
         except (OSError, ValueError) as exc:
             raise StorageError(f"cannot open {url}: {exc}") from exc
 

@@ -60,7 +60,7 @@ def test_missing_objects_and_objects_that_change_after_open(files, tmp_path):
     served.mkdir()
     shutil.copy(root / "ct.dstd", served / "ct.dstd")
     with http_server(served) as server:
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(FileNotFoundError, match="no file at .*nope.dstd"):
             dstdformat.open(f"{server.url}/nope.dstd")
         volume = dstdformat.open(f"{server.url}/ct.dstd")
         same_length = dstdformat.open(f"{server.url}/ct.dstd")
@@ -105,3 +105,17 @@ def test_memory_and_chained_cache_urls(files, tmp_path):
         url = f"simplecache::{server.url}/ct.dstd"
         volume = dstdformat.open(url, storage_options={"simplecache": {"cache_storage": str(tmp_path)}})
         np.testing.assert_array_equal(volume[10:12], array[10:12])
+
+
+def test_no_permission_is_a_clear_error():
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class DeniedFileSystem(MemoryFileSystem):
+        protocol = "denied"
+
+        def size(self, path):
+            raise PermissionError("Access Denied")
+
+    fsspec.register_implementation("denied", DeniedFileSystem, clobber=True)
+    with pytest.raises(StorageError, match="no permission to read denied://bucket/ct.dstd"):
+        dstdformat.open("denied://bucket/ct.dstd")
