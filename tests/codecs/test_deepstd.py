@@ -229,3 +229,24 @@ def test_chosen_gains_never_make_a_block_worse(tmp_path, test_model):
     mse = lambda y: np.mean((y[inside] - vol[inside]) ** 2)  # noqa: E731
     assert mse(refined) <= mse(base) * 1.001
     assert all(0 <= g <= 16 for g in volume.header["codec"]["state"]["refine_gain"])
+
+
+def test_damaged_sections_are_refused_before_the_libraries_see_them():
+    from dstdformat.codecs.deepstd import outliers, wavelet
+    from dstdformat.errors import CorruptSectionError
+
+    block = np.random.default_rng(0).normal(0, 100, (8, 9, 10))
+    payload = wavelet.encode_bits_per_voxel(block, 1.0)
+    assert wavelet.decode(payload, block.shape).shape == block.shape
+    for bad, shape in ((payload, (8, 9, 11)), (payload[:-7], block.shape), (payload[:10], block.shape)):
+        with pytest.raises(CorruptSectionError, match="wavelet stream|too short"):
+            wavelet.decode(bad, shape)
+    values = np.full((4, 5, 6), -1000, np.int16)
+    values[1, 2, 3] = 5000
+    exact = outliers.encode(values, values > 3071)
+    index, stored = outliers.decode(exact, values.shape, np.int16, "residual")
+    assert index.tolist() == [1 * 30 + 2 * 6 + 3] and stored.tolist() == [5000]
+    for bad, shape in ((exact[:-3], values.shape), (b"XXXX" + exact[4:], values.shape),
+                       (exact, (1, 1, 2))):
+        with pytest.raises(CorruptSectionError):
+            outliers.decode(bad, shape, np.int16, "residual")

@@ -38,8 +38,9 @@ def encode_bits_per_voxel(block: np.ndarray, bits_per_voxel: float) -> bytes:
     import imagecodecs
 
     _check_block(block)
-    return bytes(imagecodecs.sperr_encode(np.ascontiguousarray(_pad(block), dtype=np.float64),
-                                          float(bits_per_voxel), "bpp", numthreads=1))
+    return _checked(bytes(imagecodecs.sperr_encode(np.ascontiguousarray(_pad(block), dtype=np.float64),
+                                                   float(bits_per_voxel), "bpp", numthreads=1)),
+                    block.shape)
 
 
 def encode_max_error(block: np.ndarray, tolerance: float) -> bytes:
@@ -47,8 +48,28 @@ def encode_max_error(block: np.ndarray, tolerance: float) -> bytes:
     import imagecodecs
 
     _check_block(block)
-    return bytes(imagecodecs.sperr_encode(np.ascontiguousarray(_pad(block), dtype=np.float64),
-                                          float(tolerance), "pwe", numthreads=1))
+    return _checked(bytes(imagecodecs.sperr_encode(np.ascontiguousarray(_pad(block), dtype=np.float64),
+                                                   float(tolerance), "pwe", numthreads=1)),
+                    block.shape)
+
+
+def _header_problem(payload: bytes, shape: tuple[int, ...]) -> str | None:
+    padded = padded_shape(shape)
+    if len(payload) < _HEADER.size:
+        return f"too short for a wavelet stream ({len(payload)} bytes)"
+    version, _flags, nx, ny, nz, chunk = _HEADER.unpack_from(payload)
+    if version != _VERSION or (nz, ny, nx) != padded or chunk != len(payload) - _HEADER.size:
+        return (f"wavelet stream header (version {version}, block {(nz, ny, nx)}, {chunk} bytes) "
+                f"does not match the expected block {padded} of {len(payload)} bytes")
+    return None
+
+
+def _checked(payload: bytes, shape: tuple[int, ...]) -> bytes:
+    """What the encoder wrote must pass the decoder's checks (one chunk, this block)."""
+    problem = _header_problem(payload, shape)
+    if problem is not None:
+        raise InvalidInputError(f"the wavelet coder wrote a stream this format cannot store: {problem}")
+    return payload
 
 
 def decode(payload: bytes, shape: tuple[int, int, int], *, what: str = "texture section") -> np.ndarray:
@@ -56,14 +77,9 @@ def decode(payload: bytes, shape: tuple[int, int, int], *, what: str = "texture 
     import imagecodecs
 
     padded = padded_shape(shape)
-    if len(payload) < _HEADER.size:
-        raise CorruptSectionError(f"{what} is too short for a wavelet stream ({len(payload)} bytes)")
-    version, _flags, nx, ny, nz, chunk = _HEADER.unpack_from(payload)
-    if version != _VERSION or (nz, ny, nx) != padded or chunk != len(payload) - _HEADER.size:
-        raise CorruptSectionError(
-            f"{what}: wavelet stream header (version {version}, block {(nz, ny, nx)}, "
-            f"{chunk} bytes) does not match the expected block {padded} of {len(payload)} bytes"
-        )
+    problem = _header_problem(payload, shape)
+    if problem is not None:
+        raise CorruptSectionError(f"{what}: {problem}")
     try:
         out = imagecodecs.sperr_decode(payload, numthreads=1)
     except Exception as exc:  # the library raises several unrelated types
