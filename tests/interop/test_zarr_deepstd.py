@@ -93,20 +93,27 @@ def test_batched_decode_equals_chunk_by_chunk(tmp_path, volume, test_model, monk
         assert np.abs(together[k // 10].astype(int) - codec._inner.decode(chunk)).max() <= 1
 
 
-def test_partial_decode_reads_only_the_selection(tmp_path, volume, test_model, monkeypatch):
-    from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
+def test_partial_decode_reads_only_the_selection(tmp_path, volume, monkeypatch):
+    from dstdformat.codecs.deepstd import DeepSTDVolumeCodec, wavelet
 
+    # Small wavelet tiles, so that one chunk holds 3 x 2 x 2 of them.
+    monkeypatch.setattr(DeepSTDVolumeCodec, "preferred_tile_shape", (10, 24, 20))
     z = zarr.create_array(tmp_path / "p.zarr", shape=volume.shape, chunks=(30, 48, 40), dtype="int16",
-                          serializer=DeepSTDCodec(ratio=6, model="test-refiner"), compressors=None)
+                          serializer=DeepSTDCodec(ratio=6, model=None), compressors=None)
     z[:] = volume
     full = zarr.open_array(tmp_path / "p.zarr", mode="r")[:]
     regions = []
     plan_region = DeepSTDVolumeCodec.plan_region
     monkeypatch.setattr(DeepSTDVolumeCodec, "plan_region", lambda self, ctx, region, fetch: (
         regions.append([(r.start, r.stop) for r in region]) or plan_region(self, ctx, region, fetch)))
+    decoded_tiles = []
+    decode = wavelet.decode
+    monkeypatch.setattr(wavelet, "decode", lambda payload, shape, **kw: (
+        decoded_tiles.append(shape) or decode(payload, shape, **kw)))
     reader = zarr.open_array(tmp_path / "p.zarr", mode="r")
     np.testing.assert_array_equal(reader[12, 5:30:4, -3], full[12, 5:30:4, -3])
     assert regions == [[(12, 13), (5, 30), (37, 38)]]
+    assert len(decoded_tiles) == 2  # the 2 of 12 tiles under the selection
     np.testing.assert_array_equal(reader[[2, 7], :, 4], full[[2, 7], :, 4])  # fancy: whole chunk
 
 
