@@ -68,6 +68,15 @@ def open(path_or_url: str | os.PathLike[str],  # noqa: A001 - the natural name, 
     return open_volume(path_or_url, storage_options)
 
 
+def open_collection(pattern: str | os.PathLike[str],
+                    storage_options: dict[str, Any] | None = None):
+    """Every ``.dstd`` file matching a glob (local or any fsspec URL), as a mapping from file name
+    to :class:`Volume`; each file is opened the first time it is looked up."""
+    from .container.collection import open_collection as _open_collection
+
+    return _open_collection(pattern, storage_options)
+
+
 def __getattr__(name: str) -> Any:
     # The CT readers import nibabel/h5py/pydicom; load them only when asked for.
     if name in ("read_scan", "write_scan"):
@@ -109,6 +118,7 @@ __all__ = [
     "WriteResult",
     "__version__",
     "open",
+    "open_collection",
     "read_scan",
     "save",
     "write_scan",

@@ -119,3 +119,40 @@ def test_no_permission_is_a_clear_error():
     fsspec.register_implementation("denied", DeniedFileSystem, clobber=True)
     with pytest.raises(StorageError, match="no permission to read denied://bucket/ct.dstd"):
         dstdformat.open("denied://bucket/ct.dstd")
+
+
+def test_deepstd_zarr_arrays_on_s3(files):
+    """A DeepSTD zarr array on S3 reads lazily through zarr's own fsspec store."""
+    pytest.importorskip("s3fs")
+    import zarr
+
+    _, array = files
+    with s3_server() as (_, options):
+        fsspec.filesystem("s3", **options).mkdir("arrays")
+        store = zarr.storage.FsspecStore.from_url("s3://arrays/ct.zarr", storage_options=options)
+        z = zarr.create_array(store, shape=array.shape, chunks=(32, *array.shape[1:]), dtype="int16",
+                              serializer=dstdformat.DeepSTDCodec(max_error=5), compressors=None)
+        z[:] = array
+        reader = zarr.open_array(zarr.storage.FsspecStore.from_url(
+            "s3://arrays/ct.zarr", storage_options=options, read_only=True), mode="r")
+        assert np.abs(reader[40].astype(int) - array[40]).max() <= 5
+
+
+def test_collections_on_s3_open_only_what_is_used(files, tmp_path):
+    pytest.importorskip("s3fs")
+    root, array = files
+    with s3_server() as (_, options):
+        fs = fsspec.filesystem("s3", **options)
+        fs.mkdir("study")
+        for n in range(3):
+            fs.put(str(root / "ct.dstd"), f"study/scan{n}.dstd")
+        fs.pipe("study/notes.txt", b"not a scan")
+        collection = dstdformat.open_collection("s3://study/*", storage_options=options)
+        assert sorted(collection) == ["scan0.dstd", "scan1.dstd", "scan2.dstd"]
+        assert "1 opened" not in repr(collection)
+        np.testing.assert_array_equal(collection["scan1.dstd"][20], array[20])
+        assert "3 files, 1 opened" in repr(collection)
+        collection.close()
+    local = dstdformat.open_collection(root / "*.dstd")
+    assert sorted(local) == ["ct.dstd", "ct256.dstd"]
+    np.testing.assert_array_equal(local["ct.dstd"][5], array[5])
