@@ -50,8 +50,8 @@ class DeepSTD(Codec):
         if self.model is not None:
             from ..model.zoo import find_model
 
-            found = find_model(self.model, model_sha256)  # CodecError when missing or different
-            self.model, self.model_sha256 = found.id, found.sha256
+            # CodecError when missing or different; a path stays a path (it is what finds it)
+            self.model_sha256 = find_model(self.model, model_sha256).sha256
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"id": self.codec_id}

@@ -162,3 +162,13 @@ def test_padded_edge_chunks_spend_the_rate_on_real_voxels():
     assert decoded.shape == padded.shape
     assert (decoded[13:] == 0).all() and (decoded[:, :, 40:] == 0).all()
     assert np.abs(decoded[:13, :, :40].astype(int) - real).mean() < 40
+
+
+def test_a_model_given_by_path_keeps_working(tmp_path):
+    from helpers import make_model
+
+    weights = make_model(tmp_path, "path-model")
+    codec = DeepSTD(ratio=6, model=str(weights))
+    assert codec.get_config()["model"] == str(weights)
+    chunk = ct_chunk(shape=(16, 48, 40))
+    assert codec.decode(codec.encode(chunk)).shape == chunk.shape
