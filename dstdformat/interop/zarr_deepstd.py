@@ -64,10 +64,7 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
         _, configuration = parse_named_configuration(data, CODEC_NAME, require_configuration=False)
-        configuration = dict(configuration or {})
-        if "window" in configuration:
-            configuration["window"] = tuple(configuration["window"])  # type: ignore[arg-type]
-        return cls(**configuration)  # type: ignore[arg-type]
+        return cls(**(configuration or {}))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, JSON]:
         config = self._inner.get_config()

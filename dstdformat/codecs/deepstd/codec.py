@@ -108,13 +108,6 @@ class DeepSTDVolumeCodec(VolumeCodec):
     def get_config(self) -> dict[str, Any]:
         return {self.mode: self.value, "window": list(self.window), "model": self.model}
 
-    @classmethod
-    def from_config(cls, params):
-        params = dict(params)
-        if "window" in params and isinstance(params["window"], list):
-            params["window"] = tuple(params["window"])
-        return super().from_config(params)
-
     def describe(self) -> dict[str, Any]:
         description = super().describe()
         if self.model is not None:
