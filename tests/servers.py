@@ -20,7 +20,8 @@ def free_port() -> int:
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    """GET with single byte ranges (206), HEAD with the length; counts requests."""
+    """GET with single byte ranges (206), HEAD with the length; counts requests. Files named
+    ``private*`` are refused with 403."""
 
     server: _Server
 
@@ -36,6 +37,9 @@ class _Handler(SimpleHTTPRequestHandler):
     def _serve(self, head: bool) -> None:
         self.server.requests.append((self.command, self.headers.get("Range")))
         path = Path(self.server.root) / self.path.lstrip("/").split("?")[0]
+        if path.name.startswith("private"):  # stands for an object the caller may not read
+            self.send_error(403)
+            return
         if not path.is_file():
             self.send_error(404)
             return

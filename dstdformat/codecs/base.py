@@ -105,6 +105,12 @@ class VolumeCodec(ABC):
     def decode_region(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
         """Decode exactly ``region`` (step-1 slices inside the volume) as an array of ctx.dtype."""
 
+    def slab_alignment(self, ctx: DecodeContext) -> int:
+        """Slices along axis 0 that decoding works in, when not whole tiles (a codec that computes
+        its output in blocks of its own): a whole-volume read cuts its slabs at multiples of this,
+        so that no block is computed twice. 0 means the tiles."""
+        return 0
+
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore
 

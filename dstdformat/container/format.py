@@ -130,8 +130,8 @@ class Footer:
         body = struct.pack("<qqI", self.index_offset, self.index_length, self.index_crc32)
         return body + struct.pack("<I", crc32(body)) + FOOTER_MAGIC
 
-    @classmethod
-    def unpack(cls, data: bytes, file_size: int, data_start: int) -> Footer:
+    @staticmethod
+    def _fields(data: bytes) -> tuple[int, int, int]:
         if len(data) != FOOTER_SIZE or data[-len(FOOTER_MAGIC):] != FOOTER_MAGIC:
             raise TruncatedFileError(
                 "file is truncated or damaged: the footer at the end of the file is missing"
@@ -139,6 +139,20 @@ class Footer:
         i_off, i_len, i_crc, f_crc, _ = _FOOTER.unpack(data)
         if crc32(data[:20]) != f_crc:
             raise ChecksumError("footer checksum mismatch: the last 32 bytes are damaged")
+        return i_off, i_len, i_crc
+
+    @classmethod
+    def implied_file_size(cls, data: bytes) -> int:
+        """The file size the footer implies (the index ends where the footer starts): lets a
+        remote reader open a file from a suffix range without asking for its size."""
+        i_off, i_len, _ = cls._fields(data)
+        if i_off < 0 or i_len < 0:
+            raise CorruptIndexError(f"section index at {i_off} (+{i_len}) is invalid")
+        return i_off + i_len + FOOTER_SIZE
+
+    @classmethod
+    def unpack(cls, data: bytes, file_size: int, data_start: int) -> Footer:
+        i_off, i_len, i_crc = cls._fields(data)
         if i_len < 0 or i_len % INDEX_RECORD_SIZE or i_len // INDEX_RECORD_SIZE > MAX_SECTIONS:
             raise CorruptIndexError(f"section index length {i_len} is invalid")
         if i_off < data_start or i_off + i_len != file_size - FOOTER_SIZE:

@@ -79,8 +79,8 @@ def verify(volume: Volume, *, decode: bool = True, progress: bool = False) -> Ve
 
     digest = hashlib.sha256()
     try:
-        for region in track(volume.slabs(), enabled=progress, desc="decoding",
-                            total=reader.header.grid.grid[0], unit="slab"):
+        slabs = list(volume.slabs())
+        for region in track(slabs, enabled=progress, desc="decoding", total=len(slabs), unit="slab"):
             slab = volume.read_region(region)
             digest.update(slab.astype(slab.dtype.newbyteorder("<"), copy=False).tobytes())
     except DstdError as exc:

@@ -28,12 +28,16 @@ class DstdReader:
 
     def __init__(self, source: ByteSource) -> None:
         self.source = source
+        head, tail = source.read_ends(PROBE_SIZE)
+        if source.size is None:  # a remote source read a suffix: the footer says how long it is
+            implied = Footer.implied_file_size(tail[-FOOTER_SIZE:]) if len(tail) >= FOOTER_SIZE \
+                else len(tail)
+            if implied < len(tail):
+                raise CorruptIndexError(f"the footer implies a {implied}-byte file, but its last "
+                                        f"{len(tail)} bytes were read")
+            source.set_size(implied)
         size = source.size
-        if size <= 2 * PROBE_SIZE:
-            head = tail = source.read_ranges([(0, size)])[0]
-        else:
-            head, tail = source.read_ranges([(0, PROBE_SIZE), (size - PROBE_SIZE, size)],
-                                            max_gap=0)
+        assert size is not None
         self.preamble = Preamble.unpack(head[:PREAMBLE_SIZE], size)
         p = self.preamble
         h_end = p.header_offset + p.header_length

@@ -141,14 +141,18 @@ class Volume:
     def read(self, *, progress: bool = False) -> np.ndarray:
         """The whole volume as a numpy array, decoded one slab of tiles at a time."""
         out = np.empty(self.shape, dtype=self.dtype)
-        for region in track(self.slabs(), enabled=progress, desc="decoding",
-                            total=self._reader.header.grid.grid[0], unit="slab"):
+        slabs = list(self.slabs())
+        for region in track(slabs, enabled=progress, desc="decoding", total=len(slabs), unit="slab"):
             out[region] = self.read_region(region)
         return out
 
     def slabs(self) -> Iterator[Region]:
-        """Regions of whole tile rows along axis 0, in order: the unit of streamed decoding."""
+        """Slabs along axis 0, in order, about a tile row deep: the unit of streamed decoding.
+        Their edges fall on the codec's own decoding blocks where it has them."""
         depth = self.tile_shape[0]
+        align = self.codec.slab_alignment(self._ctx)
+        if align > 0:
+            depth = max(align, round(depth / align) * align)
         for z in range(0, self.shape[0], depth):
             yield (slice(z, min(z + depth, self.shape[0])), slice(0, self.shape[1]),
                    slice(0, self.shape[2]))

@@ -39,7 +39,9 @@ class RefinerTrainConfig:
     checkpoint_every: int = 250
     model: dict = field(default_factory=dict)  # RefinerConfig fields
     device: str = "auto"
-    tile_shape: tuple[int, int, int] = (128, 512, 512)  # the codec's wavelet tiles
+    #: Wavelet tiles of the training pairs. deepstd-refine-v1 was trained with 128-slice tiles
+    #: (the codec's tiles at the time; now at most 64), kept so its recorded command reproduces it.
+    tile_shape: tuple[int, int, int] = (128, 512, 512)
     #: Weight of (1 - SSIM) beside the MAE in HU / 1000: MAE alone leaves SSIM where it was.
     ssim_weight: float = 1.0
     #: Held-out volumes evaluated (MAE before/after) at every checkpoint.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,11 +31,15 @@ class IOStats:
 
 
 class ByteSource(Protocol):
-    size: int
+    size: int | None  # None until known: a remote source learns it from its first read
     stats: IOStats
     description: str
 
     def read_ranges(self, ranges: Sequence[ByteRange]) -> list[bytes]: ...
+
+    def read_ends(self, length: int) -> tuple[bytes, bytes]: ...
+
+    def set_size(self, size: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -64,17 +69,42 @@ def _split(ranges: Sequence[ByteRange], merged: Sequence[ByteRange],
 class _RangeReader:
     """Shared logic: bounds checks, coalescing, accounting, and length verification."""
 
-    size: int
+    size: int | None
     description: str
 
     def __init__(self) -> None:
         self.stats = IOStats()
         self._lock = threading.Lock()
 
+    def read_ends(self, length: int) -> tuple[bytes, bytes]:
+        """The first and the last ``length`` bytes (the whole file for both when it is shorter),
+        fetched together: what opening a file needs."""
+        assert self.size is not None
+        if self.size <= 2 * length:
+            whole = self.read_ranges([(0, self.size)])[0]
+            return whole, whole[-length:] if length else b""
+        head, tail = self.read_ranges([(0, length), (self.size - length, self.size)], max_gap=0)
+        return head, tail
+
+    def set_size(self, size: int) -> None:
+        if self.size is not None and self.size != size:
+            raise StorageError(f"{self.description} is {self.size} bytes, not {size}")
+        self.size = size
+
+    def _ask_size(self) -> int:
+        raise StorageError(f"the size of {self.description} is not known")
+
+    def _account(self, blobs: Sequence[bytes]) -> None:
+        with self._lock:
+            self.stats.requests += len(blobs)
+            self.stats.bytes_fetched += sum(len(b) for b in blobs)
+
     def _fetch(self, merged: Sequence[ByteRange]) -> list[bytes]:
         raise NotImplementedError
 
     def read_ranges(self, ranges: Sequence[ByteRange], max_gap: int = DEFAULT_MAX_GAP) -> list[bytes]:
+        if self.size is None:
+            self.size = self._ask_size()
         for start, end in ranges:
             if start < 0 or end < start or end > self.size:
                 raise StorageError(
@@ -91,9 +121,7 @@ class _RangeReader:
                     f"got {len(blob)}: the file changed, was cut short, or the server ignores "
                     "range requests"
                 )
-        with self._lock:
-            self.stats.requests += len(merged)
-            self.stats.bytes_fetched += sum(len(b) for b in blobs)
+        self._account(blobs)
         return _split(ranges, merged, blobs)
 
 
@@ -129,35 +157,80 @@ class LocalFileSource(_RangeReader):
 
 
 class FsspecSource(_RangeReader):
-    """Any fsspec URL; several ranges go out as one concurrent ``cat_ranges`` call."""
+    """Any fsspec URL; several ranges go out as one concurrent ``cat_ranges`` call.
+
+    Opening asks for no size: :meth:`read_ends` fetches the first bytes and a suffix range (the
+    last N bytes) together, and the reader derives the file size from the footer, so a remote
+    open is exactly two concurrent range requests.
+    """
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         import fsspec.core
 
         self.description = url
-        try:
+        self.size = None
+        with self._errors_named():
             self.fs, self.path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-            self.size = int(self.fs.size(self.path))
+
+    @contextmanager
+    def _errors_named(self) -> Iterator[None]:
+        url = self.description
+        try:
+            yield
         except FileNotFoundError:
             # HTTP servers answer 403 and 404 alike through fsspec; say both.
             raise FileNotFoundError(f"no file at {url} (it does not exist, or the server refuses "
                                     "access)") from None
         except PermissionError as exc:
             raise StorageError(f"no permission to read {url}: {exc}") from None
+        except StorageError:
+            raise
         except (OSError, ValueError) as exc:
-            raise StorageError(f"cannot open {url}: {exc}") from exc
+            raise StorageError(f"reading {url} failed: {exc}") from exc
+        except Exception as exc:
+            # HTTP clients raise their own errors with a status (fsspec maps only 404).
+            status = getattr(exc, "status", None)
+            if status in (401, 403):
+                raise StorageError(f"no permission to read {url} (HTTP {status})") from None
+            if status is not None:
+                raise StorageError(f"reading {url} failed: HTTP {status} {exc}") from exc
+            raise
+
+    def read_ends(self, length: int) -> tuple[bytes, bytes]:
+        if self.size is not None:
+            return super().read_ends(length)
+        with self._errors_named():
+            try:
+                head, tail = (bytes(b) for b in self.fs.cat_ranges(
+                    [self.path] * 2, [0, -length], [length, None], on_error="raise"))
+            except (NotImplementedError, TypeError):
+                # A filesystem without suffix ranges: ask for the size, then read both ends.
+                self.size = self._ask_size()
+                return super().read_ends(length)
+        self._account([head, tail])
+        if len(head) > length or len(tail) > length:
+            raise StorageError(
+                f"asked {self.description} for {length} bytes and got "
+                f"{max(len(head), len(tail))}: the server ignores range requests"
+            )
+        if len(head) < length:  # the whole file fits in the probe
+            if tail != head:
+                raise StorageError(f"{self.description} changed while it was being opened")
+            self.size = len(head)
+        return head, tail
+
+    def _ask_size(self) -> int:
+        """One metadata request; only for reads that come before :meth:`read_ends`."""
+        with self._errors_named():
+            return int(self.fs.size(self.path))
 
     def _fetch(self, merged: Sequence[ByteRange]) -> list[bytes]:
-        try:
+        with self._errors_named():
             blobs = self.fs.cat_ranges(
                 [self.path] * len(merged), [s for s, _ in merged], [e for _, e in merged],
                 on_error="raise",
             )
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise StorageError(f"reading {self.description} failed: {exc}") from exc
         return [bytes(b) for b in blobs]
 
     def close(self) -> None:

@@ -95,14 +95,20 @@ def test_quality_mode_reaches_the_asked_psnr(tmp_path):
     assert lower.stat().st_size < path.stat().st_size
 
 
-def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, monkeypatch):
+@pytest.mark.parametrize("layout", ["tile", "volume"])
+def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, monkeypatch, layout):
     from dstdformat.codecs.deepstd import codec as codec_module
 
-    # Small refinement blocks that straddle the wavelet tiles, so halos cross both kinds of seam,
-    # with every kind of gain (0 skips the network).
+    # Small refinement blocks (in the "volume" layout of older files they straddle the wavelet
+    # tiles, so halos cross both kinds of seam), with every kind of gain (0 skips the network).
     monkeypatch.setattr(codec_module, "REFINE_BLOCK", (6, 20, 28))
-    monkeypatch.setattr(codec_module.DeepSTDVolumeCodec, "_choose_gains",
-                        lambda self, array, grid, *rest: [(5 * n) % 17 for n in range(4 * 3 * 3)])
+    monkeypatch.setattr(codec_module, "REFINE_LAYOUT", layout)
+
+    def gains(self, array, grid, *rest):
+        count = codec_module._Blocks(array.shape, grid, (6, 20, 28), codec_module.HALO, layout).count
+        return [(5 * n) % 17 for n in range(count)]
+
+    monkeypatch.setattr(codec_module.DeepSTDVolumeCodec, "_choose_gains", gains)
     vol = ct_volume(shape=(20, 50, 60), seed=7)
     path = tmp_path / "reg.dstd"
     dstdformat.save(vol, path, codec=Codec(ratio=8, model="test-refiner"), tile_shape=(8, 16, 24))
@@ -112,6 +118,7 @@ def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, 
     assert volume.header["codec"]["model"] == {"id": "test-refiner", "sha256": file_sha256(test_model)}
     assert volume.header["codec"]["state"]["refine_block"] == [6, 20, 28]
     assert volume.header["codec"]["state"]["refine_gain"][:4] == [0, 5, 10, 15]
+    assert volume.header["codec"]["state"]["refine_layout"] == layout
     for key in [np.s_[7], np.s_[3:11, 10:40, 5:55], np.s_[:, 17], np.s_[..., 59], np.s_[19, 49, 59]]:
         np.testing.assert_array_equal(volume[key], full[key])
     # The refinement does something (so the equality above is not trivial).
@@ -120,6 +127,15 @@ def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, 
     everything = tuple(slice(0, s) for s in vol.shape)
     no_refine = base.decode_region(ctx, everything, unrefined._reader.read_sections)
     assert np.abs(no_refine.astype(int) - full).max() > 0
+    # Tile layout: a region inside one tile fetches that tile's sections only.
+    fresh = dstdformat.open(path)
+    fresh.io_stats.reset()
+    fresh[9:15, 20:30, 30:40]  # inside tile (1, 1, 1) of the 8x16x24 grid
+    tile_bytes = fresh.reader.sections[(2, 1 * 12 + 1 * 3 + 1)].length
+    if layout == "tile":
+        assert fresh.io_stats.requests == 1 and fresh.io_stats.bytes_fetched <= tile_bytes + 4096
+    else:
+        assert fresh.io_stats.bytes_fetched > tile_bytes
 
 
 def test_volumes_smaller_than_one_tile_and_degenerate_shapes(tmp_path):

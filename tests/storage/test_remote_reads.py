@@ -36,7 +36,10 @@ def test_http_reads_fetch_only_what_a_slice_needs(files):
     size = (root / "ct.dstd").stat().st_size
     with http_server(root) as server:
         volume = dstdformat.open(f"{server.url}/ct.dstd")
-        assert volume.io_stats.requests <= 2
+        # Opening is two concurrent range requests, the second a suffix range: no HEAD for the size.
+        assert volume.io_stats.requests == 2
+        assert sorted(server.requests) == [("GET", "bytes=-65536"), ("GET", "bytes=0-65535")]
+        assert volume.reader.file_size == size
         data, fetched, requests = _slice_cost(volume, 56)
         np.testing.assert_array_equal(data, array[56])
         assert requests <= 4 and fetched < 0.15 * size
@@ -62,6 +65,9 @@ def test_missing_objects_and_objects_that_change_after_open(files, tmp_path):
     with http_server(served) as server:
         with pytest.raises(FileNotFoundError, match="no file at .*nope.dstd"):
             dstdformat.open(f"{server.url}/nope.dstd")
+        shutil.copy(root / "ct.dstd", served / "private.dstd")
+        with pytest.raises(StorageError, match=r"no permission to read .*private.dstd \(HTTP 403\)"):
+            dstdformat.open(f"{server.url}/private.dstd")
         volume = dstdformat.open(f"{server.url}/ct.dstd")
         same_length = dstdformat.open(f"{server.url}/ct.dstd")
         original = (served / "ct.dstd").read_bytes()
@@ -114,6 +120,9 @@ def test_no_permission_is_a_clear_error():
         protocol = "denied"
 
         def size(self, path):
+            raise PermissionError("Access Denied")
+
+        def cat_file(self, path, start=None, end=None, **kwargs):
             raise PermissionError("Access Denied")
 
     fsspec.register_implementation("denied", DeniedFileSystem, clobber=True)

@@ -10,6 +10,7 @@ the same region of a full read bit for bit.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections import OrderedDict
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...container.format import SectionKind
-from ...container.tiling import Region, TileGrid, overlap_slices
+from ...container.tiling import Region, TileGrid, default_tile_shape, overlap_slices
 from ...errors import CorruptHeaderError, InvalidInputError
 from ...metadata import ScanMetadata
 from ...progress import track
@@ -33,6 +34,8 @@ HALO = 8
 #: Output blocks of the refinement: small enough that reading one slice refines little more than
 #: that slice's neighbourhood, large enough that the halo adds ~70% compute, not 200%.
 REFINE_BLOCK = (32, 256, 256)
+#: How refinement blocks are laid out in files written now (see _Blocks).
+REFINE_LAYOUT = "tile"
 #: Refinement gains are k / GAIN_STEPS for k in 0..MAX_GAIN, one per block, chosen by the encoder.
 GAIN_STEPS, MAX_GAIN = 8, 16
 #: Bytes the container adds besides the sections and the metadata JSON (preamble, footer, the
@@ -58,14 +61,16 @@ class DeepSTDVolumeCodec(VolumeCodec):
     """
 
     codec_id: ClassVar[str] = "deepstd"
-    codec_version: ClassVar[int] = 1
+    codec_version: ClassVar[int] = 2  # 2: refinement blocks inside tiles ("refine_layout")
     exact: ClassVar[bool] = False
     supported_dtypes: ClassVar[tuple[str, ...]] = ("uint8", "int8", "uint16", "int16", "int32", "float32")
     # Wavelet tiles: every seam costs quality (512x512x141 chest at 256x, MAE / SSIM: whole volume
     # 20.97 / 0.9597; 71-slice tiles 20.72 / 0.9600; 64 21.27 / 0.9581; 32 22.69 / 0.9554;
-    # 128 + 13 21.03 / 0.9590), while a deeper tile makes a slice read decode more (SPERR decodes
-    # ~20 M voxels/s per core). Balanced: no thin tile at the end.
-    preferred_tile_shape: ClassVar[tuple[int, int, int]] = (128, 512, 512)
+    # 128 + 13 21.03 / 0.9590), while a deeper tile makes a slice read fetch and decode more.
+    # Balanced: no thin tile at the end. At most 64 slices, so that a slice of a 275-slice scan
+    # fetches a fifth of the file (with refinement: 19.04 / 0.9631 against 18.72 / 0.9644 for
+    # 128; docs/experiments.md).
+    preferred_tile_shape: ClassVar[tuple[int, int, int]] = (64, 512, 512)
     balanced_tiles: ClassVar[bool] = True
 
     def __init__(self, ratio: float | None = None, quality: float | None = None,
@@ -222,6 +227,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
             "intercept": float(intercept),
             "halo": HALO if self.model is not None else 0,
             "refine_block": list(REFINE_BLOCK),
+            "refine_layout": REFINE_LAYOUT,
             "bits_per_voxel": [round(r, 6) for r in rates],
             "outlier_tiles": outlier_tiles,
             "outlier_voxels": outlier_voxels,
@@ -245,11 +251,11 @@ class DeepSTDVolumeCodec(VolumeCodec):
         """
         payloads = {(sec.kind, sec.tile): sec.payload for sec in sections}
         ctx = DecodeContext(array.shape, array.dtype, grid, self.get_config(), state, None)
-        blocks = _block_grid(array.shape, REFINE_BLOCK)
+        blocks = _Blocks(array.shape, grid, REFINE_BLOCK, HALO, REFINE_LAYOUT)
         gains = []
-        for number in track(range(blocks.n_tiles), enabled=progress, desc="refinement gains",
+        for number in track(range(blocks.count), enabled=progress, desc="refinement gains",
                             unit="block"):
-            region = blocks.tile_region(number)
+            region = blocks.keep(number)
             plan = self.plan_region(ctx, region, lambda keys: {k: payloads[k] for k in keys})
             (keep, inner, base, _), = plan.blocks
             refined = (refine_all(plan.refiner, plan.jobs)[0] - plan.state.intercept) / plan.state.slope
@@ -278,9 +284,8 @@ class DeepSTDVolumeCodec(VolumeCodec):
         grid = ctx.grid
         # Output is computed per refinement block (per tile without a model), each from its own
         # crop, so any region is the same as that region of a full decode.
-        blocks = _block_grid(ctx.shape, state.block) if refiner is not None else grid
-        halo = state.halo if refiner is not None else 0
-        crops = {b: _grow(blocks.tile_region(b), halo, ctx.shape) for b in blocks.tiles_in_region(region)}
+        blocks = state.blocks(ctx) if refiner is not None else _Blocks(ctx.shape, grid, None, 0, "tile")
+        crops = {b: blocks.crop(b) for b in blocks.in_region(region)}
         needed = sorted({t for crop in crops.values() for t in grid.tiles_in_region(crop)})
         in_region = grid.tiles_in_region(region)
         cache = self._base_cache.get(ctx)
@@ -299,7 +304,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         plan = RegionPlan(ctx, region, state, refiner)
         for number, crop in crops.items():
             block = _assemble(grid, crop, base_block)
-            keep = blocks.tile_region(number)
+            keep = blocks.keep(number)
             inner = tuple(slice(k.start - c.start, k.stop - c.start) for k, c in zip(keep, crop))
             gain = state.gain(number) if refiner is not None else 0
             plan.blocks.append((keep, inner, block, gain))
@@ -313,6 +318,14 @@ class DeepSTDVolumeCodec(VolumeCodec):
                     payloads[(SectionKind.RESIDUAL, tile)], grid.tile_extent(tile), ctx.dtype,
                     f"residual section of tile {tile}")))
         return plan
+
+    def slab_alignment(self, ctx: DecodeContext) -> int:
+        """Refinement blocks, when there is a model: a slab edge inside a block would make both
+        slabs run the network on it."""
+        state = _DecodeState.from_context(ctx)
+        if self.model is None or state.layout == "tile":
+            return 0  # blocks never cross tiles: whole tile rows are the natural slabs
+        return int(state.block[0])
 
     def _refiner(self, ctx: DecodeContext):
         from ...model.zoo import find_model
@@ -399,10 +412,14 @@ class _BaseCache:
 class _DecodeState:
     """The codec state of a file, checked once per read."""
 
-    def __init__(self, window, slope, intercept, halo, rates, outlier_tiles, block, gains) -> None:
+    def __init__(self, window, slope, intercept, halo, rates, outlier_tiles, block, gains,
+                 layout) -> None:
         self.window, self.slope, self.intercept = window, slope, intercept
         self.halo, self.rates, self.outlier_tiles, self.block = halo, rates, outlier_tiles, block
-        self.gains = gains
+        self.gains, self.layout = gains, layout
+
+    def blocks(self, ctx: DecodeContext) -> _Blocks:
+        return _Blocks(ctx.shape, ctx.grid, self.block, self.halo, self.layout)
 
     def gain(self, block: int) -> int:
         return self.gains[block]
@@ -426,12 +443,16 @@ class _DecodeState:
         if not (isinstance(block, (list, tuple)) and len(block) == 3
                 and all(isinstance(b, int) and 1 <= b <= 4096 for b in block)):
             raise CorruptHeaderError(f"deepstd refine_block must be 3 integers in 1..4096, got {block!r}")
-        blocks = _block_grid(ctx.shape, tuple(block)).n_tiles
+        layout = s.get("refine_layout", "volume")  # codec version 1 files
+        if layout not in ("volume", "tile"):
+            raise CorruptHeaderError(f"deepstd refine_layout must be 'volume' or 'tile', got {layout!r}")
+        blocks = _Blocks(ctx.shape, ctx.grid, tuple(block), halo, layout).count
         gains = s.get("refine_gain", [GAIN_STEPS] * blocks)
         if not (isinstance(gains, list) and len(gains) == blocks
                 and all(isinstance(g, int) and 0 <= g <= MAX_GAIN for g in gains)):
             raise CorruptHeaderError(f"deepstd refine_gain must be {blocks} integers in 0..{MAX_GAIN}")
-        return cls((low, high), slope, intercept, halo, rates, outlier_tiles, tuple(block), gains)
+        return cls((low, high), slope, intercept, halo, rates, outlier_tiles, tuple(block), gains,
+                   layout)
 
     def rate_code(self, tile: int) -> float:
         from ...model.refine import rate_code
@@ -439,9 +460,68 @@ class _DecodeState:
         return rate_code(self.rates[tile])
 
 
-def _block_grid(shape: tuple[int, ...], block: tuple[int, ...]) -> TileGrid:
-    """The refinement blocks of a volume (clipped to it)."""
-    return TileGrid(tuple(shape), tuple(min(b, s) for b, s in zip(block, shape)))  # type: ignore[arg-type]
+class _Blocks:
+    """The refinement blocks of a volume: numbering, the region each one outputs, and the crop
+    (that region plus the halo) the network reads for it.
+
+    Layout "tile" (what the encoder writes): blocks split each wavelet tile into equal parts,
+    numbered tile by tile, and the halo stops at the tile's edge, so a region read fetches and
+    decodes only the tiles under it. Layout "volume" (files written before it; still read): one
+    block grid over the whole volume, halos reaching into neighbouring tiles. ``block=None``: one
+    block per tile (no refinement).
+    """
+
+    def __init__(self, shape: tuple[int, ...], grid: TileGrid, block: tuple[int, ...] | None,
+                 halo: int, layout: str) -> None:
+        self.shape, self.grid, self.halo, self.layout = tuple(shape), grid, halo, layout
+        self.whole_volume = layout == "volume" and block is not None
+        if self.whole_volume:
+            assert block is not None
+            self.volume_grid = TileGrid(self.shape, tuple(min(b, n) for b, n in zip(block, shape)))  # type: ignore[arg-type]
+            self.count = self.volume_grid.n_tiles
+            return
+        self.local: list[TileGrid] = []
+        self.first: list[int] = []
+        count = 0
+        for tile in range(grid.n_tiles):
+            extent = grid.tile_extent(tile)
+            local = TileGrid(extent, default_tile_shape(extent, block, balanced=True)
+                             if block is not None else extent)
+            self.local.append(local)
+            self.first.append(count)
+            count += local.n_tiles
+        self.count = count
+
+    def _tile_of(self, number: int) -> tuple[int, int]:
+        tile = bisect.bisect_right(self.first, number) - 1
+        return tile, number - self.first[tile]
+
+    def keep(self, number: int) -> Region:
+        if self.whole_volume:
+            return self.volume_grid.tile_region(number)
+        tile, local = self._tile_of(number)
+        origin = self.grid.tile_region(tile)
+        return tuple(slice(o.start + r.start, o.start + r.stop)  # type: ignore[return-value]
+                     for o, r in zip(origin, self.local[tile].tile_region(local)))
+
+    def crop(self, number: int) -> Region:
+        keep = self.keep(number)
+        if self.whole_volume:
+            return _grow(keep, self.halo, self.shape)
+        tile_region = self.grid.tile_region(self._tile_of(number)[0])
+        return tuple(slice(max(t.start, k.start - self.halo), min(t.stop, k.stop + self.halo))  # type: ignore[return-value]
+                     for k, t in zip(keep, tile_region))
+
+    def in_region(self, region: Region) -> list[int]:
+        if self.whole_volume:
+            return list(self.volume_grid.tiles_in_region(region))
+        out = []
+        for tile in self.grid.tiles_in_region(region):
+            origin = self.grid.tile_region(tile)
+            local = tuple(slice(max(r.start, o.start) - o.start, min(r.stop, o.stop) - o.start)
+                          for r, o in zip(region, origin))
+            out += [self.first[tile] + b for b in self.local[tile].tiles_in_region(local)]
+        return out
 
 
 def _metadata_bytes(metadata: ScanMetadata | None) -> int:

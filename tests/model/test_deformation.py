@@ -1,0 +1,131 @@
+"""Shape branch: coordinates, the SIREN pair, registration on a synthetic pair with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dstdformat.model.deformation import (
+    COORD_SCALE_MM,
+    AffineMap,
+    CycleDeformation,
+    Siren,
+    SirenConfig,
+    VolumeFrame,
+    jacobian_determinant,
+    ncc,
+    sample,
+)
+from dstdformat.model.registration import RegistrationConfig, register
+from dstdformat.model.warp import CoarseField, preimage_box, resample, texture_frame
+
+
+def _phantom(shape=(24, 40, 40), spacing=(4.0, 3.0, 3.0), centre_mm=(0.0, 0.0, 0.0),
+             scale: float = 1.0) -> np.ndarray:
+    """A body (40 HU ellipsoid) with a bone and a lung, in HU, centred at ``centre_mm`` and
+    ``scale`` times the size."""
+    k, j, i = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing)],
+                          indexing="ij")
+    k, j, i = ((a - c) / scale for a, c in zip((k, j, i), centre_mm))
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[(k / 40) ** 2 + (j / 50) ** 2 + (i / 45) ** 2 < 1] = 40.0
+    hu[(k / 30) ** 2 + ((j - 15) / 15) ** 2 + ((i + 15) / 12) ** 2 < 1] = -850.0
+    hu[(k / 35) ** 2 + ((j + 20) / 8) ** 2 + ((i - 10) / 8) ** 2 < 1] = 900.0
+    return hu
+
+
+def test_frames_sample_their_own_voxels_exactly():
+    frame = VolumeFrame((5, 6, 7), (2.0, 1.0, 0.5))
+    volume = torch.arange(5 * 6 * 7, dtype=torch.float32).reshape(5, 6, 7)
+    np.testing.assert_allclose(sample(volume, frame, frame.grid()), volume, atol=1e-3)
+    voxel = frame.to_voxel(frame.grid())
+    np.testing.assert_allclose(voxel[2, 3, 4], [2, 3, 4], atol=1e-5)
+    shifted = VolumeFrame((3, 3, 3), (1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
+    assert float(shifted.grid()[1, 1, 1, 0]) == pytest.approx(1.0 / COORD_SCALE_MM)
+
+
+def test_a_fresh_deformation_is_the_affine_and_affines_invert():
+    affine = AffineMap((0.1, -0.05, 0.02))
+    with torch.no_grad():
+        affine.linear.copy_(torch.tensor([[0.05, 0.01, 0], [0, -0.03, 0.02], [0.01, 0, 0.04]]))
+    deformation = CycleDeformation(affine, SirenConfig(width=16, depth=1))
+    points = torch.rand(50, 3) * 2 - 1
+    with torch.no_grad():
+        np.testing.assert_allclose(deformation.to_template(points), affine(points), atol=1e-6)
+        np.testing.assert_allclose(deformation.to_scan(deformation.to_template(points)), points, atol=1e-5)
+    restored = AffineMap.from_array(affine.as_array())
+    with torch.no_grad():
+        np.testing.assert_allclose(restored(points), affine(points), atol=1e-6)
+    # A fresh SIREN outputs zero displacement: its residual map has det J = 1 everywhere.
+    net = Siren(SirenConfig(width=8, depth=1))
+    _, det = jacobian_determinant(lambda x: x + net(x), points)
+    np.testing.assert_allclose(det.detach(), 1.0, atol=1e-6)
+    _, det = jacobian_determinant(lambda x: 2 * x, points)
+    np.testing.assert_allclose(det.detach(), 8.0, atol=1e-5)
+
+
+def test_registration_recovers_a_known_shift():
+    """The same phantom 10% larger and moved 12 mm along i and 8 mm along j: phi must map the
+    scan's lung centre onto the template's."""
+    spacing = (4.0, 3.0, 3.0)
+    template = _phantom(spacing=spacing)
+    scan = _phantom(spacing=spacing, centre_mm=(0.0, 8.0, -12.0), scale=1.1)
+    config = RegistrationConfig(siren=SirenConfig(width=16, depth=1), resolution_mm=3.0,
+                                affine_steps=150, steps=60, points=2048)
+    result = register(scan, spacing, template, spacing, config)
+    assert result.ncc_affine > result.ncc_start
+    assert result.ncc_final > 0.9
+    assert result.folding_fraction == 0.0
+    lung_in_scan = torch.tensor([[0.0, 15.0 * 1.1 + 8.0, -15.0 * 1.1 - 12.0]]) / COORD_SCALE_MM
+    with torch.no_grad():
+        mapped = result.deformation.to_template(lung_in_scan) * COORD_SCALE_MM
+    np.testing.assert_allclose(mapped[0], [0.0, 15.0, -15.0], atol=3.0)  # within a voxel
+    assert set(result.summary()) == {"ncc_start", "ncc_affine", "ncc_final", "folding_fraction",
+                                     "cycle_error_mm", "seconds"}
+
+
+def test_texture_round_trip_through_a_coarse_field():
+    """scan -> template-frame texture -> scan with a pure translation: only interpolation is lost,
+    and a region's preimage box covers what the region reads."""
+    spacing = (4.0, 3.0, 3.0)
+    scan = torch.as_tensor(_phantom(spacing=spacing))
+    frame = VolumeFrame(tuple(scan.shape), spacing)
+    shift = torch.tensor([0.0, 6.0, -9.0]) / COORD_SCALE_MM
+    affine = AffineMap(shift.tolist())
+    phi = CoarseField(affine, frame)
+    texture_at = texture_frame(phi, frame, affine.as_array()[:, :3])
+    assert texture_at.shape == frame.shape  # a translation keeps the voxel count
+    psi = CoarseField(affine.inverse, texture_at)
+    texture = resample(scan, frame, psi, texture_at)
+    back = resample(texture, texture_at, phi, frame)
+    assert float((back - scan).abs().mean()) < 1.0  # whole-voxel shift: exact but for the borders
+    region = [slice(5, 9), slice(10, 20), slice(3, 30)]
+    box = preimage_box(phi, frame, region, texture_at)
+    assert all(b.start <= r.start and r.stop <= b.stop for b, r in zip(box, region))
+    assert ncc(back.flatten(), scan.flatten()) > 0.99
+
+
+def test_reference_is_the_affine_medoid_and_templates_are_content_addressed(tmp_path):
+    from dstdformat.errors import CodecError
+    from dstdformat.model.template import Template, select_reference
+
+    spacing = (4.0, 3.0, 3.0)
+    # Two scans near the plain phantom, one odd one (much larger and moved): the plain one wins.
+    volumes = [(_phantom(spacing=spacing, scale=1.15, centre_mm=(0, 10, 5)), spacing),
+               (_phantom(spacing=spacing), spacing),
+               (_phantom(spacing=spacing, scale=0.9, centre_mm=(0, -6, 0)), spacing)]
+    choice = select_reference(volumes, affine_steps=30, resolution_mm=4.0)
+    assert choice.index == 1 and len(choice.mean_ncc) == 3
+    template = Template.from_scan(volumes[1][0], spacing, source="phantom", resolution_mm=6.0)
+    assert template.array.dtype == np.int16 and template.spacing[1] == pytest.approx(6.0)
+    path = template.save(tmp_path)
+    assert path.name == f"template-{template.sha256}.safetensors"
+    again = Template.load(path, sha256=template.sha256)
+    np.testing.assert_array_equal(again.array, template.array)
+    assert again.spacing == template.spacing and again.source == "phantom"
+    with pytest.raises(CodecError, match="SHA-256"):
+        Template.load(path, sha256="0" * 64)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a template")
+    with pytest.raises(CodecError, match="not a template"):
+        Template.load(tmp_path / "bad.safetensors")
