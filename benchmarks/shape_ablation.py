@@ -73,6 +73,8 @@ def main() -> int:
     parser.add_argument("--ratios", nargs="+", type=float, default=[128.0, 256.0])
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--order", type=int, default=3, choices=(1, 3))
+    parser.add_argument("--cycle-weight", type=float, default=RegistrationConfig.cycle_weight,
+                        help="weight of the cycle term (mm^2); the paper's 0.001 by default")
     args = parser.parse_args()
     scans = args.scans or [SHARED / name for name in HELD_OUT]
     template = read_scan(args.template)
@@ -85,7 +87,7 @@ def main() -> int:
         print(f"{path.name} {original.shape}: registering to {args.template.name}", flush=True)
         started = time.perf_counter()
         fit = register(original, spacing, template.array, template.metadata.spacing,
-                       RegistrationConfig(steps=args.steps))
+                       RegistrationConfig(steps=args.steps, cycle_weight=args.cycle_weight))
         deformation = fit.deformation
         quantize_in_place(deformation.forward_net)
         shape_code = encode_shape(deformation.affine.as_array(), deformation.forward_net)
