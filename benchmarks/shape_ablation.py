@@ -32,7 +32,7 @@ from dstdformat.io import read_scan
 from dstdformat.metrics import mae, ssim
 from dstdformat.model.deformation import AffineMap, CycleDeformation, VolumeFrame
 from dstdformat.model.registration import RegistrationConfig, register
-from dstdformat.model.warp import CoarseField, resample, texture_frame
+from dstdformat.model.warp import CoarseField, inverse_field, resample, texture_frame
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED  # noqa: E402
@@ -75,6 +75,9 @@ def main() -> int:
     parser.add_argument("--order", type=int, default=3, choices=(1, 3))
     parser.add_argument("--cycle-weight", type=float, default=RegistrationConfig.cycle_weight,
                         help="weight of the cycle term (mm^2); the paper's 0.001 by default")
+    parser.add_argument("--inverse", choices=("fixed-point", "network"), default="fixed-point",
+                        help="how the encoder inverts phi: the backward SIREN alone, or refined "
+                             "by fixed-point iteration on the decoder's field")
     args = parser.parse_args()
     scans = args.scans or [SHARED / name for name in HELD_OUT]
     template = read_scan(args.template)
@@ -93,7 +96,9 @@ def main() -> int:
         shape_code = encode_shape(deformation.affine.as_array(), deformation.forward_net)
         phi = CoarseField(deformation.to_template, frame)
         texture_at = texture_frame(phi, frame, deformation.affine.as_array()[:, :3])
-        psi = CoarseField(deformation.to_scan, texture_at)
+        linear = deformation.affine.as_array()[:, :3]
+        psi = (inverse_field(phi, texture_at, deformation.to_scan, linear)
+               if args.inverse == "fixed-point" else CoarseField(deformation.to_scan, texture_at))
         texture = _to_int16(resample(torch.from_numpy(original.astype(np.float32)), frame, psi,
                                      texture_at, order=args.order))
         shape_encode_s = time.perf_counter() - started

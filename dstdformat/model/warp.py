@@ -48,6 +48,26 @@ class CoarseField:
         return flat.min(dim=1).values, flat.max(dim=1).values
 
 
+def inverse_field(forward: CoarseField, frame: VolumeFrame, start: Mapping, linear: np.ndarray,
+                  iterations: int = 20, spacing_mm: float = FIELD_SPACING_MM) -> CoarseField:
+    """The inverse of ``forward`` (scan -> template) on a grid over ``frame`` (template side).
+
+    Starts from ``start`` (the backward network) and corrects by fixed-point iteration
+    ``x <- x + A^-1 (y - forward(x))`` with the affine's linear part ``A``, so that the encoder
+    warps with the inverse of exactly the field the decoder will use; a backward network alone
+    is only as close as the cycle term made it (0.4-3.6 mm measured)."""
+    inverse_linear = torch.as_tensor(np.linalg.inv(np.asarray(linear, dtype=np.float64)),
+                                     dtype=torch.float32)
+    field = CoarseField(start, frame, spacing_mm)
+    targets = field.frame.grid().reshape(-1, 3)
+    with torch.no_grad():
+        x = field.values.permute(1, 2, 3, 0).reshape(-1, 3).clone()
+        for _ in range(iterations):
+            x = x + (targets - forward(x)) @ inverse_linear.T
+        field.values = x.reshape(*field.frame.shape, 3).permute(3, 0, 1, 2).contiguous()
+    return field
+
+
 def texture_frame(field: CoarseField, scan: VolumeFrame, linear: np.ndarray) -> VolumeFrame:
     """The grid the texture is stored on: the box ``field`` maps the scan into, with about the
     scan's voxel count (each scan axis keeps its spacing, scaled by how much the affine stretches it)."""

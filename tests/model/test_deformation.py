@@ -129,3 +129,29 @@ def test_reference_is_the_affine_medoid_and_templates_are_content_addressed(tmp_
     (tmp_path / "bad.safetensors").write_bytes(b"not a template")
     with pytest.raises(CodecError, match="not a template"):
         Template.load(tmp_path / "bad.safetensors")
+
+
+def test_fixed_point_inverse_undoes_the_decoders_field():
+    """The encoder's inverse must match the field the decoder evaluates, far closer than an
+    untrained backward network (which only knows the affine)."""
+    from dstdformat.model.warp import inverse_field
+
+    torch.manual_seed(0)
+    affine = AffineMap((0.02, -0.01, 0.03))
+    with torch.no_grad():
+        affine.linear.copy_(torch.tensor([[0.1, 0.02, 0], [0, -0.05, 0.03], [0.01, 0, 0.08]]))
+    deformation = CycleDeformation(affine, SirenConfig(width=16, depth=1))
+    with torch.no_grad():
+        deformation.forward_net.out.weight.normal_(0, 0.003)  # a few mm of non-rigid motion
+    frame = VolumeFrame((30, 40, 40), (3.0, 3.0, 3.0))
+    phi = CoarseField(deformation.to_template, frame)
+    texture_at = texture_frame(phi, frame, affine.as_array()[:, :3])
+    inverse = inverse_field(phi, texture_at, deformation.to_scan, affine.as_array()[:, :3])
+    x = frame.grid()[3:27:4, 4:36:4, 4:36:4].reshape(-1, 3)
+    y = phi(x)
+    with torch.no_grad():
+        network = CoarseField(deformation.to_scan, texture_at)
+        network_mm = float((network(y) - x).norm(dim=-1).max()) * COORD_SCALE_MM
+        fixed_mm = float((inverse(y) - x).norm(dim=-1).max()) * COORD_SCALE_MM
+    assert network_mm > 1.0
+    assert fixed_mm < 0.1
