@@ -124,3 +124,17 @@ def ct_chunk(shape=(16, 48, 40), seed=0) -> np.ndarray:
     body = ((y - shape[1] / 2) / (shape[1] * 0.4)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.4)) ** 2 < 1
     return (np.where(body, 40.0, -1000.0) + 300 * (x % 9 == 0) * body
             + rng.normal(0, 10, shape)).astype(np.int16)
+
+
+def phantom_hu(shape=(24, 40, 40), spacing=(4.0, 3.0, 3.0), centre_mm=(0.0, 0.0, 0.0),
+             scale: float = 1.0) -> np.ndarray:
+    """A body (40 HU ellipsoid) with a bone and a lung, in HU, centred at ``centre_mm`` and
+    ``scale`` times the size."""
+    k, j, i = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing)],
+                          indexing="ij")
+    k, j, i = ((a - c) / scale for a, c in zip((k, j, i), centre_mm))
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[(k / 40) ** 2 + (j / 50) ** 2 + (i / 45) ** 2 < 1] = 40.0
+    hu[(k / 30) ** 2 + ((j - 15) / 15) ** 2 + ((i + 15) / 12) ** 2 < 1] = -850.0
+    hu[(k / 35) ** 2 + ((j + 20) / 8) ** 2 + ((i - 10) / 8) ** 2 < 1] = 900.0
+    return hu

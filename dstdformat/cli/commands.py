@@ -163,6 +163,10 @@ def bench(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace) -> int:
     from ..model.training import training_paths
 
+    if args.collection:
+        return _train_collection(args)
+    if not args.sources:
+        raise InvalidInputError("name the training scans (files, folders or globs), or use --collection DIR")
     paths = [str(p) for p in training_paths(args.sources) if p.name not in set(args.exclude)]
     if not paths:
         raise InvalidInputError("no training volumes left after --exclude")
@@ -172,6 +176,36 @@ def train(args: argparse.Namespace) -> int:
         return _train_hyperprior(args, paths)
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
+
+
+def _train_collection(args: argparse.Namespace) -> int:
+    from ..model.collection_training import CollectionTrainConfig, train_collection
+    from ..model.registration import RegistrationConfig
+    from ..model.training import training_paths
+
+    if args.sources:
+        raise InvalidInputError("--collection takes the scans from its folder; drop the other sources")
+    if not Path(args.collection).is_dir():
+        raise InvalidInputError(f"--collection {args.collection} is not a folder")
+    paths = [str(p) for p in training_paths([args.collection]) if p.name not in set(args.exclude)]
+    crop = tuple(args.crop or (32, 64, 64))
+    config = CollectionTrainConfig(
+        sources=paths, out=args.out,
+        registration=RegistrationConfig(steps=args.shape_steps, cycle_weight=args.cycle_weight,
+                                        seed=args.seed),
+        texture={"steps": args.steps, "batch_size": args.batch, "crop": crop,
+                 "learning_rate": args.lr or 3e-4, "seed": args.seed, "device": args.device,
+                 "model": {"channels": args.channels or 32, "blocks": args.blocks}},
+    )
+    try:
+        summary = train_collection(config, progress=not args.quiet)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+    if not args.quiet:
+        print(f"reference {summary['reference']} (template {summary['template_sha256'][:12]}); "
+              f"{summary['aligned']} scans aligned, {len(summary['texture_only'])} texture-only "
+              f"{summary['texture_only']}; {summary['resumed_scans']} resumed; output in {args.out}")
+    return 0
 
 
 def _train_refiner(args: argparse.Namespace, paths: list[str]) -> int:

@@ -84,7 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.bench)
 
     p = add("train", "train a learned model on CT volumes (resumes from --out)")
-    p.add_argument("sources", nargs="+", help="NIfTI files, folders or globs")
+    p.add_argument("sources", nargs="*", help="NIfTI files, folders or globs")
+    p.add_argument("--collection", metavar="DIR",
+                   help="DeepSTD's three steps on the scans in DIR: choose the reference template, "
+                        "align every scan to it (shape), train the texture refinement on the "
+                        "aligned scans; resumes step by step and scan by scan")
+    p.add_argument("--shape-steps", type=int, default=2500,
+                   help="--collection: SIREN steps per scan (the paper's 2,500)")
+    p.add_argument("--cycle-weight", type=float, default=0.001,
+                   help="--collection: weight of the cycle-consistency term (the paper's 0.001)")
     p.add_argument("--out", required=True, help="run folder (checkpoints); resumes if it holds one")
     p.add_argument("--arch", choices=("refiner", "hyperprior"), default="refiner",
                    help="refiner: the deepstd codec's refinement network (default); hyperprior: "

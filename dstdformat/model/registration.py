@@ -108,9 +108,11 @@ def _evaluate(deformation: CycleDeformation, scan: _Pooled, template: _Pooled,
 
 def register(scan_hu: np.ndarray, scan_spacing: Sequence[float], template_hu: np.ndarray,
              template_spacing: Sequence[float], config: RegistrationConfig = RegistrationConfig(),
-             progress: Progress | None = None) -> RegistrationResult:
+             progress: Progress | None = None,
+             affine_from: RegistrationResult | None = None) -> RegistrationResult:
     """Fit ``phi`` (scan -> template) and ``psi`` (template -> scan). Deterministic for a seed on
-    one device and thread count."""
+    one device and thread count. ``affine_from``: an earlier (affine-only) fit of the same pair
+    whose affine is kept, skipping the affine stage."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -123,6 +125,11 @@ def register(scan_hu: np.ndarray, scan_spacing: Sequence[float], template_hu: np
     affine = AffineMap((template.centroid() - scan.centroid()).tolist())
     with torch.no_grad():
         ncc_start = float(ncc(scan.value(eval_points), template.value(affine(eval_points))))
+    if affine_from is not None:
+        affine = AffineMap.from_array(affine_from.deformation.affine.as_array())
+        ncc_start = affine_from.ncc_start
+        config = RegistrationConfig(**{**asdict(config), "affine_steps": 0, "siren": config.siren})
+        total = config.steps
     optimiser = torch.optim.Adam(affine.parameters(), lr=config.affine_lr)
     # Decay to zero: Adam at a fixed rate keeps wobbling around the optimum of 12 parameters.
     schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -139,3 +139,24 @@ def test_usage_errors_exit_2():
     assert result.returncode == 2 and "usage" in result.stderr
     result = dstd("compress", "a", "b.dstd", "--codec", "nonexistent", check=False)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_train_collection_runs_the_three_steps(tmp_path):
+    from helpers import phantom_hu
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    spacing = (4.0, 3.0, 3.0)
+    for n, scale in enumerate((0.95, 1.0, 1.05)):
+        hu = phantom_hu(shape=(24, 40, 40), spacing=spacing, scale=scale).astype(np.int16)
+        dstdformat.write_scan(dstdformat.Scan(hu, dstdformat.ScanMetadata(spacing=spacing)),
+                              scans / f"s{n}.nii.gz")
+    out = tmp_path / "model"
+    args = ["train", "--collection", scans, "--out", out, "--steps", "2", "--shape-steps", "5",
+            "--batch", "1", "--crop", "12", "16", "16", "--channels", "4", "--blocks", "1"]
+    result = dstd(*args)
+    assert "3 scans aligned, 0 texture-only" in result.stdout
+    assert sorted(p.name for p in (out / "aligned").glob("*.shape")) == ["s0.shape", "s1.shape", "s2.shape"]
+    assert "3 resumed" in dstd(*args).stdout
+    bad = dstd("train", "--out", out, check=False)
+    assert bad.returncode == 1 and "--collection" in bad.stderr

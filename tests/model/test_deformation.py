@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import phantom_hu
 
 from dstdformat.model.deformation import (
     COORD_SCALE_MM,
@@ -19,20 +20,6 @@ from dstdformat.model.deformation import (
 )
 from dstdformat.model.registration import RegistrationConfig, register
 from dstdformat.model.warp import CoarseField, preimage_box, resample, texture_frame
-
-
-def _phantom(shape=(24, 40, 40), spacing=(4.0, 3.0, 3.0), centre_mm=(0.0, 0.0, 0.0),
-             scale: float = 1.0) -> np.ndarray:
-    """A body (40 HU ellipsoid) with a bone and a lung, in HU, centred at ``centre_mm`` and
-    ``scale`` times the size."""
-    k, j, i = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing)],
-                          indexing="ij")
-    k, j, i = ((a - c) / scale for a, c in zip((k, j, i), centre_mm))
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    hu[(k / 40) ** 2 + (j / 50) ** 2 + (i / 45) ** 2 < 1] = 40.0
-    hu[(k / 30) ** 2 + ((j - 15) / 15) ** 2 + ((i + 15) / 12) ** 2 < 1] = -850.0
-    hu[(k / 35) ** 2 + ((j + 20) / 8) ** 2 + ((i - 10) / 8) ** 2 < 1] = 900.0
-    return hu
 
 
 def test_frames_sample_their_own_voxels_exactly():
@@ -69,8 +56,8 @@ def test_registration_recovers_a_known_shift():
     """The same phantom 10% larger and moved 12 mm along i and 8 mm along j: phi must map the
     scan's lung centre onto the template's."""
     spacing = (4.0, 3.0, 3.0)
-    template = _phantom(spacing=spacing)
-    scan = _phantom(spacing=spacing, centre_mm=(0.0, 8.0, -12.0), scale=1.1)
+    template = phantom_hu(spacing=spacing)
+    scan = phantom_hu(spacing=spacing, centre_mm=(0.0, 8.0, -12.0), scale=1.1)
     config = RegistrationConfig(siren=SirenConfig(width=16, depth=1), resolution_mm=3.0,
                                 affine_steps=150, steps=60, points=2048)
     result = register(scan, spacing, template, spacing, config)
@@ -89,7 +76,7 @@ def test_texture_round_trip_through_a_coarse_field():
     """scan -> template-frame texture -> scan with a pure translation: only interpolation is lost,
     and a region's preimage box covers what the region reads."""
     spacing = (4.0, 3.0, 3.0)
-    scan = torch.as_tensor(_phantom(spacing=spacing))
+    scan = torch.as_tensor(phantom_hu(spacing=spacing))
     frame = VolumeFrame(tuple(scan.shape), spacing)
     shift = torch.tensor([0.0, 6.0, -9.0]) / COORD_SCALE_MM
     affine = AffineMap(shift.tolist())
@@ -112,9 +99,9 @@ def test_reference_is_the_affine_medoid_and_templates_are_content_addressed(tmp_
 
     spacing = (4.0, 3.0, 3.0)
     # Two scans near the plain phantom, one odd one (much larger and moved): the plain one wins.
-    volumes = [(_phantom(spacing=spacing, scale=1.15, centre_mm=(0, 10, 5)), spacing),
-               (_phantom(spacing=spacing), spacing),
-               (_phantom(spacing=spacing, scale=0.9, centre_mm=(0, -6, 0)), spacing)]
+    volumes = [(phantom_hu(spacing=spacing, scale=1.15, centre_mm=(0, 10, 5)), spacing),
+               (phantom_hu(spacing=spacing), spacing),
+               (phantom_hu(spacing=spacing, scale=0.9, centre_mm=(0, -6, 0)), spacing)]
     choice = select_reference(volumes, affine_steps=30, resolution_mm=4.0)
     assert choice.index == 1 and len(choice.mean_ncc) == 3
     template = Template.from_scan(volumes[1][0], spacing, source="phantom", resolution_mm=6.0)
