@@ -72,13 +72,15 @@ def main() -> int:
     parser.add_argument("--template", type=Path, default=SHARED / "elastix_lung_baseline.nii.gz")
     parser.add_argument("--ratios", nargs="+", type=float, default=[128.0, 256.0])
     parser.add_argument("--steps", type=int, default=2500)
-    parser.add_argument("--order", type=int, default=3, choices=(1, 3))
+    parser.add_argument("--order", default="3", choices=("1", "3", "keys"),
+                        help="resampling: trilinear, cubic B-spline, or local cubic convolution")
     parser.add_argument("--cycle-weight", type=float, default=RegistrationConfig.cycle_weight,
                         help="weight of the cycle term (mm^2); the paper's 0.001 by default")
     parser.add_argument("--inverse", choices=("fixed-point", "network"), default="fixed-point",
                         help="how the encoder inverts phi: the backward SIREN alone, or refined "
                              "by fixed-point iteration on the decoder's field")
     args = parser.parse_args()
+    args.order = args.order if args.order == "keys" else int(args.order)
     scans = args.scans or [SHARED / name for name in HELD_OUT]
     template = read_scan(args.template)
     rows = []

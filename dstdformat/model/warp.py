@@ -79,28 +79,67 @@ def texture_frame(field: CoarseField, scan: VolumeFrame, linear: np.ndarray) -> 
     return VolumeFrame(shape, spacing, tuple(float(v) for v in low))  # type: ignore[arg-type]
 
 
+def _keys_weights(t: torch.Tensor) -> list[torch.Tensor]:
+    """Cubic convolution (Keys 1981, a = -0.5, i.e. Catmull-Rom) weights of taps -1, 0, 1, 2."""
+    t2, t3 = t * t, t * t * t
+    return [(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2, (-3 * t3 + 4 * t2 + t) / 2,
+            (t3 - t2) / 2]
+
+
+def sample_cubic(volume: torch.Tensor, volume_frame: VolumeFrame, coords: torch.Tensor,
+                 padding_value: float = 0.0) -> torch.Tensor:
+    """Cubic-convolution value of ``volume`` at coordinates (..., 3): local (4 taps per axis, edges
+    clamped), interpolating, and the same for a point whatever else is sampled with it, so a
+    region read can equal the full read. Points more than half a voxel outside get
+    ``padding_value``."""
+    voxel = volume_frame.to_voxel(coords.reshape(-1, 3))
+    base = torch.floor(voxel)
+    frac = voxel - base
+    base = base.long()
+    shape = torch.tensor(volume.shape)
+    weights = [_keys_weights(frac[:, axis]) for axis in range(3)]
+    flat = volume.reshape(-1)
+    strides = (volume.shape[1] * volume.shape[2], volume.shape[2], 1)
+    out = torch.zeros(len(voxel), dtype=volume.dtype)
+    for a in range(4):
+        ka = (base[:, 0] + a - 1).clamp(0, int(shape[0]) - 1) * strides[0]
+        for b in range(4):
+            jb = ka + (base[:, 1] + b - 1).clamp(0, int(shape[1]) - 1) * strides[1]
+            wab = weights[0][a] * weights[1][b]
+            for c in range(4):
+                index = jb + (base[:, 2] + c - 1).clamp(0, int(shape[2]) - 1)
+                out += wab * weights[2][c] * flat[index]
+    outside = ((voxel < -0.5) | (voxel > shape.to(voxel.dtype) - 0.5)).any(dim=-1)
+    out[outside] = padding_value
+    return out.reshape(coords.shape[:-1])
+
+
 def resample(volume: torch.Tensor, volume_frame: VolumeFrame, field: CoarseField,
              out_frame: VolumeFrame, region: Sequence[slice] | None = None,
-             padding_value: float = -1024.0, slab: int = 8, order: int = 1) -> torch.Tensor:
+             padding_value: float = -1024.0, slab: int = 8, order: int | str = 1) -> torch.Tensor:
     """``out[v] = volume(field(coords of v))`` over ``region`` of ``out_frame``, slab by slab.
 
     ``order`` 1 is trilinear (torch, any device); 3 is a cubic B-spline (scipy, CPU), which loses
     far less detail when a volume is resampled twice (a sub-voxel shift there and back: 7.8 HU
-    MAE against 20.5 trilinear on a 1.4 mm lung scan)."""
+    MAE against 20.5 trilinear on a 1.4 mm lung scan); ``"keys"`` is cubic convolution, local
+    like trilinear (a region equals that part of the whole), between the two in detail kept."""
     region = list(region or [slice(0, n) for n in out_frame.shape])
     out = torch.empty(tuple(r.stop - r.start for r in region), dtype=torch.float32)
     if order == 3:
         from scipy import ndimage
 
         coefficients = ndimage.spline_filter(volume.double().cpu().numpy(), order=3, mode="nearest")
-    elif order != 1:
-        raise ValueError(f"interpolation order must be 1 or 3, not {order}")
+    elif order not in (1, "keys"):
+        raise ValueError(f"interpolation order must be 1, 3 or 'keys', not {order!r}")
     for k in range(region[0].start, region[0].stop, slab):
         part = [slice(k, min(k + slab, region[0].stop)), *region[1:]]
         coords = field(out_frame.grid(part))
         rows = slice(k - region[0].start, part[0].stop - region[0].start)
         if order == 1:
             out[rows] = sample(volume, volume_frame, coords, padding_value)
+            continue
+        if order == "keys":
+            out[rows] = sample_cubic(volume, volume_frame, coords, padding_value)
             continue
         voxel = volume_frame.to_voxel(coords).double().numpy()
         values = ndimage.map_coordinates(coefficients, np.moveaxis(voxel, -1, 0), order=3,
