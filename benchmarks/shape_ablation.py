@@ -54,7 +54,7 @@ def _to_int16(volume: torch.Tensor) -> np.ndarray:
 
 
 def warp_back(texture: np.ndarray, shape_code: bytes, frame: VolumeFrame, texture_at: VolumeFrame,
-              order: int) -> tuple[np.ndarray, float]:
+              order: int | str) -> tuple[np.ndarray, float]:
     """The decoder's side of the shape: decode the section, rebuild phi, warp the texture back."""
     started = time.perf_counter()
     affine, config, state = decode_shape(shape_code)
