@@ -188,14 +188,11 @@ def _train_collection(args: argparse.Namespace) -> int:
     if not Path(args.collection).is_dir():
         raise InvalidInputError(f"--collection {args.collection} is not a folder")
     paths = [str(p) for p in training_paths([args.collection]) if p.name not in set(args.exclude)]
-    crop = tuple(args.crop or (32, 64, 64))
     config = CollectionTrainConfig(
         sources=paths, out=args.out,
         registration=RegistrationConfig(steps=args.shape_steps, cycle_weight=args.cycle_weight,
                                         seed=args.seed),
-        texture={"steps": args.steps, "batch_size": args.batch, "crop": crop,
-                 "learning_rate": args.lr or 3e-4, "seed": args.seed, "device": args.device,
-                 "model": {"channels": args.channels or 32, "blocks": args.blocks}},
+        texture=_refiner_settings(args),
     )
     try:
         summary = train_collection(config, progress=not args.quiet)
@@ -208,17 +205,21 @@ def _train_collection(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_refiner(args: argparse.Namespace, paths: list[str]) -> int:
-    from ..model.refine_training import RefinerTrainConfig, export_model, train_refiner
-
+def _refiner_settings(args: argparse.Namespace) -> dict:
+    """RefinerTrainConfig fields from the command line (both `train` and `train --collection`)."""
     crop = tuple(args.crop or (32, 64, 64))
     if any(c <= 0 or c % 2 for c in crop):
         raise InvalidInputError(f"--crop sizes must be positive and even, got {crop}")
-    config = RefinerTrainConfig(
-        sources=paths, out=args.out, steps=args.steps, batch_size=args.batch, crop=crop,
-        learning_rate=args.lr or 3e-4, seed=args.seed, device=args.device,
-        model={"channels": args.channels or 32, "blocks": args.blocks}, eval_sources=list(args.eval),
-    )
+    return {"steps": args.steps, "batch_size": args.batch, "crop": crop,
+            "learning_rate": args.lr or 3e-4, "seed": args.seed, "device": args.device,
+            "model": {"channels": args.channels or 32, "blocks": args.blocks}}
+
+
+def _train_refiner(args: argparse.Namespace, paths: list[str]) -> int:
+    from ..model.refine_training import RefinerTrainConfig, export_model, train_refiner
+
+    config = RefinerTrainConfig(sources=paths, out=args.out, eval_sources=list(args.eval),
+                                **_refiner_settings(args))
     last = train_refiner(config, progress=not args.quiet)
     if args.export:
         weights = export_model(args.out, args.export, args.out)

@@ -160,3 +160,5 @@ def test_train_collection_runs_the_three_steps(tmp_path):
     assert "3 resumed" in dstd(*args).stdout
     bad = dstd("train", "--out", out, check=False)
     assert bad.returncode == 1 and "--collection" in bad.stderr
+    bad = dstd("train", "--collection", scans / "s0.nii.gz", "--out", out, check=False)
+    assert bad.returncode == 1 and "is not a folder" in bad.stderr
