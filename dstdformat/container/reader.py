@@ -35,9 +35,8 @@ class DstdReader:
             if implied < len(tail):
                 raise CorruptIndexError(f"the footer implies a {implied}-byte file, but its last "
                                         f"{len(tail)} bytes were read")
-            source.set_size(implied)
+            source.size = implied
         size = source.size
-        assert size is not None
         self.preamble = Preamble.unpack(head[:PREAMBLE_SIZE], size)
         p = self.preamble
         h_end = p.header_offset + p.header_length

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +89,7 @@ def align_scan(path: str, template: Template, config: CollectionTrainConfig) -> 
     name = Path(path).name.removesuffix(".gz").removesuffix(".nii")
     hu, spacing = _hu(path)
     # Affine first: a scan far from the template is not worth the SIREN's 2,500 steps.
-    affine_only = RegistrationConfig(**{**asdict(config.registration), "steps": 0,
-                                        "siren": config.registration.siren})
+    affine_only = replace(config.registration, steps=0)
     first = register(hu, spacing, template.array, template.spacing, affine_only)
     record: dict = {"source": str(path), "ncc_start": first.ncc_start, "ncc_affine": first.ncc_affine}
     if first.ncc_affine < config.min_affine_ncc:

@@ -184,8 +184,9 @@ def downsample(volume: torch.Tensor, spacing: Sequence[float], target_mm: float,
         factors.append(min(f, n))
     pooled = F.avg_pool3d(volume[None, None], kernel_size=factors, stride=factors, ceil_mode=True)[0, 0]
     new_spacing = tuple(float(s * f) for s, f in zip(spacing, factors))
-    # ceil_mode keeps partial windows: the grid spans slightly more than the volume. The centre
-    # shift it causes is at most half a pooled voxel; record the spacing so physical size agrees.
+    # ceil_mode keeps partial windows, so with this spacing the pooled grid can span up to one
+    # pooled voxel more than the original; callers that need the exact span (registration's
+    # _Pooled) recompute the spacing from it.
     return pooled, new_spacing  # type: ignore[return-value]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -119,17 +119,17 @@ def register(scan_hu: np.ndarray, scan_spacing: Sequence[float], template_hu: np
     scan = _Pooled(scan_hu, scan_spacing, config.resolution_mm)
     template = _Pooled(template_hu, template_spacing, config.resolution_mm)
     eval_points = scan.random_points(8192, torch.Generator().manual_seed(config.seed + 1))
-    total = config.affine_steps + config.steps
 
     # 1. Affine: start from the centroids lined up, then maximise NCC of scan vs template.
-    affine = AffineMap((template.centroid() - scan.centroid()).tolist())
-    with torch.no_grad():
-        ncc_start = float(ncc(scan.value(eval_points), template.value(affine(eval_points))))
     if affine_from is not None:
         affine = AffineMap.from_array(affine_from.deformation.affine.as_array())
         ncc_start = affine_from.ncc_start
-        config = RegistrationConfig(**{**asdict(config), "affine_steps": 0, "siren": config.siren})
-        total = config.steps
+        config = replace(config, affine_steps=0)
+    else:
+        affine = AffineMap((template.centroid() - scan.centroid()).tolist())
+        with torch.no_grad():
+            ncc_start = float(ncc(scan.value(eval_points), template.value(affine(eval_points))))
+    total = config.affine_steps + config.steps
     optimiser = torch.optim.Adam(affine.parameters(), lr=config.affine_lr)
     # Decay to zero: Adam at a fixed rate keeps wobbling around the optimum of 12 parameters.
     schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -86,6 +86,12 @@ def _keys_weights(t: torch.Tensor) -> list[torch.Tensor]:
             (t3 - t2) / 2]
 
 
+def _outside(voxel: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Points more than half a voxel outside a grid of ``shape`` (fractional voxel indices)."""
+    limit = torch.tensor(shape, dtype=voxel.dtype) - 0.5
+    return ((voxel < -0.5) | (voxel > limit)).any(dim=-1)
+
+
 def sample_cubic(volume: torch.Tensor, volume_frame: VolumeFrame, coords: torch.Tensor,
                  padding_value: float = 0.0) -> torch.Tensor:
     """Cubic-convolution value of ``volume`` at coordinates (..., 3): local (4 taps per axis, edges
@@ -96,21 +102,20 @@ def sample_cubic(volume: torch.Tensor, volume_frame: VolumeFrame, coords: torch.
     base = torch.floor(voxel)
     frac = voxel - base
     base = base.long()
-    shape = torch.tensor(volume.shape)
     weights = [_keys_weights(frac[:, axis]) for axis in range(3)]
-    flat = volume.reshape(-1)
     strides = (volume.shape[1] * volume.shape[2], volume.shape[2], 1)
+    # Flat offsets of the 4 taps per axis (edges clamped), computed once, not per inner tap.
+    taps = [[(base[:, axis] + t - 1).clamp(0, volume.shape[axis] - 1) * strides[axis] for t in range(4)]
+            for axis in range(3)]
+    flat = volume.reshape(-1)
     out = torch.zeros(len(voxel), dtype=volume.dtype)
     for a in range(4):
-        ka = (base[:, 0] + a - 1).clamp(0, int(shape[0]) - 1) * strides[0]
         for b in range(4):
-            jb = ka + (base[:, 1] + b - 1).clamp(0, int(shape[1]) - 1) * strides[1]
+            row = taps[0][a] + taps[1][b]
             wab = weights[0][a] * weights[1][b]
             for c in range(4):
-                index = jb + (base[:, 2] + c - 1).clamp(0, int(shape[2]) - 1)
-                out += wab * weights[2][c] * flat[index]
-    outside = ((voxel < -0.5) | (voxel > shape.to(voxel.dtype) - 0.5)).any(dim=-1)
-    out[outside] = padding_value
+                out += wab * weights[2][c] * flat[row + taps[2][c]]
+    out[_outside(voxel, volume.shape)] = padding_value
     return out.reshape(coords.shape[:-1])
 
 
@@ -141,24 +146,22 @@ def resample(volume: torch.Tensor, volume_frame: VolumeFrame, field: CoarseField
         if order == "keys":
             out[rows] = sample_cubic(volume, volume_frame, coords, padding_value)
             continue
-        voxel = volume_frame.to_voxel(coords).double().numpy()
-        values = ndimage.map_coordinates(coefficients, np.moveaxis(voxel, -1, 0), order=3,
+        voxel = volume_frame.to_voxel(coords).double()
+        values = ndimage.map_coordinates(coefficients, np.moveaxis(voxel.numpy(), -1, 0), order=3,
                                          mode="nearest", prefilter=False)
-        limit = np.array(volume_frame.shape) - 1
-        outside = ((voxel < -0.5) | (voxel > limit + 0.5)).any(axis=-1)
-        values[outside] = padding_value
+        values[_outside(voxel, volume_frame.shape).numpy()] = padding_value
         out[rows] = torch.from_numpy(values.astype(np.float32))
     return out
 
 
 def preimage_box(field: CoarseField, out_frame: VolumeFrame, region: Sequence[slice],
                  source: VolumeFrame, margin: int = 1) -> list[slice]:
-    """Voxel box of ``source`` that ``region`` of ``out_frame`` reads through ``field``."""
-    corners = out_frame.grid([slice(r.start, r.stop) for r in region])
-    # The whole region's mapped coordinates; the field is smooth, so a subsample per axis suffices
-    # only if it keeps the faces: take every voxel on a coarse stride plus the last one.
-    mapped = field(corners.reshape(-1, 3))
+    """Voxel box of ``source`` that ``region`` of ``out_frame`` reads through ``field``: every
+    voxel of the region is mapped, and trilinear reads reach one voxel past the mapped point
+    (``margin`` more voxels for wider kernels)."""
+    mapped = field(out_frame.grid(region).reshape(-1, 3))
     voxel = source.to_voxel(mapped)
-    low = torch.floor(voxel.min(dim=0).values).long() - margin
-    high = torch.floor(voxel.max(dim=0).values).long() + 1 + margin
-    return [slice(int(max(0, lo)), int(min(n, max(hi + 1, 0)))) for lo, hi, n in zip(low, high, source.shape)]
+    first = torch.floor(voxel.min(dim=0).values).long() - margin
+    last = torch.floor(voxel.max(dim=0).values).long() + 1 + margin  # inclusive
+    return [slice(int(max(0, lo)), int(min(n, max(hi + 1, 0))))
+            for lo, hi, n in zip(first, last, source.shape)]

@@ -39,8 +39,6 @@ class ByteSource(Protocol):
 
     def read_ends(self, length: int) -> tuple[bytes, bytes]: ...
 
-    def set_size(self, size: int) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -85,11 +83,6 @@ class _RangeReader:
             return whole, whole[-length:] if length else b""
         head, tail = self.read_ranges([(0, length), (self.size - length, self.size)], max_gap=0)
         return head, tail
-
-    def set_size(self, size: int) -> None:
-        if self.size is not None and self.size != size:
-            raise StorageError(f"{self.description} is {self.size} bytes, not {size}")
-        self.size = size
 
     def _ask_size(self) -> int:
         raise StorageError(f"the size of {self.description} is not known")

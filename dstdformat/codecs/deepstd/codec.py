@@ -251,7 +251,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         """
         payloads = {(sec.kind, sec.tile): sec.payload for sec in sections}
         ctx = DecodeContext(array.shape, array.dtype, grid, self.get_config(), state, None)
-        blocks = _Blocks(array.shape, grid, REFINE_BLOCK, HALO, REFINE_LAYOUT)
+        blocks = _DecodeState.from_context(ctx).blocks(ctx)  # exactly the decoder's blocks
         gains = []
         for number in track(range(blocks.count), enabled=progress, desc="refinement gains",
                             unit="block"):
@@ -473,7 +473,7 @@ class _Blocks:
 
     def __init__(self, shape: tuple[int, ...], grid: TileGrid, block: tuple[int, ...] | None,
                  halo: int, layout: str) -> None:
-        self.shape, self.grid, self.halo, self.layout = tuple(shape), grid, halo, layout
+        self.shape, self.grid, self.halo = tuple(shape), grid, halo
         self.whole_volume = layout == "volume" and block is not None
         if self.whole_volume:
             assert block is not None
@@ -505,21 +505,17 @@ class _Blocks:
                      for o, r in zip(origin, self.local[tile].tile_region(local)))
 
     def crop(self, number: int) -> Region:
-        keep = self.keep(number)
-        if self.whole_volume:
-            return _grow(keep, self.halo, self.shape)
-        tile_region = self.grid.tile_region(self._tile_of(number)[0])
-        return tuple(slice(max(t.start, k.start - self.halo), min(t.stop, k.stop + self.halo))  # type: ignore[return-value]
-                     for k, t in zip(keep, tile_region))
+        """The block grown by the halo, inside the volume (layout "volume") or its tile."""
+        bounds = (tuple(slice(0, n) for n in self.shape) if self.whole_volume
+                  else self.grid.tile_region(self._tile_of(number)[0]))
+        return _grow(self.keep(number), self.halo, bounds)  # type: ignore[arg-type]
 
     def in_region(self, region: Region) -> list[int]:
         if self.whole_volume:
             return list(self.volume_grid.tiles_in_region(region))
         out = []
         for tile in self.grid.tiles_in_region(region):
-            origin = self.grid.tile_region(tile)
-            local = tuple(slice(max(r.start, o.start) - o.start, min(r.stop, o.stop) - o.start)
-                          for r, o in zip(region, origin))
+            local, _ = overlap_slices(region, self.grid.tile_region(tile))  # tile coordinates
             out += [self.first[tile] + b for b in self.local[tile].tiles_in_region(local)]
         return out
 
@@ -552,9 +548,10 @@ def _to_dtype(block: np.ndarray, dtype: np.dtype, low: float, high: float) -> np
     return block.astype(dtype)
 
 
-def _grow(region: Region, halo: int, shape: tuple[int, int, int]) -> Region:
-    return tuple(slice(max(0, r.start - halo), min(s, r.stop + halo))  # type: ignore[return-value]
-                 for r, s in zip(region, shape))
+def _grow(region: Region, halo: int, bounds: Region) -> Region:
+    """``region`` grown by ``halo`` on every side, clipped to ``bounds``."""
+    return tuple(slice(max(b.start, r.start - halo), min(b.stop, r.stop + halo))  # type: ignore[return-value]
+                 for r, b in zip(region, bounds))
 
 
 def _assemble(grid: TileGrid, crop: Region, block_of) -> np.ndarray:
