@@ -78,6 +78,11 @@ class Template:
             raise CodecError(f"{path} is not a template file (hu must be 3D int16)")
         return cls(array, spacing, meta.get("source", ""))  # type: ignore[arg-type]
 
+    @property
+    def id(self) -> str:
+        """``template-<sha256>``: how files and codec settings name a template."""
+        return f"template-{self.sha256}"
+
     @classmethod
     def from_scan(cls, hu: np.ndarray, spacing: Sequence[float], source: str = "",
                   resolution_mm: float = TEMPLATE_RESOLUTION_MM) -> Template:
@@ -115,3 +120,35 @@ def select_reference(volumes: Sequence[tuple[np.ndarray, Sequence[float]]],
     # Candidate b as reference: how well every other scan a aligns onto it.
     mean = [float(scores[:, b].sum() / max(n - 1, 1)) for b in range(n)]
     return ReferenceChoice(int(np.argmax(mean)), mean)
+
+
+def template_id_of(path: str | Path) -> str:
+    """The id of a template file (its content address), without parsing it."""
+    from .zoo import file_sha256
+
+    return f"template-{file_sha256(path)}"
+
+
+def find_template(ref: str) -> Template:
+    """A template by id (``template-<sha256>`` or ``default``: the shipped one) in the model
+    folders (the package's and ``DSTD_MODEL_PATH``), or by path to its ``.safetensors`` file.
+    Its SHA-256 is checked against the id."""
+    from ..errors import CodecError
+    from .zoo import DEFAULT_TEMPLATE, MODEL_PATH_ENV, search_folders
+
+    if ref == "default":
+        ref = DEFAULT_TEMPLATE
+    as_path = Path(ref)
+    if as_path.suffix == ".safetensors":
+        if not as_path.is_file():
+            raise CodecError(f"template file {ref} does not exist")
+        return Template.load(as_path)
+    if not ref.startswith("template-"):
+        raise CodecError(f"{ref!r} is not a template id (template-<sha256>), 'default' or a "
+                         f".safetensors path")
+    for folder in search_folders():
+        candidate = folder / f"{ref}.safetensors"
+        if candidate.is_file():
+            return Template.load(candidate, ref.removeprefix("template-"))
+    raise CodecError(f"unknown template {ref!r}: not in the package's model folder nor in "
+                     f"{MODEL_PATH_ENV} (`dstd train --collection --out DIR` writes one into DIR)")

@@ -75,7 +75,9 @@ def texture_frame(field: CoarseField, scan: VolumeFrame, linear: np.ndarray) -> 
     stretch = np.linalg.norm(np.asarray(linear, dtype=np.float64), axis=0)
     spacing = tuple(float(s * max(f, 1e-3)) for s, f in zip(scan.spacing, stretch))
     step = np.array(spacing) / COORD_SCALE_MM
-    shape = tuple(int(math.floor(float(h - lo) / st + 1e-6)) + 1 for lo, h, st in zip(low, high, step))
+    # ceil: the last voxel centre reaches the highest mapped point, so no mapped point falls
+    # outside the grid (floor left up to a voxel uncovered, read as padding).
+    shape = tuple(int(math.ceil(float(h - lo) / st - 1e-6)) + 1 for lo, h, st in zip(low, high, step))
     return VolumeFrame(shape, spacing, tuple(float(v) for v in low))  # type: ignore[arg-type]
 
 
@@ -92,21 +94,33 @@ def _outside(voxel: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return ((voxel < -0.5) | (voxel > limit)).any(dim=-1)
 
 
-def sample_cubic(volume: torch.Tensor, volume_frame: VolumeFrame, coords: torch.Tensor,
-                 padding_value: float = 0.0) -> torch.Tensor:
-    """Cubic-convolution value of ``volume`` at coordinates (..., 3): local (4 taps per axis, edges
-    clamped), interpolating, and the same for a point whatever else is sampled with it, so a
-    region read can equal the full read. Points more than half a voxel outside get
-    ``padding_value``."""
-    voxel = volume_frame.to_voxel(coords.reshape(-1, 3))
+def cubic_box(voxel: torch.Tensor, shape: Sequence[int]) -> list[slice]:
+    """The voxel box of a grid of ``shape`` that :func:`sample_cubic_voxels` reads for ``voxel``
+    (fractional indices, (N, 3)): every tap, after edge clamping."""
+    base = torch.floor(voxel)
+    first = (base.min(dim=0).values - 1).long()
+    last = (base.max(dim=0).values + 2).long()
+    return [slice(int(min(max(lo, 0), n - 1)), int(min(max(hi, 0), n - 1)) + 1)
+            for lo, hi, n in zip(first.tolist(), last.tolist(), shape)]
+
+
+def sample_cubic_voxels(volume: torch.Tensor, voxel: torch.Tensor, full_shape: Sequence[int] | None = None,
+                        box: Sequence[slice] | None = None, padding_value: float = 0.0) -> torch.Tensor:
+    """Cubic-convolution value at fractional voxel indices ``voxel`` (N, 3) of a grid of
+    ``full_shape``, of which ``volume`` holds only ``box`` (at least :func:`cubic_box`). The taps
+    are clamped to the full grid's edges, so the value of a point is the same whichever box
+    holds it: a region read equals that part of the full read."""
+    full_shape = tuple(full_shape or volume.shape)
+    box = list(box or [slice(0, n) for n in full_shape])
     base = torch.floor(voxel)
     frac = voxel - base
     base = base.long()
     weights = [_keys_weights(frac[:, axis]) for axis in range(3)]
     strides = (volume.shape[1] * volume.shape[2], volume.shape[2], 1)
-    # Flat offsets of the 4 taps per axis (edges clamped), computed once, not per inner tap.
-    taps = [[(base[:, axis] + t - 1).clamp(0, volume.shape[axis] - 1) * strides[axis] for t in range(4)]
-            for axis in range(3)]
+    # Flat offsets of the 4 taps per axis (clamped to the full grid, then made box-relative),
+    # computed once, not per inner tap.
+    taps = [[((base[:, axis] + t - 1).clamp(0, full_shape[axis] - 1) - box[axis].start) * strides[axis]
+             for t in range(4)] for axis in range(3)]
     flat = volume.reshape(-1)
     out = torch.zeros(len(voxel), dtype=volume.dtype)
     for a in range(4):
@@ -115,7 +129,17 @@ def sample_cubic(volume: torch.Tensor, volume_frame: VolumeFrame, coords: torch.
             wab = weights[0][a] * weights[1][b]
             for c in range(4):
                 out += wab * weights[2][c] * flat[row + taps[2][c]]
-    out[_outside(voxel, volume.shape)] = padding_value
+    out[_outside(voxel, full_shape)] = padding_value
+    return out
+
+
+def sample_cubic(volume: torch.Tensor, volume_frame: VolumeFrame, coords: torch.Tensor,
+                 padding_value: float = 0.0) -> torch.Tensor:
+    """Cubic-convolution value of ``volume`` at coordinates (..., 3): local (4 taps per axis, edges
+    clamped), interpolating, and the same for a point whatever else is sampled with it. Points
+    more than half a voxel outside get ``padding_value``."""
+    voxel = volume_frame.to_voxel(coords.reshape(-1, 3))
+    out = sample_cubic_voxels(volume, voxel, padding_value=padding_value)
     return out.reshape(coords.shape[:-1])
 
 

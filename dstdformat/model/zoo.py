@@ -22,6 +22,8 @@ from ..errors import CodecError
 #: The model `deepstd` uses unless told otherwise.
 DEFAULT_MODEL = "deepstd-refine-v1"
 MODEL_PATH_ENV = "DSTD_MODEL_PATH"
+#: The reference template that shape coding (``shape="default"``) registers scans to.
+DEFAULT_TEMPLATE = "template-default-unset"
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class ModelFile:
     config: dict
 
 
-def _search_folders() -> list[Path]:
+def search_folders() -> list[Path]:
     folders = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
     folders.append(Path(str(resources.files("dstdformat") / "model" / "weights")))
     return folders
@@ -40,7 +42,7 @@ def _search_folders() -> list[Path]:
 
 def available_models() -> list[str]:
     found = set()
-    for folder in _search_folders():
+    for folder in search_folders():
         if folder.is_dir():
             found |= {p.stem for p in folder.glob("*.safetensors") if p.with_suffix(".json").exists()}
     return sorted(found)
@@ -53,7 +55,7 @@ def find_model(model_id: str, sha256: str | None = None) -> ModelFile:
     if as_path.suffix == ".safetensors":
         candidates.append(as_path)
     else:
-        candidates += [folder / f"{model_id}.safetensors" for folder in _search_folders()]
+        candidates += [folder / f"{model_id}.safetensors" for folder in search_folders()]
     for weights in candidates:
         if weights.is_file() and weights.with_suffix(".json").is_file():
             model = _describe(weights)

@@ -18,13 +18,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ...container.format import SectionKind
+from ...container.format import NO_TILE, SectionKind
 from ...container.tiling import Region, TileGrid, default_tile_shape, overlap_slices
 from ...errors import CorruptHeaderError, InvalidInputError
 from ...metadata import ScanMetadata
-from ...progress import track
+from ...progress import bar, track
 from ..base import DecodeContext, Encoded, Fetch, Section, VolumeCodec
-from . import outliers, rate, wavelet
+from . import outliers, rate, shaped, wavelet
 
 #: The CT window the wavelet layer codes, in HU: air to dense bone.
 DEFAULT_WINDOW = (-1024.0, 3071.0)
@@ -61,7 +61,9 @@ class DeepSTDVolumeCodec(VolumeCodec):
     """
 
     codec_id: ClassVar[str] = "deepstd"
-    codec_version: ClassVar[int] = 2  # 2: refinement blocks inside tiles ("refine_layout")
+    # 2: refinement blocks inside tiles ("refine_layout"); 3: shape coding (state.texture, a
+    # shape section). Written: 3 when the codec codes shape, else 2.
+    codec_version: ClassVar[int] = 3
     exact: ClassVar[bool] = False
     supported_dtypes: ClassVar[tuple[str, ...]] = ("uint8", "int8", "uint16", "int16", "int32", "float32")
     # Wavelet tiles: every seam costs quality (512x512x141 chest at 256x, MAE / SSIM: whole volume
@@ -76,7 +78,8 @@ class DeepSTDVolumeCodec(VolumeCodec):
     def __init__(self, ratio: float | None = None, quality: float | None = None,
                  max_error: float | None = None, window: tuple[float, float] = DEFAULT_WINDOW,
                  model: str | None = "default", device: str = "auto",
-                 clamp_ratio: bool = False) -> None:
+                 clamp_ratio: bool = False, shape: str | None = None, shape_policy: str = "best",
+                 shape_steps: int = 2500) -> None:
         given = {k: v for k, v in (("ratio", ratio), ("quality", quality), ("max_error", max_error))
                  if v is not None}
         if len(given) > 1:
@@ -107,14 +110,53 @@ class DeepSTDVolumeCodec(VolumeCodec):
         #: A ratio out of reach (headers outweigh a tiny volume's budget) is lowered to the highest
         #: reachable one instead of refused: for zarr chunks, where an edge chunk may be tiny.
         self.clamp_ratio = clamp_ratio
+        self._set_shape(shape, shape_policy, shape_steps)
         self._base_cache = _BaseCache()
+        self._shape_decoders = shaped.ShapeDecoders()
+
+    def _set_shape(self, shape: str | None, policy: str, steps: int) -> None:
+        """``shape``: a template (id, ``"default"`` or a ``.safetensors`` path) to code the scan's
+        shape against; None codes texture only."""
+        if policy not in shaped.POLICIES:
+            raise InvalidInputError(f"shape_policy must be one of {shaped.POLICIES}, got {policy!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 100000:
+            raise InvalidInputError(f"shape_steps must be an integer in 0..100000, got {steps!r}")
+        self.shape_policy, self.shape_steps = policy, steps
+        self._template_path: str | None = None
+        if shape is None:
+            self.shape = None
+            return
+        if not isinstance(shape, str) or not shape:
+            raise InvalidInputError(f"shape must be a template id or path, got {shape!r}")
+        if self.mode == "max_error":
+            raise InvalidInputError("shape coding cannot keep a max_error bound (the warp moves "
+                                    "voxels); use shape=None")
+        if shape.endswith(".safetensors"):
+            from pathlib import Path
+
+            from ...model.template import template_id_of
+
+            if not Path(shape).is_file():
+                raise InvalidInputError(f"template file {shape} does not exist")
+            self._template_path, shape = shape, template_id_of(shape)
+        elif shape == "default":
+            from ...model.zoo import DEFAULT_TEMPLATE
+
+            shape = DEFAULT_TEMPLATE
+        self.shape = shape
 
     # -- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        return {self.mode: self.value, "window": list(self.window), "model": self.model}
+        config = {self.mode: self.value, "window": list(self.window), "model": self.model}
+        if self.shape is not None:
+            config |= {"shape": self.shape, "shape_policy": self.shape_policy,
+                       "shape_steps": self.shape_steps}
+        return config
 
     def describe(self) -> dict[str, Any]:
         description = super().describe()
+        # Version 2 readers do not know shape-coded files; texture-only files stay version 2.
+        description["version"] = 3 if self.shape is not None else 2
         if self.model is not None:
             from ...model.zoo import find_model
 
@@ -143,104 +185,201 @@ class DeepSTDVolumeCodec(VolumeCodec):
         intercept = metadata.intercept if metadata is not None else 0.0
         low, high = _stored_window(self.window, slope, intercept, array.dtype)
         margin = OUTLIER_MARGIN_HU / abs(slope) if self.mode != "max_error" else 0.0
-        far_low, far_high = low - margin, high + margin
-
-        def tile_block(tile: int) -> tuple[np.ndarray, np.ndarray]:
-            raw = array[grid.tile_region(tile)]
-            return raw, np.clip(raw.astype(np.float64), low, high)
-
-        tiles = list(grid)
-        textures: list[bytes] = []
-        rates: list[float] = []
-        # Voxels stored exactly, per tile (coded once: the ratio budget needs their size).
+        far = (low - margin, high + margin)
+        # Voxels stored exactly, per tile of the scan (coded once: the ratio budget needs their size).
         exact: dict[int, bytes] = {}
-        for tile in tiles:
+        for tile in grid:
             raw = array[grid.tile_region(tile)]
-            mask = outliers.outlier_mask(raw, far_low, far_high)
+            mask = outliers.outlier_mask(raw, *far)
             if mask.any():
                 exact[tile] = outliers.encode(raw, mask)
-        if self.mode == "ratio":
-            masks_bytes = sum(map(len, exact.values()))
-            budget = array.nbytes / self.value
-            overhead = (CONTAINER_OVERHEAD + _metadata_bytes(metadata) + masks_bytes
-                        + (2 * INDEX_RECORD + STATE_PER_TILE) * len(tiles))
-            texture_budget = budget - overhead
-            voxels = sum(int(np.prod(wavelet.padded_shape(grid.tile_extent(t)))) for t in tiles)
-            floor_bytes = 40 * len(tiles)
-            if texture_budget < floor_bytes and self.clamp_ratio:
-                texture_budget = floor_bytes
-            elif texture_budget < floor_bytes:
-                raise InvalidInputError(
-                    f"ratio {self.value:g} is out of reach for this volume: its budget of "
-                    f"{budget:.0f} bytes is taken by {masks_bytes} bytes of exact out-of-window "
-                    f"voxels and {overhead - masks_bytes} bytes of headers; ask for at most "
-                    f"{array.nbytes / (overhead + floor_bytes):.0f}x"
-                )
-            passes = 0
+        base_state = {"mode": self.mode, "stored_window": [low, high], "slope": float(slope),
+                      "intercept": float(intercept)}
+        if self.shape is None:
+            return self._encode_plain(array, grid, exact, base_state, metadata, far, progress)
 
-            def encode_all(bpv: float) -> int:
-                nonlocal passes
-                passes += 1
-                textures.clear()
-                desc = f"wavelet layer (pass {passes})"
-                for tile in track(tiles, enabled=progress, desc=desc, unit="tile"):
-                    textures.append(wavelet.encode_bits_per_voxel(tile_block(tile)[1], bpv))
-                return sum(map(len, textures))
+        from ...model.template import find_template
 
-            bpv, _ = rate.search_ratio(encode_all, texture_budget, 8.0 * texture_budget / voxels)
-            rates = [bpv] * len(tiles)
-        elif self.mode == "quality":
-            for tile in track(tiles, enabled=progress, desc="wavelet layer", unit="tile"):
-                raw, clipped = tile_block(tile)
-                counted = ~outliers.outlier_mask(raw, far_low, far_high)
-                bpv, payload = rate.rate_for_quality(clipped, self.value, high - low, counted)
-                textures.append(payload)
-                rates.append(bpv)
+        find_template(self._template_path or self.shape)  # a missing template fails first
+        spacing = metadata.spacing if metadata is not None else None
+        fit = shaped.fit_shape(array, spacing, slope, intercept, (low, high),
+                               self._template_path or self.shape, self.shape_steps,
+                               self.preferred_tile_shape, progress)
+        if isinstance(fit, str):
+            plain = self._encode_plain(array, grid, exact, base_state, metadata, far, progress)
+            plain.state["shape"] = {"used": False, "reason": fit}
+            return plain
+        coded = self._encode_shaped(array, grid, exact, base_state, metadata, fit, progress)
+        if self.shape_policy == "always":
+            return coded
+        plain = self._encode_plain(array, grid, exact, base_state, metadata, far, progress)
+        errors = [self._decoded_error(array, grid, candidate, metadata, progress)
+                  for candidate in (coded, plain)]
+        if errors[0] < errors[1]:
+            coded.state["shape"]["mae_texture_only"] = round(errors[1], 3)
+            coded.state["shape"]["mae"] = round(errors[0], 3)
+            return coded
+        plain.state["shape"] = {"used": False, "reason": (
+            f"texture only decodes closer: MAE {errors[1]:.2f} against {errors[0]:.2f} with the "
+            f"shape at the same budget"), "registration": fit.record}
+        return plain
+
+    def _encode_plain(self, array: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
+                      base_state: dict, metadata: ScanMetadata | None,
+                      far: tuple[float, float], progress: bool) -> Encoded:
+        """Texture only: the wavelet layer on the scan's own tiles."""
+        low, high = base_state["stored_window"]
+        exact = dict(exact)
+        if self.mode == "max_error":
+            textures, rates = self._code_max_error(array, grid, exact, low, high, far, progress)
         else:
-            tolerance = math.floor(self.value) if array.dtype.kind in "iu" else self.value * (1 - 1e-6)
-            if tolerance <= 0:
-                raise InvalidInputError(f"max_error {self.value:g} is below one step of "
-                                        f"{array.dtype.name}; use the lossless codec")
-            for tile in track(tiles, enabled=progress, desc="wavelet layer", unit="tile"):
-                raw, clipped = tile_block(tile)
-                payload = wavelet.encode_max_error(clipped, tolerance)
-                decoded = _to_dtype(wavelet.decode(payload, clipped.shape), array.dtype, low, high)
-                # Whatever the wavelet layer misses (it should not) is stored exactly too.
-                missed = np.abs(decoded.astype(np.float64) - raw) > self.value
-                missed |= outliers.outlier_mask(raw, far_low, far_high)
-                if missed.any():
-                    exact[tile] = outliers.encode(raw, missed)
-                textures.append(payload)
-                rates.append(8.0 * len(payload) / clipped.size)
+            textures, rates = self._code_texture(array, grid, exact, array.nbytes, 0, metadata,
+                                                 (low, high), far, progress)
+        sections = [Section(SectionKind.TEXTURE, t, payload) for t, payload in zip(grid, textures)]
+        sections += [Section(SectionKind.RESIDUAL, t, exact[t]) for t in sorted(exact)]
+        state = self._state(base_state, rates, exact)
+        if self.model is not None:
+            state["refine_gain"] = self._choose_gains(array, grid, sections, state, progress)
+        return Encoded(iter(sections), state)
 
-        sections: list[Section] = []
-        for tile, payload in zip(tiles, textures):
-            sections.append(Section(SectionKind.TEXTURE, tile, payload))
-            if tile in exact:
-                sections.append(Section(SectionKind.RESIDUAL, tile, exact[tile]))
-        outlier_tiles = sorted(exact)
-        outlier_voxels = sum(outliers.count(exact[t]) for t in outlier_tiles)
-        state = {
-            "mode": self.mode,
-            "stored_window": [low, high],
-            "slope": float(slope),
-            "intercept": float(intercept),
+    def _encode_shaped(self, array: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
+                       base_state: dict, metadata: ScanMetadata | None, fit: shaped.ShapeFit,
+                       progress: bool) -> Encoded:
+        """Shape section + texture tiles on the texture grid + exact voxels on the scan's grid."""
+        tgrid = fit.texture.grid
+        record = {"used": True, **fit.record,
+                  "scan_spacing": [float(s) for s in metadata.spacing],  # type: ignore[union-attr]
+                  "shape_bytes": len(fit.code)}
+        extra = len(fit.code) + len(json.dumps({"shape": record, "texture": fit.texture.to_json()}))
+        textures, rates = self._code_texture(fit.values, tgrid, exact, array.nbytes, extra, metadata,
+                                             base_state["stored_window"], (-math.inf, math.inf),
+                                             progress)
+        texture_sections = [Section(SectionKind.TEXTURE, t, p) for t, p in zip(tgrid, textures)]
+        sections = [Section(SectionKind.SHAPE, NO_TILE, fit.code), *texture_sections]
+        sections += [Section(SectionKind.RESIDUAL, t, exact[t]) for t in sorted(exact)]
+        state = self._state(base_state, rates, exact)
+        if self.model is not None:
+            texture_state = {**state, "outlier_tiles": []}
+            state["refine_gain"] = self._choose_gains(fit.values, tgrid, texture_sections,
+                                                      texture_state, progress)
+        state["texture"] = fit.texture.to_json()
+        state["shape"] = record
+        return Encoded(iter(sections), state)
+
+    def _state(self, base_state: dict, rates: list[float], exact: dict[int, bytes]) -> dict:
+        state = dict(base_state)
+        state.update({
             "halo": HALO if self.model is not None else 0,
             "refine_block": list(REFINE_BLOCK),
             "refine_layout": REFINE_LAYOUT,
             "bits_per_voxel": [round(r, 6) for r in rates],
-            "outlier_tiles": outlier_tiles,
-            "outlier_voxels": outlier_voxels,
-        }
+            "outlier_tiles": sorted(exact),
+            "outlier_voxels": sum(outliers.count(exact[t]) for t in sorted(exact)),
+        })
         if self.mode == "ratio":
             state["target_ratio"] = self.value
-        if self.model is not None:
-            state["refine_gain"] = self._choose_gains(array, grid, sections, state, metadata, low, high,
-                                                      progress)
-        return Encoded(iter(sections), state)
+        return state
+
+    def _code_texture(self, source: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
+                      raw_bytes: int, extra_bytes: int, metadata: ScanMetadata | None,
+                      window: tuple[float, float], far: tuple[float, float],
+                      progress: bool) -> tuple[list[bytes], list[float]]:
+        """The wavelet layer over ``grid``'s tiles of ``source``, at the rate the mode asks for:
+        ``ratio`` counts ``raw_bytes`` against everything in the file (exact voxels, headers and
+        ``extra_bytes`` of shape code)."""
+        tiles = list(grid)
+
+        def tile_block(tile: int) -> tuple[np.ndarray, np.ndarray]:
+            raw = source[grid.tile_region(tile)]
+            return raw, np.clip(raw.astype(np.float64), *window)
+
+        textures: list[bytes] = []
+        if self.mode == "quality":
+            rates = []
+            for tile in track(tiles, enabled=progress, desc="wavelet layer", unit="tile"):
+                raw, clipped = tile_block(tile)
+                counted = ~outliers.outlier_mask(raw, *far)
+                bpv, payload = rate.rate_for_quality(clipped, self.value, window[1] - window[0], counted)
+                textures.append(payload)
+                rates.append(bpv)
+            return textures, rates
+        masks_bytes = sum(map(len, exact.values()))
+        budget = raw_bytes / self.value
+        overhead = (CONTAINER_OVERHEAD + _metadata_bytes(metadata) + masks_bytes + extra_bytes
+                    + (2 * INDEX_RECORD + STATE_PER_TILE) * len(tiles))
+        texture_budget = budget - overhead
+        voxels = sum(int(np.prod(wavelet.padded_shape(grid.tile_extent(t)))) for t in tiles)
+        floor_bytes = 40 * len(tiles)
+        if texture_budget < floor_bytes and self.clamp_ratio:
+            texture_budget = floor_bytes
+        elif texture_budget < floor_bytes:
+            raise InvalidInputError(
+                f"ratio {self.value:g} is out of reach for this volume: its budget of "
+                f"{budget:.0f} bytes is taken by {masks_bytes} bytes of exact out-of-window "
+                f"voxels and {overhead - masks_bytes} bytes of headers and shape code; ask for at "
+                f"most {raw_bytes / (overhead + floor_bytes):.0f}x"
+            )
+        passes = 0
+
+        def encode_all(bpv: float) -> int:
+            nonlocal passes
+            passes += 1
+            textures.clear()
+            desc = f"wavelet layer (pass {passes})"
+            for tile in track(tiles, enabled=progress, desc=desc, unit="tile"):
+                textures.append(wavelet.encode_bits_per_voxel(tile_block(tile)[1], bpv))
+            return sum(map(len, textures))
+
+        bpv, _ = rate.search_ratio(encode_all, texture_budget, 8.0 * texture_budget / voxels)
+        return textures, [bpv] * len(tiles)
+
+    def _code_max_error(self, array: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
+                        low: float, high: float, far: tuple[float, float],
+                        progress: bool) -> tuple[list[bytes], list[float]]:
+        """Each tile coded to the bound; whatever the wavelet layer misses is stored exactly."""
+        tolerance = math.floor(self.value) if array.dtype.kind in "iu" else self.value * (1 - 1e-6)
+        if tolerance <= 0:
+            raise InvalidInputError(f"max_error {self.value:g} is below one step of "
+                                    f"{array.dtype.name}; use the lossless codec")
+        textures, rates = [], []
+        for tile in track(list(grid), enabled=progress, desc="wavelet layer", unit="tile"):
+            raw = array[grid.tile_region(tile)]
+            clipped = np.clip(raw.astype(np.float64), low, high)
+            payload = wavelet.encode_max_error(clipped, tolerance)
+            decoded = _to_dtype(wavelet.decode(payload, clipped.shape), array.dtype, low, high)
+            # Whatever the wavelet layer misses (it should not) is stored exactly too.
+            missed = np.abs(decoded.astype(np.float64) - raw) > self.value
+            missed |= outliers.outlier_mask(raw, *far)
+            if missed.any():
+                exact[tile] = outliers.encode(raw, missed)
+            textures.append(payload)
+            rates.append(8.0 * len(payload) / clipped.size)
+        return textures, rates
+
+    def _decoded_error(self, array: np.ndarray, grid: TileGrid, encoded: Encoded,
+                       metadata: ScanMetadata | None, progress: bool) -> float:
+        """MAE (physical units) of what ``encoded`` decodes to, for the shape policy's choice."""
+        sections = list(encoded.sections)
+        encoded.sections = iter(sections)
+        payloads = {(sec.kind, sec.tile): sec.payload for sec in sections}
+        model = self.describe().get("model")
+        ctx = DecodeContext(array.shape, array.dtype, grid, self.get_config(), encoded.state, model)
+        slope = metadata.slope if metadata is not None else 1.0
+        fetch = lambda keys: {k: payloads[k] for k in keys}  # noqa: E731
+        rows = grid.tile_shape[0]
+        label = "shape: comparing" if "texture" in encoded.state else "texture only: comparing"
+        with bar(enabled=progress, desc=label, total=array.shape[0], unit="slice") as pbar:
+            def decode(region: Region) -> np.ndarray:
+                out = self.decode_region(ctx, region, fetch)
+                pbar.update(region[0].stop - region[0].start)
+                return out
+
+            error = shaped.decoded_error(decode, array, slope, rows)
+        self._base_cache = _BaseCache()
+        self._shape_decoders = shaped.ShapeDecoders()
+        return error
 
     def _choose_gains(self, array: np.ndarray, grid: TileGrid, sections: list[Section], state: dict,
-                      metadata: ScanMetadata | None, low: float, high: float,
                       progress: bool) -> list[int]:
         """Per refinement block, how much of the network's correction to apply: the least-squares
         gain against the original (which only the encoder has), in steps of 1/GAIN_STEPS.
@@ -249,6 +388,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         (measured: the 512x512 chest at 128x, where applying it whole raised the MAE), the gain
         turns it down or off, and gain 0 blocks skip the network at decode time.
         """
+        low, high = state["stored_window"]
         payloads = {(sec.kind, sec.tile): sec.payload for sec in sections}
         ctx = DecodeContext(array.shape, array.dtype, grid, self.get_config(), state, None)
         blocks = _DecodeState.from_context(ctx).blocks(ctx)  # exactly the decoder's blocks
@@ -270,6 +410,8 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
     # -- decoding ------------------------------------------------------------------------------
     def decode_region(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
+        if "texture" in ctx.state:  # shape-coded: the texture lies on its own grid
+            return self._shape_decoders.get(self, ctx, fetch).decode(self, ctx, region, fetch)
         plan = self.plan_region(ctx, region, fetch)
         return plan.complete(refine_all(plan.refiner, plan.jobs))
 
