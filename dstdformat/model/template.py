@@ -3,7 +3,7 @@
 DeepSTD describes every scan by its deformation to one reference. The reference is the scan of the
 collection that the others reach with the least deformation; as a proxy that needs no non-rigid
 fit per pair, we take the scan with the highest mean NCC to all others after affine alignment
-(the medoid under affine similarity). It is stored pooled to ``resolution_mm`` (registration runs
+(the medoid under affine similarity). It is stored pooled to ``TEMPLATE_RESOLUTION_MM`` (registration runs
 at a few millimetres anyway) as int16 HU, addressed by the SHA-256 of its safetensors file.
 """
 
@@ -21,8 +21,9 @@ import torch
 from .deformation import downsample
 from .registration import RegistrationConfig, register
 
-#: Spacing the stored template is pooled to.
-TEMPLATE_RESOLUTION_MM = 2.0
+#: Spacing the stored template is pooled to: registration works at 3 mm, finer is dead weight
+#: (the 1.4 x 1.4 x 2.5 mm lung reference is 4.7 MB at 2 mm, 1.2 MB at 3 mm).
+TEMPLATE_RESOLUTION_MM = 3.0
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ..errors import CodecError
 DEFAULT_MODEL = "deepstd-refine-v1"
 MODEL_PATH_ENV = "DSTD_MODEL_PATH"
 #: The reference template that shape coding (``shape="default"``) registers scans to.
-DEFAULT_TEMPLATE = "template-default-unset"
+DEFAULT_TEMPLATE = "template-462ad636d4699db0a3fb196fb2d6e36ab3ddd68d95a696656189b1efb3bba9b3"
 
 
 @dataclass(frozen=True)

@@ -464,6 +464,8 @@ class DeepSTDVolumeCodec(VolumeCodec):
     def slab_alignment(self, ctx: DecodeContext) -> int:
         """Refinement blocks, when there is a model: a slab edge inside a block would make both
         slabs run the network on it."""
+        if "texture" in ctx.state:
+            return 0  # shape-coded: blocks are on the texture grid, kept across slabs by a cache
         state = _DecodeState.from_context(ctx)
         if self.model is None or state.layout == "tile":
             return 0  # blocks never cross tiles: whole tile rows are the natural slabs
