@@ -195,7 +195,7 @@ def _train_collection(args: argparse.Namespace) -> int:
         texture=_refiner_settings(args),
     )
     try:
-        summary = train_collection(config, progress=not args.quiet)
+        summary = train_collection(config, progress=not args.quiet, export=args.export)
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
     if not args.quiet:
@@ -207,12 +207,24 @@ def _train_collection(args: argparse.Namespace) -> int:
 
 def _refiner_settings(args: argparse.Namespace) -> dict:
     """RefinerTrainConfig fields from the command line (both `train` and `train --collection`)."""
+    from ..model.refine_training import limited_data_settings
+
     crop = tuple(args.crop or (32, 64, 64))
     if any(c <= 0 or c % 2 for c in crop):
         raise InvalidInputError(f"--crop sizes must be positive and even, got {crop}")
-    return {"steps": args.steps, "batch_size": args.batch, "crop": crop,
-            "learning_rate": args.lr or 3e-4, "seed": args.seed, "device": args.device,
-            "model": {"channels": args.channels or 32, "blocks": args.blocks}}
+    if args.processes is not None and args.processes < 1:
+        raise InvalidInputError(f"--processes must be at least 1, got {args.processes}")
+    settings = {"steps": 20000, "learning_rate": 3e-4}
+    if args.limited_data:
+        settings.update(limited_data_settings())
+    given = {"steps": args.steps, "learning_rate": args.lr, "init_from": args.init_from,
+             "teacher": args.teacher, "teacher_weight": args.teacher_weight,
+             "augment": args.augment, "world_size": args.processes}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    if settings.get("teacher") and "teacher_weight" not in settings:
+        settings["teacher_weight"] = 0.5
+    return {**settings, "batch_size": args.batch, "crop": crop, "seed": args.seed,
+            "device": args.device, "model": {"channels": args.channels or 32, "blocks": args.blocks}}
 
 
 def _train_refiner(args: argparse.Namespace, paths: list[str]) -> int:
@@ -239,7 +251,7 @@ def _train_hyperprior(args: argparse.Namespace, paths: list[str]) -> int:
     if any(c <= 0 or c % 32 for c in crop):
         raise InvalidInputError(f"--crop sizes must be positive multiples of 32, got {crop}")
     config = TrainConfig(
-        sources=paths, out=args.out, steps=args.steps, batch_size=args.batch,
+        sources=paths, out=args.out, steps=args.steps or 20000, batch_size=args.batch,
         crop=crop, lmbda=args.lmbda, learning_rate=args.lr or 1e-4, seed=args.seed,
         model={"channels": args.channels or 48, "latent_channels": args.latent_channels,
                "hyper_channels": args.hyper_channels},

@@ -91,13 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "aligned scans; resumes step by step and scan by scan")
     p.add_argument("--shape-steps", type=int, default=2500,
                    help="--collection: SIREN steps per scan (the paper's 2,500)")
-    p.add_argument("--cycle-weight", type=float, default=0.001,
-                   help="--collection: weight of the cycle-consistency term (the paper's 0.001)")
+    p.add_argument("--cycle-weight", type=float, default=0.1,
+                   help="--collection: weight of the cycle-consistency term (default 0.1, as the "
+                        "codec's shape coding; the paper's 0.001 left the warp 2-3x lossier)")
+    p.add_argument("--limited-data", action="store_true",
+                   help="refiner, for small collections: fine-tune the bundled model with "
+                        "distillation from it and strong augmentation (1,500 steps at 1e-4 unless "
+                        "--steps / --lr say otherwise)")
+    p.add_argument("--init-from", metavar="MODEL", help="refiner: start from this model's weights")
+    p.add_argument("--teacher", metavar="MODEL",
+                   help="refiner: distil from this model (weight --teacher-weight)")
+    p.add_argument("--teacher-weight", type=float, help="weight of the distillation term (default 0.5)")
+    p.add_argument("--augment", choices=("flips", "strong"),
+                   help="refiner crops: in-plane flips (default), or flips on every axis and "
+                        "transposition")
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="refiner: DistributedDataParallel processes (default: one per GPU when "
+                        "there are several, else 1; on the CPU they share the cores)")
     p.add_argument("--out", required=True, help="run folder (checkpoints); resumes if it holds one")
     p.add_argument("--arch", choices=("refiner", "hyperprior"), default="refiner",
                    help="refiner: the deepstd codec's refinement network (default); hyperprior: "
                         "the experimental latent-space texture model")
-    p.add_argument("--steps", type=int, default=20000, help="total optimizer steps")
+    p.add_argument("--steps", type=int, help="total optimizer steps (default 20,000)")
     p.add_argument("--batch", type=int, default=4, help="crops per step")
     p.add_argument("--crop", type=int, nargs=3, metavar=("K", "J", "I"),
                    help="crop size in voxels (default 32 64 64; hyperprior: multiples of 32, 64 64 64)")
@@ -109,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refiner: held-out scans whose MAE is logged at every checkpoint")
     p.add_argument("--export", metavar="MODEL_ID",
                    help="refiner: when done, write MODEL_ID.safetensors/.json into --out; use it "
-                        "through DSTD_MODEL_PATH")
+                        "(and, with --collection, the template beside it) through DSTD_MODEL_PATH")
     p.add_argument("--channels", type=int, help="network width (refiner 32, hyperprior 48)")
     p.add_argument("--blocks", type=int, default=3, help="refiner: residual blocks")
     p.add_argument("--lmbda", type=float, default=0.5,

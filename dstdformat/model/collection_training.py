@@ -121,8 +121,11 @@ def align_scan(path: str, template: Template, config: CollectionTrainConfig) -> 
     return record
 
 
-def train_collection(config: CollectionTrainConfig, *, progress: bool = False) -> dict:
-    """Run (or resume) the three steps; returns a summary."""
+def train_collection(config: CollectionTrainConfig, *, progress: bool = False,
+                     export: str | None = None) -> dict:
+    """Run (or resume) the three steps; returns a summary. ``export``: a model id to write the
+    trained network under, into ``out`` beside the template (``DSTD_MODEL_PATH=out`` then finds
+    both: ``model=<id>, shape=template-<sha256>``)."""
     from .refine_training import RefinerTrainConfig, train_refiner
     from .training import training_paths
 
@@ -155,6 +158,13 @@ def train_collection(config: CollectionTrainConfig, *, progress: bool = False) -
         texture = RefinerTrainConfig(sources=aligned, out=str(out / "texture"), **config.texture)
         volumes = [open_dstd(p).read().astype(np.float32) for p in aligned]
         history = train_refiner(texture, progress=progress, volumes=volumes)
+        if export:
+            from .refine_training import export_model
+
+            export_model(out / "texture", export, out,
+                         extra={"template": template.id, "collection": {
+                             "reference": template.source, "aligned": len(aligned),
+                             "texture_only": texture_only}})
     return {"reference": template.source, "template_sha256": template.sha256,
             "aligned": len(aligned), "texture_only": texture_only, "resumed_scans": resumed,
             "texture_training": history}

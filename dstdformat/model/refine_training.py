@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,28 @@ class RefinerTrainConfig:
     ssim_weight: float = 1.0
     #: Held-out volumes evaluated (MAE before/after) at every checkpoint.
     eval_sources: list[str] = field(default_factory=list)
+    #: Start from this model's weights (id or .safetensors path); its architecture replaces ``model``.
+    init_from: str | None = None
+    #: Distillation: also pull the output toward this model's (weight ``teacher_weight``), which
+    #: keeps a network fine-tuned on a handful of scans close to one trained on many.
+    teacher: str | None = None
+    teacher_weight: float = 0.0
+    #: "flips" (left-right, front-back) or "strong" (all three axes, and in-plane transposition
+    #: when the crop is square): more distinct crops from few scans.
+    augment: str = "flips"
+    #: Processes for DistributedDataParallel (one per GPU; gloo on the CPU). None: every GPU when
+    #: there are several, else 1.
+    world_size: int | None = None
+
+
+def limited_data_settings(model_id: str | None = None) -> dict:
+    """RefinerTrainConfig fields for a small collection: fine-tune the shipped network with
+    distillation from it and strong augmentation, at a lower rate and for fewer steps."""
+    from .zoo import DEFAULT_MODEL
+
+    model_id = model_id or DEFAULT_MODEL
+    return {"init_from": model_id, "teacher": model_id, "teacher_weight": 0.5, "augment": "strong",
+            "learning_rate": 1e-4, "steps": 1500}
 
 
 @dataclass
@@ -76,11 +98,13 @@ class PairSampler:
     """Random aligned crops of (decoded, original) with left-right / front-back flips."""
 
     def __init__(self, coded: Sequence[CodedVolume], crop: tuple[int, int, int],
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, augment: str = "flips") -> None:
         self.coded = [c for c in coded if all(s >= k for s, k in zip(c.original.shape, crop))]
         if not self.coded:
             raise ValueError(f"no training volume is at least {crop} voxels")
-        self.crop, self.rng = crop, rng
+        if augment not in ("flips", "strong"):
+            raise ValueError(f"augment must be 'flips' or 'strong', not {augment!r}")
+        self.crop, self.rng, self.augment = crop, rng, augment
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = np.empty((batch, 1, *self.crop), dtype=np.float32)
@@ -94,6 +118,11 @@ class PairSampler:
             for axis in (1, 2):
                 if self.rng.random() < 0.5:
                     dec, orig = np.flip(dec, axis), np.flip(orig, axis)
+            if self.augment == "strong":
+                if self.rng.random() < 0.5:
+                    dec, orig = np.flip(dec, 0), np.flip(orig, 0)
+                if self.crop[1] == self.crop[2] and self.rng.random() < 0.5:
+                    dec, orig = dec.transpose(0, 2, 1), orig.transpose(0, 2, 1)
             x[b, 0], y[b, 0], rates[b, 0] = dec / HU_SCALE, orig / HU_SCALE, c.rate
         return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(rates)
 
@@ -148,37 +177,118 @@ def evaluate(refiner: Refiner, coded: Sequence[CodedVolume], device: torch.devic
     return results
 
 
+def load_refiner_model(model_id: str, device: torch.device) -> Refiner:
+    """A shipped or trained refinement network by id (or path), for fine-tuning or as a teacher."""
+    from .zoo import find_model
+
+    found = find_model(model_id)
+    refiner = Refiner(RefinerConfig(**found.config["architecture"]))
+    load_state(found.weights, refiner)
+    return refiner.to(device)
+
+
 def train_refiner(config: RefinerTrainConfig, *, progress: bool = False,
                   volumes: Sequence[np.ndarray] | None = None) -> dict:
-    """Train (or resume) into ``config.out``; returns the last log entry."""
+    """Train (or resume) into ``config.out``; returns the last log entry. With ``world_size`` > 1
+    the steps run in that many processes under DistributedDataParallel (rank 0 checkpoints)."""
     if config.ssim_weight and min(config.crop) < 2 * SSIM_RADIUS + 1:
         raise ValueError(f"crops must be at least {2 * SSIM_RADIUS + 1} voxels along each axis for "
                          f"the SSIM term, got {tuple(config.crop)}")
+    if config.teacher_weight and not config.teacher:
+        raise ValueError("teacher_weight needs a teacher model")
+    if config.init_from:  # the architecture is the starting model's
+        from .zoo import find_model
+
+        config = replace(config, model=dict(find_model(config.init_from).config["architecture"]))
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    refiner = Refiner(RefinerConfig(**config.model)).to(device)
+    world = config.world_size
+    if world is None:
+        world = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.device_count() > 1 else 1
+    hu_volumes = list(volumes) if volumes is not None else load_training_volumes(config.sources)
+    if world <= 1:
+        return _train(config, hu_volumes, progress, rank=0, world=1)
+    import torch.multiprocessing as mp
+
+    port = _free_port()
+    mp.spawn(_distributed_worker, args=(config, hu_volumes, progress, world, port), nprocs=world,
+             join=True)
+    meta = json.loads((Path(config.out) / "checkpoint.json").read_text())
+    return meta["history"][-1] if meta["history"] else {}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _distributed_worker(rank: int, config: RefinerTrainConfig, volumes: list[np.ndarray],
+                        progress: bool, world: int, port: int) -> None:
+    import torch.distributed as dist
+
+    use_cuda = resolve_device(config.device).type == "cuda"
+    if not use_cuda:  # share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group("nccl" if use_cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=rank, world_size=world)
+    try:
+        _train(config, volumes, progress and rank == 0, rank=rank, world=world)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(config: RefinerTrainConfig, hu_volumes: Sequence[np.ndarray], progress: bool,
+           rank: int, world: int) -> dict:
+    device = resolve_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    if config.init_from:
+        refiner = load_refiner_model(config.init_from, device)
+    else:
+        refiner = Refiner(RefinerConfig(**config.model)).to(device)
+    teacher = load_refiner_model(config.teacher, device).eval() if config.teacher else None
+    if teacher is not None:
+        teacher.requires_grad_(False)
     optimizer = torch.optim.Adam(refiner.parameters(), lr=config.learning_rate)
     rng = np.random.default_rng(config.seed)
-    run = TrainingRun(config.out, refiner, optimizer, rng, asdict(config))
+    recorded = asdict(config)
+    recorded.pop("world_size")  # a run may resume with another number of processes
+    run = TrainingRun(config.out, refiner, optimizer, rng, recorded)
     run.resume()
-    hu_volumes = volumes if volumes is not None else load_training_volumes(config.sources)
+    if rank:  # every other rank draws its own crops (rank 0's stream is the checkpointed one)
+        rng = np.random.default_rng([config.seed, rank, run.step])
     pairs = [code_volume(v, r, config.tile_shape)
              for v in track(hu_volumes, enabled=progress, desc="coding training volumes", unit="vol")
              for r in config.ratios]
     held_out = [code_volume(v, r, config.tile_shape)
-                for v in (load_training_volumes(config.eval_sources) if config.eval_sources else [])
+                for v in (load_training_volumes(config.eval_sources)
+                          if config.eval_sources and rank == 0 else [])
                 for r in (128.0, 256.0)]
-    sampler = PairSampler(pairs, config.crop, rng)
+    sampler = PairSampler(pairs, config.crop, rng, config.augment)
+    network = refiner
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        network = DistributedDataParallel(refiner, device_ids=ids)
     refiner.train()
     losses: list[float] = []
     with bar(enabled=progress, desc="training refiner", total=config.steps, unit="step") as pbar:
         pbar.update(run.step)
         while run.step < config.steps:
             x, y, rates = (t.to(device) for t in sampler.sample(config.batch_size))
-            refined = refiner(x, rates)
+            refined = network(x, rates)
             loss = (refined - y).abs().mean()
             if config.ssim_weight:
                 loss = loss + config.ssim_weight * (1.0 - ssim_3d(refined, y))
+            if teacher is not None and config.teacher_weight:
+                with torch.no_grad():
+                    target = teacher(x, rates)
+                loss = loss + config.teacher_weight * (refined - target).abs().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
@@ -189,12 +299,28 @@ def train_refiner(config: RefinerTrainConfig, *, progress: bool = False,
             if run.step % config.checkpoint_every == 0 or run.step == config.steps:
                 entry = {"step": run.step, "train_mae_hu": float(np.mean(losses))}
                 losses.clear()
+                if world > 1:
+                    entry["world_size"] = _check_ranks_agree(refiner, world)
+                if rank:
+                    continue
                 if held_out:
                     entry["held_out_mae_hu"] = evaluate(refiner, held_out, device)
                 run.history.append(entry)
                 pbar.set_postfix_str(f"train MAE {entry['train_mae_hu']:.2f} HU")
                 run.save()
     return run.history[-1] if run.history else {}
+
+
+def _check_ranks_agree(refiner: Refiner, world: int) -> int:
+    """DDP keeps the replicas identical; a checksum of the weights on every rank proves it."""
+    import torch.distributed as dist
+
+    checksum = torch.stack([p.detach().double().sum() for p in refiner.parameters()]).sum()
+    gathered = [torch.zeros_like(checksum) for _ in range(world)]
+    dist.all_gather(gathered, checksum)
+    if any(float(g) != float(gathered[0]) for g in gathered):
+        raise RuntimeError(f"distributed training diverged: weight checksums {[float(g) for g in gathered]}")
+    return world
 
 
 def export_model(run_dir: str | Path, model_id: str, dest: str | Path,

@@ -85,3 +85,69 @@ def test_ssim_loss_matches_the_metric_roughly():
     t = lambda v: torch.from_numpy(v.astype(np.float32) / 1000)[None, None]  # noqa: E731
     assert abs(float(ssim_3d(t(a), t(b))) - dstdformat.metrics.ssim(a, b)) < 0.02
     assert float(ssim_3d(t(a), t(a))) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_fine_tuning_with_distillation_starts_from_the_teacher_and_stays_near_it(tmp_path, test_model):
+    """Limited-data mode: the network starts as the given model; the distillation term keeps it
+    nearer to that model than the same fine-tuning without it."""
+    from dstdformat.model.refine_training import load_refiner_model
+
+    teacher = load_refiner_model("test-refiner", torch.device("cpu"))
+    start = _config(tmp_path / "zero", 1, init_from="test-refiner", learning_rate=0.0)
+    train_refiner(start, volumes=_volumes())  # a step that moves nothing: the starting weights
+    runs = {}
+    for name, weight in (("free", 0.0), ("distilled", 5.0)):
+        config = _config(tmp_path / name, 12, init_from="test-refiner", teacher="test-refiner",
+                         teacher_weight=weight, augment="strong", learning_rate=3e-3)
+        train_refiner(config, volumes=_volumes())
+        runs[name] = load_file(str(tmp_path / name / "checkpoint.safetensors"))
+    recorded = json.loads((tmp_path / "free" / "checkpoint.json").read_text())["train_config"]
+    assert recorded["model"] == {"channels": 8, "blocks": 1} and recorded["augment"] == "strong"
+    reference = teacher.state_dict()
+    start_state = load_file(str(tmp_path / "zero" / "checkpoint.safetensors"))
+    assert all(torch.equal(start_state[f"model.{k}"], v) for k, v in reference.items())
+    # Distance to the teacher's output on crops of the training data.
+    x = torch.from_numpy(_volumes()[0][None, None, :12, :16, :16] / 1000.0)
+    rates = torch.zeros_like(x)
+    with torch.no_grad():
+        target = teacher(x, rates)
+        distance = {}
+        for name, state in runs.items():
+            student = Refiner(RefinerConfig(channels=8, blocks=1))
+            student.load_state_dict({k.removeprefix("model."): v for k, v in state.items()
+                                     if k.startswith("model.")})
+            distance[name] = float((student(x, rates) - target).abs().mean())
+    assert 0 < distance["distilled"] < distance["free"]
+    with pytest.raises(ValueError, match="teacher_weight needs a teacher"):
+        train_refiner(_config(tmp_path / "bad", 1, teacher_weight=1.0), volumes=_volumes())
+
+
+def test_strong_augmentation_flips_every_axis_and_transposes():
+    from dstdformat.model.refine_training import CodedVolume, PairSampler
+
+    volume = np.arange(8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8)
+    coded = [CodedVolume(volume, volume.copy(), 0.0, 64.0)]
+    seen = set()
+    sampler = PairSampler(coded, (8, 8, 8), np.random.default_rng(0), augment="strong")
+    for _ in range(200):
+        x, y, _ = sampler.sample(1)
+        assert torch.equal(x, y)  # the pair stays aligned
+        crop = x[0, 0].numpy() * 1000.0
+        seen.add(tuple(np.round(crop[0, 0, :2]).astype(int)) + tuple(np.round(crop[0, :2, 0]).astype(int)))
+    assert len(seen) == 16  # 2 x 2 x 2 flips x 2 transpositions, each a different corner view
+    with pytest.raises(ValueError, match="augment"):
+        PairSampler(coded, (8, 8, 8), np.random.default_rng(0), augment="rotate")
+
+
+def test_distributed_training_on_two_cpu_processes(tmp_path):
+    """DistributedDataParallel with gloo on 127.0.0.1: two ranks step together (their weights are
+    checked equal at every checkpoint), rank 0 writes the checkpoint, and the run resumes."""
+    config = _config(tmp_path / "ddp", 4, world_size=2)
+    last = train_refiner(config, volumes=_volumes())
+    assert last["step"] == 4 and last["world_size"] == 2
+    meta = json.loads((tmp_path / "ddp" / "checkpoint.json").read_text())
+    assert [h["step"] for h in meta["history"]] == [2, 4] and "world_size" not in meta["train_config"]
+    resumed = train_refiner(_config(tmp_path / "ddp", 6, world_size=2), volumes=_volumes())
+    assert resumed["step"] == 6
+    single = load_file(str(tmp_path / "ddp" / "checkpoint.safetensors"))
+    assert all(torch.isfinite(t).all() for t in single.values())

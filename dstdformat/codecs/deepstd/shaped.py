@@ -124,10 +124,34 @@ class ShapeFit:
     record: dict[str, Any]  #: registration figures for the header
 
 
+_LAST_FIT: dict[tuple, ShapeFit | str] = {}
+
+
 def fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float, intercept: float,
               window: tuple[float, float], template_ref: str, steps: int,
               preferred_tile: Sequence[int], progress: bool = False) -> ShapeFit | str:
-    """Register ``array`` to the template and build its texture; or the reason not to."""
+    """Register ``array`` to the template and build its texture; or the reason not to.
+
+    The last result is kept: coding one scan at several rates or with several refinement models
+    (benchmarks, rate searches) registers it once."""
+    import hashlib
+
+    from ...model.template import find_template
+
+    template_id = find_template(template_ref).id  # the content, not the name, keys the cache
+    key = (hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest(),
+           array.shape, array.dtype.str, None if spacing is None else tuple(spacing), slope,
+           intercept, tuple(window), template_id, steps, tuple(preferred_tile))
+    if key not in _LAST_FIT:
+        _LAST_FIT.clear()
+        _LAST_FIT[key] = _fit_shape(array, spacing, slope, intercept, window, template_ref, steps,
+                                    preferred_tile, progress)
+    return _LAST_FIT[key]
+
+
+def _fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float, intercept: float,
+               window: tuple[float, float], template_ref: str, steps: int,
+               preferred_tile: Sequence[int], progress: bool) -> ShapeFit | str:
     from ...model.registration import RegistrationConfig, register
     from ...model.template import find_template
     from ...model.warp import inverse_field, resample
