@@ -45,9 +45,12 @@ def compress(args: argparse.Namespace) -> int:
     codec_cls = get_codec_class(args.codec)
     options = {name: value for name, value in (
         ("ratio", args.ratio), ("quality", args.quality), ("max_error", args.max_error),
-        ("model", None if args.model == "none" else args.model)) if value is not None}
+        ("model", None if args.model == "none" else args.model), ("shape", args.shape),
+        ("shape_policy", args.shape_policy)) if value is not None}
     if args.model == "none":
         options["model"] = None
+    if args.shape_policy and not args.shape:
+        raise InvalidInputError("--shape-policy needs --shape TEMPLATE")
     for name in options:
         flag = "--" + name.replace("_", "-")
         if codec_cls.exact:

@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deepstd: guaranteed bound on |decoded - original| (no refinement)")
     p.add_argument("--model", help="deepstd: refinement model id or .safetensors path "
                                    "(default: the bundled model); 'none' codes without")
+    p.add_argument("--shape", metavar="TEMPLATE",
+                   help="deepstd: also code the scan's shape against a reference template "
+                        "('default': the shipped chest template; an id from DSTD_MODEL_PATH; or a "
+                        ".safetensors path). Falls back to texture only, saying why in the header, "
+                        "when the scan is far from the template or the shape does not pay off")
+    p.add_argument("--shape-policy", choices=("best", "always"),
+                   help="deepstd --shape: best (default) codes both ways and keeps the closer one; "
+                        "always keeps the shape whenever the registration is usable")
     p.add_argument("--tile", type=int, nargs=3, metavar=("K", "J", "I"),
                    help="tile shape in voxels (default: the codec's choice)")
     p.add_argument("--dataset", help="HDF5 dataset to read (default: the only 3D dataset)")

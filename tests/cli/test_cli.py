@@ -162,3 +162,21 @@ def test_train_collection_runs_the_three_steps(tmp_path):
     assert bad.returncode == 1 and "--collection" in bad.stderr
     bad = dstd("train", "--collection", scans / "s0.nii.gz", "--out", out, check=False)
     assert bad.returncode == 1 and "is not a folder" in bad.stderr
+
+
+def test_compress_with_shape_records_the_outcome(tmp_path):
+    """--shape with the shipped template: the bundled abdomen crop is far from the chest template
+    (affine NCC ~0.08), so the file is texture only and says why; bad combinations are refused."""
+    scan = dstdformat.read_scan(BUNDLED_CT)
+    crop = dstdformat.Scan(np.ascontiguousarray(scan.array[30:78, 20:84, 25:97]), scan.metadata)
+    dstdformat.write_scan(crop, tmp_path / "crop.nii.gz")
+    dstd("compress", tmp_path / "crop.nii.gz", tmp_path / "s.dstd", "-q", "--ratio", "32",
+         "--model", "none", "--shape", "default")
+    state = dstdformat.open(tmp_path / "s.dstd").header["codec"]["state"]
+    assert state["shape"]["used"] is False and "far from the template" in state["shape"]["reason"]
+    result = dstd("compress", tmp_path / "crop.nii.gz", tmp_path / "t.dstd", "-q",
+                  "--shape-policy", "always", check=False)
+    assert result.returncode == 1 and "--shape-policy needs --shape" in result.stderr
+    result = dstd("compress", tmp_path / "crop.nii.gz", tmp_path / "t.dstd", "-q", "--codec",
+                  "lossless", "--shape", "default", check=False)
+    assert result.returncode == 1 and "lossy codecs" in result.stderr
