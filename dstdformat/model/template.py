@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,9 @@ class Template:
                      "spacing": np.asarray(self.spacing, dtype=np.float64)},
                     metadata={"source": self.source})
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        """Of :meth:`to_bytes` (serialised once per template: the arrays never change)."""
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
     def save(self, folder: Path) -> Path:

@@ -266,3 +266,16 @@ def test_damaged_sections_are_refused_before_the_libraries_see_them():
                        (exact, (1, 1, 2))):
         with pytest.raises(CorruptSectionError):
             outliers.decode(bad, shape, np.int16, "residual")
+
+
+def test_wavelet_only_files_read_without_torch(tmp_path):
+    """Torch is imported for refinement and shape coding only, not for the codec itself."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "w.dstd"
+    dstdformat.save(ct_volume(), path, codec=Codec(ratio=16, model=None))
+    code = ("import sys, dstdformat\n"
+            f"v = dstdformat.open({str(path)!r}); v.read(); v[3]\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -14,7 +14,7 @@ import bisect
 import json
 import math
 from collections import OrderedDict
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -24,7 +24,10 @@ from ...errors import CorruptHeaderError, InvalidInputError
 from ...metadata import ScanMetadata
 from ...progress import bar, track
 from ..base import DecodeContext, Encoded, Fetch, Section, VolumeCodec
-from . import outliers, rate, shaped, wavelet
+from . import outliers, rate, wavelet
+
+if TYPE_CHECKING:
+    from . import shaped
 
 #: The CT window the wavelet layer codes, in HU: air to dense bone.
 DEFAULT_WINDOW = (-1024.0, 3071.0)
@@ -49,6 +52,9 @@ STATE_PER_TILE = 14
 #: outlier sections.
 OUTLIER_MARGIN_HU = 128.0
 _MODES = ("ratio", "quality", "max_error")
+#: ``"best"``: code both ways, keep the one closer to the original; ``"always"``: use the shape
+#: whenever the registration is usable (for ablations).
+SHAPE_POLICIES = ("best", "always")
 
 
 class DeepSTDVolumeCodec(VolumeCodec):
@@ -112,13 +118,13 @@ class DeepSTDVolumeCodec(VolumeCodec):
         self.clamp_ratio = clamp_ratio
         self._set_shape(shape, shape_policy, shape_steps)
         self._base_cache = _BaseCache()
-        self._shape_decoders = shaped.ShapeDecoders()
+        self._shape_decoders: shaped.ShapeDecoders | None = None  # made on the first shape read
 
     def _set_shape(self, shape: str | None, policy: str, steps: int) -> None:
         """``shape``: a template (id, ``"default"`` or a ``.safetensors`` path) to code the scan's
         shape against; None codes texture only."""
-        if policy not in shaped.POLICIES:
-            raise InvalidInputError(f"shape_policy must be one of {shaped.POLICIES}, got {policy!r}")
+        if policy not in SHAPE_POLICIES:
+            raise InvalidInputError(f"shape_policy must be one of {SHAPE_POLICIES}, got {policy!r}")
         if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 100000:
             raise InvalidInputError(f"shape_steps must be an integer in 0..100000, got {steps!r}")
         self.shape_policy, self.shape_steps = policy, steps
@@ -198,9 +204,8 @@ class DeepSTDVolumeCodec(VolumeCodec):
         if self.shape is None:
             return self._encode_plain(array, grid, exact, base_state, metadata, far, progress)
 
-        from ...model.template import find_template
+        from . import shaped  # torch: only when shape is coded
 
-        find_template(self._template_path or self.shape)  # a missing template fails first
         spacing = metadata.spacing if metadata is not None else None
         fit = shaped.fit_shape(array, spacing, slope, intercept, (low, high),
                                self._template_path or self.shape, self.shape_steps,
@@ -374,9 +379,11 @@ class DeepSTDVolumeCodec(VolumeCodec):
                 pbar.update(region[0].stop - region[0].start)
                 return out
 
-            error = shaped.decoded_error(decode, array, slope, rows)
+            from .shaped import decoded_error
+
+            error = decoded_error(decode, array, slope, rows)
         self._base_cache = _BaseCache()
-        self._shape_decoders = shaped.ShapeDecoders()
+        self._shape_decoders = None
         return error
 
     def _choose_gains(self, array: np.ndarray, grid: TileGrid, sections: list[Section], state: dict,
@@ -411,6 +418,10 @@ class DeepSTDVolumeCodec(VolumeCodec):
     # -- decoding ------------------------------------------------------------------------------
     def decode_region(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
         if "texture" in ctx.state:  # shape-coded: the texture lies on its own grid
+            if self._shape_decoders is None:
+                from .shaped import ShapeDecoders
+
+                self._shape_decoders = ShapeDecoders()
             return self._shape_decoders.get(self, ctx, fetch).decode(self, ctx, region, fetch)
         plan = self.plan_region(ctx, region, fetch)
         return plan.complete(refine_all(plan.refiner, plan.jobs))

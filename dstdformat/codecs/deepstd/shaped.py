@@ -28,6 +28,7 @@ from ...container.format import NO_TILE, SectionKind
 from ...container.tiling import Region, TileGrid, default_tile_shape
 from ...errors import CorruptHeaderError
 from ...model.deformation import AffineMap, Siren, VolumeFrame
+from ...model.template import Template
 from ...model.warp import CoarseField, cubic_box, sample_cubic_voxels
 from ..base import DecodeContext, Fetch
 
@@ -39,9 +40,6 @@ MIN_AFFINE_NCC = 0.5
 CYCLE_WEIGHT = 0.1
 #: A texture grid with more than this many times the scan's voxels is not worth coding.
 MAX_TEXTURE_GROWTH = 3.0
-#: ``"best"``: code both ways, keep the one closer to the original; ``"always"``: use the shape
-#: whenever the registration is usable (for ablations).
-POLICIES = ("best", "always")
 #: Scan slices warped at a time (bounds the memory of the 64 taps per voxel).
 WARP_SLAB = 4
 #: Refined texture blocks kept per open file (a full read's consecutive slabs share blocks).
@@ -138,22 +136,22 @@ def fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float, 
 
     from ...model.template import find_template
 
-    template_id = find_template(template_ref).id  # the content, not the name, keys the cache
+    template = find_template(template_ref)  # a missing template fails before any other work
+    template_id = template.id  # the content, not the name, keys the cache
     key = (hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest(),
            array.shape, array.dtype.str, None if spacing is None else tuple(spacing), slope,
            intercept, tuple(window), template_id, steps, tuple(preferred_tile))
     if key not in _LAST_FIT:
         _LAST_FIT.clear()
-        _LAST_FIT[key] = _fit_shape(array, spacing, slope, intercept, window, template_ref, steps,
+        _LAST_FIT[key] = _fit_shape(array, spacing, slope, intercept, window, template, steps,
                                     preferred_tile, progress)
     return _LAST_FIT[key]
 
 
 def _fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float, intercept: float,
-               window: tuple[float, float], template_ref: str, steps: int,
+               window: tuple[float, float], template: Template, steps: int,
                preferred_tile: Sequence[int], progress: bool) -> ShapeFit | str:
     from ...model.registration import RegistrationConfig, register
-    from ...model.template import find_template
     from ...model.warp import inverse_field, resample
     from ...progress import bar
     from .shape import encode_shape, quantize_in_place
@@ -162,7 +160,6 @@ def _fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float,
         return "the scan has no voxel spacing to register with"
     if any(n < 4 for n in array.shape):
         return f"the scan ({'x'.join(map(str, array.shape))}) is too thin to register"
-    template = find_template(template_ref)
     hu = array.astype(np.float32) * np.float32(slope) + np.float32(intercept)
     config = RegistrationConfig(steps=steps, cycle_weight=CYCLE_WEIGHT)
     with bar(enabled=progress, desc="shape: registering to the template",
