@@ -207,31 +207,27 @@ def train_refiner(config: RefinerTrainConfig, *, progress: bool = False,
     hu_volumes = list(volumes) if volumes is not None else load_training_volumes(config.sources)
     if world <= 1:
         return _train(config, hu_volumes, progress, rank=0, world=1)
+    import tempfile
+
     import torch.multiprocessing as mp
 
-    port = _free_port()
-    mp.spawn(_distributed_worker, args=(config, hu_volumes, progress, world, port), nprocs=world,
-             join=True)
+    # The ranks meet through a file, not a port: no race for a free port, nothing on the network.
+    with tempfile.TemporaryDirectory() as rendezvous:
+        store = f"file://{Path(rendezvous) / 'store'}"
+        mp.spawn(_distributed_worker, args=(config, hu_volumes, progress, world, store),
+                 nprocs=world, join=True)
     meta = json.loads((Path(config.out) / "checkpoint.json").read_text())
     return meta["history"][-1] if meta["history"] else {}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _distributed_worker(rank: int, config: RefinerTrainConfig, volumes: list[np.ndarray],
-                        progress: bool, world: int, port: int) -> None:
+                        progress: bool, world: int, store: str) -> None:
     import torch.distributed as dist
 
     use_cuda = resolve_device(config.device).type == "cuda"
     if not use_cuda:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    dist.init_process_group("nccl" if use_cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+    dist.init_process_group("nccl" if use_cuda else "gloo", init_method=store,
                             rank=rank, world_size=world)
     try:
         _train(config, volumes, progress and rank == 0, rank=rank, world=world)

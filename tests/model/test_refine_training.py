@@ -140,7 +140,7 @@ def test_strong_augmentation_flips_every_axis_and_transposes():
 
 
 def test_distributed_training_on_two_cpu_processes(tmp_path):
-    """DistributedDataParallel with gloo on 127.0.0.1: two ranks step together (their weights are
+    """DistributedDataParallel with gloo (a file rendezvous): two ranks step together (their weights are
     checked equal at every checkpoint), rank 0 writes the checkpoint, and the run resumes."""
     config = _config(tmp_path / "ddp", 4, world_size=2)
     last = train_refiner(config, volumes=_volumes())
