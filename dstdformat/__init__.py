@@ -70,9 +70,17 @@ def open(path_or_url: str | os.PathLike[str],  # noqa: A001 - the natural name, 
 
 def open_collection(pattern: str | os.PathLike[str],
                     storage_options: dict[str, Any] | None = None):
-    """Every ``.dstd`` file matching a glob (local or any fsspec URL), as a mapping from file name
-    to :class:`Volume`; each file is opened the first time it is looked up."""
+    """The scans of an archive made by ``dstd archive`` (its folder or URL), as a mapping from scan
+    name to :class:`Volume` with each scan's catalog record in ``.catalog``; or every ``.dstd``
+    file matching a glob (local or any fsspec URL), by file name. Files are opened the first time
+    they are looked up."""
     from .container.collection import open_collection as _open_collection
+
+    if not any(c in os.fspath(pattern) for c in "*?["):
+        from .archive.collection import is_archive, open_archive_collection
+
+        if is_archive(pattern, storage_options):
+            return open_archive_collection(pattern, storage_options)
 
     return _open_collection(pattern, storage_options)
 

@@ -121,6 +121,18 @@ def verify(args: argparse.Namespace) -> int:
     from .. import open
     from ..container.inspect import verify as verify_volume
 
+    if not _is_dstd(args.file):
+        from ..archive.collection import is_archive
+        from .archive_commands import verify as verify_archive
+
+        if is_archive(args.file, _json_option(args.storage_options)):
+            return verify_archive(args)
+        if Path(args.file).is_dir():
+            raise IsADirectoryError(21, "is a directory, not a .dstd file nor an archive (no "
+                                    "archive.json)", args.file)
+    elif args.decode or args.storage_options or args.workers:
+        raise InvalidInputError("--decode, --workers and --storage-options apply to archives")
+
     with open(args.file) as volume:
         report = verify_volume(volume, progress=not args.quiet)
     if report.ok:
@@ -132,6 +144,12 @@ def verify(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"{args.file}: FAILED: {problem}")
     return 1
+
+
+def _json_option(text: str | None) -> dict | None:
+    from .archive_commands import _options
+
+    return _options(text, "--storage-options")
 
 
 def bench(args: argparse.Namespace) -> int:

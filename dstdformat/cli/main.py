@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import DstdError
-from . import commands
+from . import archive_commands, commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,9 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
     p.set_defaults(func=commands.info)
 
-    p = add("verify", "check every checksum and decode every tile of a .dstd file")
-    p.add_argument("file", help=".dstd path or URL")
+    p = add("verify", "check every checksum and decode every tile of a .dstd file; or check an "
+                      "archive made by `dstd archive` against its catalog")
+    p.add_argument("file", help=".dstd path or URL, or an archive folder or URL")
+    p.add_argument("--decode", action="store_true",
+                   help="archive: also decode every scan and compare with the recorded voxels")
+    p.add_argument("--workers", type=int, metavar="N", help="archive --decode: local workers")
+    p.add_argument("--storage-options", metavar="JSON", help="archive: fsspec options")
     p.set_defaults(func=commands.verify)
+
+    archive_commands.add_parsers(add)
 
     p = add("bench", "compare every codec at target ratios on CT volumes: metrics, speed, memory")
     p.add_argument("volumes", nargs="+", help="CT volumes (NIfTI, DICOM folder, HDF5, .npy)")

@@ -74,3 +74,21 @@ def _group_attributes(scan: Scan, zarr_format: int) -> dict[str, Any]:
     if zarr_format == 3:
         return {"ome": {"version": "0.5", "multiscales": multiscales}, "dstdformat": ours}
     return {"multiscales": multiscales, "dstdformat": ours}
+
+
+def zarr_to_scan(store: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Scan:
+    """Read back a group written by :func:`scan_to_zarr`: array ``0`` with its geometry and
+    intensity scaling (from the ``dstdformat`` attribute)."""
+    import zarr
+
+    from ..metadata import ScanMetadata
+
+    group = zarr.open_group(os.fspath(store), mode="r", storage_options=storage_options)
+    ours = dict(group.attrs.get("dstdformat") or {})
+    if "0" not in group:
+        raise InvalidInputError(f"{os.fspath(store)} holds no array '0': not written by scan_to_zarr")
+    array = group["0"][...]
+    meta = ScanMetadata(affine=ours.get("affine"), slope=ours.get("slope", 1.0),
+                        intercept=ours.get("intercept", 0.0), modality=ours.get("modality"),
+                        original_dtype=ours.get("original_dtype"))
+    return Scan(np.asarray(array), meta)

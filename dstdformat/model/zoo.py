@@ -4,7 +4,8 @@ A model is a folder entry ``<id>.safetensors`` + ``<id>.json`` (architecture and
 record). Files name the model they were written with by id and SHA-256 of the weights; decoding
 with other weights would silently give other voxels, so a mismatch is an error. Besides the
 package's own folder, folders listed in ``DSTD_MODEL_PATH`` (os.pathsep-separated) are searched,
-which is how a model trained with ``dstd train`` is used.
+which is how a model trained with ``dstd train`` is used; so are folders registered at run time
+with :func:`register_model_folder` (an archive's models, fetched into the local cache).
 """
 
 from __future__ import annotations
@@ -34,8 +35,19 @@ class ModelFile:
     config: dict
 
 
+_registered: list[Path] = []
+
+
+def register_model_folder(folder: str | Path) -> None:
+    """Search ``folder`` for models and templates too (after ``DSTD_MODEL_PATH``), in this process."""
+    path = Path(folder)
+    if path not in _registered:
+        _registered.append(path)
+
+
 def search_folders() -> list[Path]:
     folders = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
+    folders += _registered
     folders.append(Path(str(resources.files("dstdformat") / "model" / "weights")))
     return folders
 
