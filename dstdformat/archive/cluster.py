@@ -55,9 +55,12 @@ def default_workers(learned: bool) -> int:
 
 @contextmanager
 def dask_cluster(workers: int | None = None, scheduler: str | None = None,
-                 learned: bool = True) -> Iterator[Cluster]:
+                 learned: bool = True, threads: int | None = None) -> Iterator[Cluster]:
     """A connected dask client: to ``scheduler`` (``tcp://host:8786``) when given, else to a local
-    cluster of ``workers`` processes with one task at a time each."""
+    cluster of ``workers`` processes with one task at a time each. ``threads``: torch threads per
+    task (default: the cores shared out among the local workers)."""
+    if threads is not None and threads < 1:
+        raise InvalidInputError(f"threads must be at least 1, got {threads}")
     try:
         from distributed import Client, LocalCluster
     except ImportError:
@@ -73,14 +76,14 @@ def dask_cluster(workers: int | None = None, scheduler: str | None = None,
             raise StorageError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
         try:
             count = len(client.scheduler_info().get("workers", {}))
-            yield Cluster(client, count, None, f"dask cluster {scheduler} ({count} workers)")
+            yield Cluster(client, count, threads, f"dask cluster {scheduler} ({count} workers)")
         finally:
             client.close()
         return
     count = workers if workers is not None else default_workers(learned)
     if count < 1:
         raise InvalidInputError(f"--workers must be at least 1, got {count}")
-    threads = max(1, (os.cpu_count() or 1) // count)
+    threads = threads or max(1, (os.cpu_count() or 1) // count)
     cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=logging.ERROR)
     try:

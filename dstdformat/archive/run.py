@@ -117,11 +117,13 @@ def _make_zarr_groups(location: ArchiveLocation, names: list[str]) -> None:
 def archive_collection(source: str | os.PathLike[str], destination: str | os.PathLike[str], *,
                        codec: str = "deepstd", codec_options: dict[str, Any] | None = None,
                        zarr: bool = False, workers: int | None = None, scheduler: str | None = None,
+                       threads: int | None = None,
                        storage_options: dict[str, Any] | None = None,
                        source_options: dict[str, Any] | None = None,
                        progress: bool = False) -> ArchiveSummary:
     """Archive every scan under ``source`` into ``destination`` (any fsspec URL); see the module
-    docstring. ``storage_options`` are for the destination, ``source_options`` for the source."""
+    docstring. ``storage_options`` are for the destination, ``source_options`` for the source;
+    ``threads``: torch threads per worker (default: the cores shared out among local workers)."""
     started = time.perf_counter()
     source_text = os.fspath(source)
     settings, needed = _settings(codec, dict(codec_options or {}), zarr)
@@ -149,7 +151,7 @@ def archive_collection(source: str | os.PathLike[str], destination: str | os.Pat
     last_catalog = time.monotonic()
     # Biggest scans first: the last scans to finish are then small ones and workers idle less.
     order = sorted(todo, key=lambda s: -s.nbytes)
-    with dask_cluster(workers, scheduler, learned=codec == "deepstd") as cluster:
+    with dask_cluster(workers, scheduler, codec == "deepstd", threads) as cluster:
         summary.cluster = cluster.description
         jobs = [{**base, "scan": s.to_json(), "threads": cluster.threads} for s in order]
         with bar(enabled=progress, desc="archiving", total=len(jobs), unit="scan") as shown:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..errors import InvalidInputError
 from .catalog import FAILED, OK
 from .layout import ArchiveLocation, record_path, scan_destination
 from .models import ensure_models
@@ -118,8 +119,10 @@ def archive_scan(job: dict[str, Any]) -> dict[str, Any]:
             path, source_sha256 = stage(scan, Path(tmp), job.get("source_options"))
             ct = read_scan(path, **({"progress": False} if scan.format == "dicom" else {}))
         array = ct.array
-        if array.ndim != 3 or min(array.shape) < 1:
-            raise ValueError(f"not a 3D volume: shape {array.shape}")
+        if array.ndim != 3 or min(array.shape) < 2:
+            # A 2D image (a scout, a key image) read as one slice is not a CT volume.
+            raise InvalidInputError(f"a 2D image, not a 3D volume: shape {array.shape} (an "
+                                    "archive takes volumes with at least 2 voxels along each axis)")
         record.update({
             "shape": list(array.shape), "dtype": array.dtype.name,
             "spacing": [round(float(s), 6) for s in ct.spacing], "raw_bytes": int(array.nbytes),

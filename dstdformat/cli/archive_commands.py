@@ -47,6 +47,9 @@ def add_parsers(add) -> None:
                         "memory allows)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on an existing dask.distributed cluster (tcp://host:8786)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads per worker (default: the cores shared out among the local "
+                        "workers; with --scheduler: the workers' own setting)")
     p.add_argument("--storage-options", metavar="JSON", help="fsspec options for DEST")
     p.add_argument("--source-options", metavar="JSON", help="fsspec options for the source")
     p.set_defaults(func=archive)
@@ -76,7 +79,7 @@ def archive(args: argparse.Namespace) -> int:
         raise InvalidInputError("--shape-policy needs --shape TEMPLATE")
     summary = archive_collection(
         args.source, args.destination, codec=args.codec, codec_options=options, zarr=args.zarr,
-        workers=args.workers, scheduler=args.scheduler,
+        workers=args.workers, scheduler=args.scheduler, threads=args.threads,
         storage_options=_options(args.storage_options, "--storage-options"),
         source_options=_options(args.source_options, "--source-options"), progress=not args.quiet)
     if not args.quiet:
