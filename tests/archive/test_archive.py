@@ -150,7 +150,7 @@ def test_verify_finds_damaged_missing_and_unrecorded_files(tmp_path):
     assert not report.ok
 
 
-def test_deepstd_archive_on_s3_with_two_workers(tmp_path):
+def test_deepstd_archive_from_s3_to_s3_with_two_workers(tmp_path):
     pytest.importorskip("s3fs")
     import fsspec
 
@@ -159,22 +159,27 @@ def test_deepstd_archive_on_s3_with_two_workers(tmp_path):
     good = make_collection(src, count=3, size=(24, 64, 64), bad=False)
     with s3_server() as (_, options):
         fs = fsspec.filesystem("s3", **options)
+        fs.mkdir("raw")
         fs.mkdir("archive")
+        fs.put(str(src), "raw/ct", recursive=True)  # the source is a bucket too (DICOM included)
         url = "s3://archive/ct"
-        summary = archive_collection(src, url, codec="deepstd", codec_options={"ratio": 64},
-                                     workers=2, storage_options=options)
-        assert summary.archived == len(good) and not summary.failed
-        workers = {r["worker"] for r in _read_records(fs)}
-        assert workers <= {"0", "1"}
+        summary = archive_collection("s3://raw/ct", url, codec="deepstd", codec_options={"ratio": 64},
+                                     workers=2, storage_options=options, source_options=options)
+        assert summary.archived == len(good) and not summary.failed, summary.failed
+        assert {r["worker"] for r in _read_records(fs)} <= {"0", "1"}
         manifest = json.loads(fs.cat("archive/ct/archive.json"))
         (model,) = manifest["models"]
         assert model["id"] == "deepstd-refine-v1"
         assert fs.exists(f"archive/ct/models/sha256-{model['sha256']}/deepstd-refine-v1.safetensors")
         catalog = [json.loads(x) for x in fs.cat("archive/ct/catalog.jsonl").decode().splitlines()]
         assert sorted(r["name"] for r in catalog) == good
+        local = archive_collection(src, tmp_path / "local", codec="lossless", workers=1)
+        hashes = {r["name"]: r["source_sha256"] for r in read_catalog_file(tmp_path / "local")}
+        assert local.archived == len(good)
         for record in catalog:
             assert record["ratio"] > 30 and 0 < record["mae"] < 80, record  # HU, 64x on real CT
             assert fs.size(f"archive/ct/{record['destination']}") == record["dest_bytes"]
+            assert record["source_sha256"] == hashes[record["name"]]  # same bytes, local or S3
 
         report = verify_archive(url, decode=True, storage_options=options, workers=2)
         assert report.ok and report.decoded == len(good), report.problems
@@ -189,6 +194,10 @@ def test_deepstd_archive_on_s3_with_two_workers(tmp_path):
         assert restored.restored == len(good)
         np.testing.assert_array_equal(read_scan(tmp_path / "out" / "sub" / "ct1.nii.gz").array[5],
                                       axial)
+
+
+def read_catalog_file(dest: Path) -> list[dict]:
+    return _catalog(dest)
 
 
 def _read_records(fs) -> list[dict]:
@@ -271,3 +280,89 @@ def test_killed_worker_and_killed_run_then_rerun_loses_and_duplicates_nothing(tm
     assert not [p for p in stored if Path(p).name.startswith(".")]  # no temporary leftovers
     report = verify_archive(dest)
     assert report.ok and not report.notes
+
+
+def test_models_are_stored_once_and_fetched_by_readers_that_lack_them(tmp_path, test_model,
+                                                                        monkeypatch):
+    from dstdformat.errors import CodecError
+    from dstdformat.model import zoo
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    good = make_collection(src, count=2, size=(16, 48, 48), bad=False)
+    archive_collection(src, dest, codec="deepstd",
+                       codec_options={"ratio": 32, "model": str(test_model)}, workers=1)
+    manifest = json.loads((dest / "archive.json").read_text())
+    (entry,) = manifest["models"]
+    assert entry["id"] == "test-refiner" and manifest["settings"]["codec_options"]["model"] == "test-refiner"
+    stored = dest / "models" / f"sha256-{entry['sha256']}"
+    assert sorted(p.name for p in stored.iterdir()) == ["test-refiner.json", "test-refiner.safetensors"]
+    expected = {r["name"]: r["decoded_sha256"] for r in _catalog(dest)}
+
+    # A reader without the model: no DSTD_MODEL_PATH, an empty cache.
+    monkeypatch.delenv(zoo.MODEL_PATH_ENV)
+    monkeypatch.setattr(zoo, "_registered", [])
+    monkeypatch.setenv("DSTD_CACHE_DIR", str(tmp_path / "cache"))
+    from dstdformat.archive.tasks import voxels_sha256
+
+    cached = tmp_path / "cache" / f"sha256-{entry['sha256']}" / "test-refiner.safetensors"
+    report = verify_archive(dest, decode=True, workers=1)  # fresh workers fetch it
+    assert report.ok and report.decoded == len(good)
+    assert cached.is_file()
+    shutil.rmtree(tmp_path / "cache")
+    collection = dstdformat.open_collection(dest)  # and so does this process
+    assert voxels_sha256(collection["ct0"].read()) == expected["ct0"]
+    assert cached.is_file()
+
+    shutil.rmtree(tmp_path / "cache")
+    monkeypatch.setattr(zoo, "_registered", [])
+    weights = stored / "test-refiner.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CodecError, match="damaged"):
+        dstdformat.open_collection(dest)
+    assert not verify_archive(dest).ok
+
+
+def test_archive_on_an_existing_dask_cluster(tmp_path):
+    from distributed import LocalCluster
+
+    src = tmp_path / "src"
+    src.mkdir()
+    good = make_collection(src, count=2, bad=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        summary = archive_collection(src, tmp_path / "dest", codec="lossless",
+                                     scheduler=cluster.scheduler_address)
+        assert summary.archived == len(good) and "dask cluster tcp://" in summary.cluster
+        with pytest.raises(InvalidInputError, match="--workers"):
+            archive_collection(src, tmp_path / "dest", codec="lossless", workers=2,
+                               scheduler=cluster.scheduler_address)
+
+
+def test_cli_archive_verify_restore(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    good = make_collection(src, count=2)
+
+    def dstd(*args):
+        return subprocess.run([sys.executable, "-m", "dstdformat", *map(str, args)],
+                              capture_output=True, text=True, timeout=300)
+
+    run = dstd("archive", src, dest, "--codec", "lossless", "--workers", "2")
+    assert run.returncode == 3, run.stderr  # finished, with scans it could not archive
+    assert f"archived {len(good)} of {len(good) + 2} scans" in run.stdout
+    assert "failed: flat2d" in run.stdout and "failed: broken" in run.stdout
+    check = dstd("verify", dest, "-q")
+    assert check.returncode == 0 and "OK (3 scans" in check.stdout
+    assert "not archived: broken" in check.stdout
+    (dest / "scans" / "ct0.dstd").write_bytes(b"not the archived file")
+    check = dstd("verify", dest, "-q")
+    assert check.returncode == 1 and "FAILED: ct0" in check.stdout
+    restored = dstd("restore", dest, tmp_path / "out", "--names", "sub/ct1", "-q")
+    assert restored.returncode == 0 and (tmp_path / "out" / "sub" / "ct1.nii.gz").is_file()
+    bad = dstd("archive", src, dest, "--codec", "lossless", "--ratio", "9")
+    assert bad.returncode == 1 and "apply to deepstd" in bad.stderr
+    missing = dstd("restore", dest, tmp_path / "out", "--names", "nope")
+    assert missing.returncode == 1 and "nope" in missing.stderr
