@@ -104,10 +104,13 @@ class ScanMetadata:
             setattr(self, name, value)
         if self.slope == 0:
             raise InvalidInputError("slope must not be zero")
-        if not isinstance(self.attributes, Mapping):
-            raise InvalidInputError("attributes must be a mapping")
-        self.attributes = dict(self.attributes)
-        self.provenance = dict(self.provenance)
+        for name in ("attributes", "provenance"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise InvalidInputError(f"{name} must be a mapping")
+            setattr(self, name, dict(getattr(self, name)))
+        for name in ("modality", "original_dtype"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise InvalidInputError(f"{name} must be a string, got {getattr(self, name)!r}")
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form stored in the ``metadata`` member of a ``.dstd`` header."""

@@ -52,6 +52,10 @@ def encode_header(header: dict[str, Any]) -> bytes:
         raise InvalidInputError(f"metadata cannot be stored as JSON: {exc}") from None
 
 
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def _require(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if not isinstance(obj, dict) or key not in obj:
         raise CorruptHeaderError(f"header is missing {where}{key}")
@@ -107,6 +111,12 @@ class ParsedHeader:
             raise CorruptHeaderError("header field codec.state must be an object")
         self.codec_state: dict[str, Any] = state
         self.model = codec.get("model")
+        if self.model is not None and not (
+                isinstance(self.model, dict) and isinstance(self.model.get("id"), str)
+                and isinstance(self.model.get("sha256"), str)
+                and _is_sha256(self.model["sha256"])):
+            raise CorruptHeaderError("header field codec.model must be an object with a model id "
+                                     "and the sha256 of its weights (64 hex digits)")
 
         try:
             self.metadata = ScanMetadata.from_json(_require(raw, "metadata", dict, ""))

@@ -8,9 +8,30 @@ machine.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
+from ..errors import CorruptSectionError
 from .entropy_models import CDF_PRECISION
+
+
+@contextmanager
+def stream_errors(what: str) -> Iterator[None]:
+    """Turn whatever the range decoder raises on an invalid stream into a CorruptSectionError.
+
+    constriction reports invalid data with ``AssertionError``/``ValueError``, and a Rust panic
+    surfaces as pyo3's ``PanicException``, which derives from ``BaseException``.
+    """
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - any failure here means the stream is invalid
+        raise CorruptSectionError(f"{what} is not a valid range-coded stream: {exc}") from None
+    except BaseException as exc:
+        if type(exc).__name__ == "PanicException":
+            raise CorruptSectionError(f"{what} is not a valid range-coded stream: {exc}") from None
+        raise
 
 
 def _models(freq_rows: np.ndarray, supports: np.ndarray):
@@ -55,7 +76,8 @@ def decode_symbols(data: bytes, table_index: np.ndarray, freq: np.ndarray,
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     models = _models(freq, supports)
     out = np.empty(flat.shape, dtype=np.int64)
-    for t in np.unique(flat):
-        where = flat == t
-        out[where] = decoder.decode(models[t], int(where.sum())).astype(np.int64) - supports[t]
+    with stream_errors("latent stream"):
+        for t in np.unique(flat):
+            where = flat == t
+            out[where] = decoder.decode(models[t], int(where.sum())).astype(np.int64) - supports[t]
     return out.reshape(table_index.shape)

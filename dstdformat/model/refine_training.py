@@ -90,7 +90,8 @@ def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int]) -> Code
     for tile in grid:
         region = grid.tile_region(tile)
         block = clipped[region]
-        decoded[region] = wavelet.decode(wavelet.encode_bits_per_voxel(block, bpv), block.shape)
+        decoded[region] = wavelet.decode(wavelet.encode_bits_per_voxel(block, bpv), block.shape,
+                                         trusted=True)
     return CodedVolume(clipped.astype(np.float32), decoded, rate_code(bpv), float(ratio))
 
 

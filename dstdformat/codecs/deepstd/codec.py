@@ -106,6 +106,12 @@ class DeepSTDVolumeCodec(VolumeCodec):
         if not low < high:
             raise InvalidInputError(f"window must be (low, high) with low < high, got {window!r}")
         self.window = (low, high)
+        if model is not None and not (isinstance(model, str) and model):
+            raise InvalidInputError(f"model must be a model id, a .safetensors path or None, "
+                                    f"got {model!r}")
+        if not isinstance(device, str):
+            raise InvalidInputError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', "
+                                    f"got {device!r}")
         if model == "default":
             from ...model.zoo import DEFAULT_MODEL
 
@@ -351,7 +357,8 @@ class DeepSTDVolumeCodec(VolumeCodec):
             raw = array[grid.tile_region(tile)]
             clipped = np.clip(raw.astype(np.float64), low, high)
             payload = wavelet.encode_max_error(clipped, tolerance)
-            decoded = _to_dtype(wavelet.decode(payload, clipped.shape), array.dtype, low, high)
+            decoded = _to_dtype(wavelet.decode(payload, clipped.shape, trusted=True), array.dtype, low,
+                                high)
             # Whatever the wavelet layer misses (it should not) is stored exactly too.
             missed = np.abs(decoded.astype(np.float64) - raw) > self.value
             missed |= outliers.outlier_mask(raw, *far)
@@ -588,8 +595,10 @@ class _DecodeState:
             halo = int(s["halo"])
             rates = [float(r) for r in s["bits_per_voxel"]]
             outlier_tiles = {int(t) for t in s["outlier_tiles"]}
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CorruptHeaderError(f"deepstd codec state is incomplete or malformed: {exc}") from None
+        if not all(math.isfinite(v) for v in (low, high, slope, intercept)):
+            raise CorruptHeaderError("deepstd codec state has a non-finite window or scaling")
         if len(rates) != ctx.grid.n_tiles or not 0 <= halo <= 64 or slope == 0 or not low < high \
                 or any(not 0 <= t < ctx.grid.n_tiles for t in outlier_tiles) \
                 or any(not (r > 0 and math.isfinite(r)) for r in rates):

@@ -43,7 +43,7 @@ def rate_for_quality(block: np.ndarray, target_db: float, peak: float,
     """
     def attempt(bpv: float) -> tuple[float, bytes]:
         payload = wavelet.encode_bits_per_voxel(block, bpv)
-        return psnr(block, wavelet.decode(payload, block.shape), peak, counted), payload
+        return psnr(block, wavelet.decode(payload, block.shape, trusted=True), peak, counted), payload
 
     quality, payload = attempt(MAX_BPV)
     best = (MAX_BPV, payload)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ...errors import CodecError
+from ...model.coder import stream_errors
 
 _MAGIC = b"DSHP"
 _VERSION = 1
@@ -87,9 +88,10 @@ def decode_shape(data: bytes):
         words = np.frombuffer(data, dtype="<u4", count=length // 4, offset=offset).astype(np.uint32)
         offset += length
         if count:
-            decoder = constriction.stream.queue.RangeDecoder(words)
-            model = constriction.stream.model.QuantizedGaussian(-limit, limit)
-            symbols = decoder.decode(model, np.zeros(count), np.full(count, float(std)))
+            with stream_errors(f"shape section entry for {name}"):
+                decoder = constriction.stream.queue.RangeDecoder(words)
+                model = constriction.stream.model.QuantizedGaussian(-limit, limit)
+                symbols = decoder.decode(model, np.zeros(count), np.full(count, float(std)))
         else:
             symbols = np.zeros(0, dtype=np.int32)
         state[name] = torch.as_tensor(symbols.astype(np.float32) * np.float32(step)).reshape(tensor.shape)

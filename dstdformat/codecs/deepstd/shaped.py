@@ -89,7 +89,7 @@ class TextureGrid:
             tile = tuple(int(n) for n in value["tile_shape"])
             spacing = tuple(float(s) for s in value["spacing"])
             origin = tuple(float(o) for o in value["origin"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CorruptHeaderError(f"deepstd texture grid is malformed: {exc}") from None
         if not (len(shape) == len(tile) == len(spacing) == len(origin) == 3
                 and all(1 <= n <= 1 << 16 for n in shape) and all(1 <= t <= 1 << 16 for t in tile)
@@ -209,14 +209,14 @@ class ShapeDecoder:
             raise CorruptHeaderError("deepstd state has a texture grid but no shape record")
         try:
             spacing = tuple(float(s) for s in info["scan_spacing"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise CorruptHeaderError("deepstd shape record has no valid scan_spacing") from None
         if len(spacing) != 3 or not all(s > 0 and math.isfinite(s) for s in spacing):
             raise CorruptHeaderError(f"deepstd shape record has an invalid scan_spacing {spacing}")
         self.texture = TextureGrid.from_json(state.get("texture"))
         try:
             outlier_tiles = {int(t) for t in state["outlier_tiles"]}
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise CorruptHeaderError("deepstd state has no valid outlier_tiles") from None
         if any(not 0 <= t < ctx.grid.n_tiles for t in outlier_tiles):
             raise CorruptHeaderError("deepstd outlier tiles do not match the tile grid")

@@ -22,6 +22,7 @@ MIN_EXTENT = 4
 MAX_EXTENT = 512
 _HEADER = struct.Struct("<BBIIII")  # version, flags, nx, ny, nz, length of the single chunk
 _VERSION = 0
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def padded_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -72,20 +73,33 @@ def _checked(payload: bytes, shape: tuple[int, ...]) -> bytes:
     return payload
 
 
-def decode(payload: bytes, shape: tuple[int, int, int], *, what: str = "texture section") -> np.ndarray:
-    """Decode a stream of a block of ``shape`` (float64), after checking its header."""
-    import imagecodecs
+def decode(payload: bytes, shape: tuple[int, int, int], *, what: str = "texture section",
+           trusted: bool = False) -> np.ndarray:
+    """Decode a stream of a block of ``shape`` (float64), after checking its header.
+
+    Streams from files go to an isolated helper process (see :mod:`.isolated`); ``trusted``
+    streams, which this process just encoded, are decoded here.
+    """
+    from . import isolated
 
     padded = padded_shape(shape)
     problem = _header_problem(payload, shape)
     if problem is not None:
         raise CorruptSectionError(f"{what}: {problem}")
-    try:
-        out = imagecodecs.sperr_decode(payload, numthreads=1)
-    except Exception as exc:  # the library raises several unrelated types
-        raise CorruptSectionError(f"{what} does not decode: {exc}") from None
+    if not trusted and isolated.isolation_enabled():
+        out = isolated.decode_isolated(payload, what)
+    else:
+        import imagecodecs
+
+        try:
+            out = imagecodecs.sperr_decode(payload, numthreads=1)
+        except Exception as exc:  # the library raises several unrelated types
+            raise CorruptSectionError(f"{what} does not decode: {exc}") from None
     if out.shape != padded:
         raise CorruptSectionError(f"{what} decoded to {out.shape}, expected {padded}")
+    peak = np.abs(out).max()
+    if not peak <= _FLOAT32_MAX:  # NaN, infinity or beyond float32: the stream was tampered with
+        raise CorruptSectionError(f"{what} decoded to non-finite or out-of-range values")
     return out[: shape[0], : shape[1], : shape[2]].astype(np.float64, copy=False)
 
 

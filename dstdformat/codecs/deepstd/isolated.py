@@ -1,0 +1,215 @@
+"""SPERR decoding of streams read from files, in helper processes that may die without harm.
+
+SPERR is a C++ library written for trusted data: a stream whose internal sizes were tampered with
+(and whose checksums were then recomputed, so the container cannot tell) makes it throw
+``std::bad_alloc`` past its Python binding, which aborts the whole interpreter. Streams that come
+from files are therefore decoded in long-lived helper processes (one per concurrent decode, started
+on first use with ``python -m dstdformat.codecs.deepstd.isolated``): a helper that dies or runs
+past its time limit becomes a :class:`~dstdformat.errors.CorruptSectionError` and is replaced.
+Helpers also run under an address-space limit, so a hostile stream cannot exhaust memory either.
+Streams the encoder just wrote are decoded in process.
+
+The pipe protocol is little-endian: a request is ``u64 length`` + SPERR stream; the answer is
+``u8 status`` then, for status 0, ``3 x u32 shape`` + float64 voxels, or for status 1 ``u32
+length`` + UTF-8 message.
+
+``DSTD_ISOLATE_DECODER=0`` decodes in process (trusted data only; a little faster on tiny tiles).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ...errors import CorruptSectionError
+
+ISOLATE_ENV = "DSTD_ISOLATE_DECODER"
+#: Seconds one decode may take before its helper is killed (SPERR decodes a 64x512x512 tile in
+#: about 2 s on one core).
+DECODE_TIME_LIMIT = 300.0
+#: Address space a helper may use beyond what the decoded block needs.
+HELPER_MEMORY_MARGIN = 2 << 30
+
+_LENGTH = struct.Struct("<Q")
+_SHAPE = struct.Struct("<III")
+_MESSAGE = struct.Struct("<I")
+
+
+def isolation_enabled() -> bool:
+    """True unless switched off; helpers need POSIX pipes with ``select``, so elsewhere SPERR
+    decodes in process."""
+    if os.name != "posix":
+        return False
+    return os.environ.get(ISOLATE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class _Helper:
+    """One helper process and its pipes."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dstdformat.codecs.deepstd.isolated"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+        )
+
+    def decode(self, payload: bytes, deadline: float) -> tuple[int, bytes]:
+        """(status, body) of one request; raises EOFError if the helper died or timed out."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write(_LENGTH.pack(len(payload)) + payload)
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise EOFError("the helper is gone") from None
+        status = self._read(1, deadline)[0]
+        if status == 0:
+            shape = _SHAPE.unpack(self._read(_SHAPE.size, deadline))
+            count = int(np.prod(shape, dtype=np.int64))
+            return status, _SHAPE.pack(*shape) + self._read(count * 8, deadline)
+        (length,) = _MESSAGE.unpack(self._read(_MESSAGE.size, deadline))
+        return status, self._read(length, deadline)
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        stream = self.process.stdout
+        assert stream is not None
+        chunks, left = [], n
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
+                raise TimeoutError
+            chunk = stream.read1(left)  # type: ignore[attr-defined]
+            if not chunk:
+                raise EOFError("the helper closed its output")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+                self.process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class _Pool:
+    """Idle helpers, shared by threads; a busy pool starts another helper rather than waiting."""
+
+    def __init__(self) -> None:
+        self._idle: list[_Helper] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def acquire(self) -> _Helper:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's helpers are not ours
+                self._idle, self._pid = [], os.getpid()
+            while self._idle:
+                helper = self._idle.pop()
+                if helper.alive():
+                    return helper
+        return _Helper()
+
+    def release(self, helper: _Helper) -> None:
+        with self._lock:
+            if len(self._idle) < (os.cpu_count() or 1) * 2:
+                self._idle.append(helper)
+                return
+        helper.close()
+
+    def close(self) -> None:
+        with self._lock:
+            helpers, self._idle = self._idle, []
+        for helper in helpers:
+            helper.close()
+
+
+_pool = _Pool()
+atexit.register(_pool.close)
+
+
+def decode_isolated(payload: bytes, what: str, time_limit: float = DECODE_TIME_LIMIT) -> np.ndarray:
+    """SPERR-decode ``payload`` in a helper process; any failure is a CorruptSectionError."""
+    helper = _pool.acquire()
+    try:
+        status, body = helper.decode(bytes(payload), time.monotonic() + time_limit)
+    except TimeoutError:
+        helper.kill()
+        raise CorruptSectionError(
+            f"{what} did not decode within {time_limit:.0f} s (the decoder was stopped)"
+        ) from None
+    except EOFError:
+        code = helper.process.wait()
+        raise CorruptSectionError(
+            f"{what} crashed the wavelet decoder (exit status {code}): the section is corrupt "
+            "although its checksum matches, so the file was written that way or altered "
+            "deliberately"
+        ) from None
+    except BaseException:
+        helper.kill()  # interrupted mid-answer: the pipe is out of step
+        raise
+    _pool.release(helper)
+    if status != 0:
+        raise CorruptSectionError(f"{what} does not decode: {body.decode('utf-8', 'replace')}")
+    shape = _SHAPE.unpack_from(body)
+    return np.frombuffer(body, dtype="<f8", offset=_SHAPE.size).reshape(shape[::-1])
+
+
+def _serve(decode: Callable[[bytes], np.ndarray]) -> None:
+    """The helper's loop: requests on stdin, answers on stdout, until stdin closes."""
+    source = sys.stdin.buffer
+    # Answers go to a private copy of stdout; anything a library prints goes to stderr instead.
+    sink = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    while True:
+        head = source.read(_LENGTH.size)
+        if len(head) < _LENGTH.size:
+            return
+        (length,) = _LENGTH.unpack(head)
+        payload = source.read(length)
+        try:
+            out = np.ascontiguousarray(decode(payload), dtype="<f8")
+            if out.ndim != 3:
+                raise ValueError(f"decoded to {out.ndim} dimensions")
+        except Exception as exc:  # noqa: BLE001 - reported to the parent as a message
+            message = f"{type(exc).__name__}: {exc}".encode()[:4096]
+            sink.write(b"\x01" + _MESSAGE.pack(len(message)) + message)
+        else:
+            sink.write(b"\x00" + _SHAPE.pack(*out.shape[::-1]) + memoryview(out).cast("B"))
+        sink.flush()
+
+
+def _limit_memory() -> None:
+    try:
+        import resource
+
+        limit = HELPER_MEMORY_MARGIN + 8 * 512**3 * 2  # two 512^3 float64 blocks
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+if __name__ == "__main__":
+    import imagecodecs
+
+    _limit_memory()
+    _serve(lambda payload: imagecodecs.sperr_decode(payload, numthreads=1))
