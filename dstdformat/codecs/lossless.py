@@ -71,5 +71,5 @@ class LosslessCodec(VolumeCodec):
     def _decode_tile(self, ctx: DecodeContext, tile: int, payload: bytes) -> np.ndarray:
         extent = ctx.grid.tile_extent(tile)
         stored = ctx.dtype.newbyteorder("<")
-        block = decode_checked(payload, np.empty(extent, dtype=stored), f"texture section of tile {tile}")
+        block = decode_checked(payload, extent, stored, f"texture section of tile {tile}")
         return block if stored == ctx.dtype else block.astype(ctx.dtype)

@@ -20,6 +20,12 @@ DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "flo
 #: A decoded volume larger than this (16 TiB) is refused before anything is allocated.
 MAX_DECODED_BYTES = 1 << 44
 MAX_DIM = 1 << 24
+#: A tile larger than this (1 Gi voxels) is refused: decoders hold a tile in memory.
+MAX_TILE_VOXELS = 1 << 30
+#: A file may not claim to decode to more than this many times its own size. The best real ratios
+#: are orders of magnitude lower (lossless zeros: ~2,000:1); the cap keeps a small forged file
+#: from making a reader allocate gigabytes.
+MAX_DECLARED_RATIO = 1 << 20
 
 
 def build_header(*, shape: tuple[int, int, int], dtype: np.dtype, metadata: ScanMetadata,
@@ -95,6 +101,10 @@ class ParsedHeader:
 
         tiles = _require(raw, "tiles", dict, "")
         tile_shape = _int_list(_require(tiles, "tile_shape", list, "tiles."), "tiles.tile_shape")
+        if any(t < 1 for t in tile_shape) or int(np.prod(tile_shape, dtype=object)) > MAX_TILE_VOXELS:
+            raise CorruptHeaderError(
+                f"tiles.tile_shape {tile_shape} is not positive or exceeds {MAX_TILE_VOXELS} voxels"
+            )
         self.grid = TileGrid(self.shape, tuple(tile_shape))  # type: ignore[arg-type]
         if tiles.get("grid") != list(self.grid.grid):
             raise CorruptHeaderError(

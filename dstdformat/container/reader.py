@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from ..errors import ChecksumError, CorruptIndexError
+from ..errors import ChecksumError, CorruptHeaderError, CorruptIndexError
 from ..storage.sources import ByteSource
 from .format import (
     FOOTER_SIZE,
@@ -15,7 +15,7 @@ from .format import (
     crc32,
     unpack_index,
 )
-from .header import ParsedHeader, parse_header
+from .header import MAX_DECLARED_RATIO, ParsedHeader, parse_header
 
 #: Bytes fetched from each end of the file when opening; covers header and index of typical files.
 PROBE_SIZE = 64 * 1024
@@ -47,6 +47,11 @@ class DstdReader:
         if crc32(header_bytes) != p.header_crc32:
             raise ChecksumError("header checksum mismatch: the JSON header is damaged")
         self.header: ParsedHeader = parse_header(header_bytes)
+        if self.header.raw_nbytes > size * MAX_DECLARED_RATIO:
+            raise CorruptHeaderError(
+                f"header declares {self.header.raw_nbytes} bytes of voxels in a file of {size} "
+                f"bytes, more than {MAX_DECLARED_RATIO}:1 (corrupt or forged file)"
+            )
 
         self.footer = Footer.unpack(tail[-FOOTER_SIZE:], size, h_end)
         f = self.footer

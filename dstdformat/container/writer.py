@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import os
 import shutil
 import tempfile
@@ -33,7 +34,7 @@ from .format import (
     crc32,
     pack_index,
 )
-from .header import build_header, encode_header
+from .header import MAX_TILE_VOXELS, build_header, encode_header
 from .tiling import TileGrid, default_tile_shape
 
 #: Encoded sections stay in memory up to this size, then spill to a temporary file.
@@ -98,6 +99,8 @@ def _encode(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None,
                               balanced=tile_shape is None and codec.balanced_tiles)
     if tile_shape is not None and any(int(t) < 1 for t in tile_shape):
         raise InvalidInputError(f"tile_shape must be positive, got {tuple(tile_shape)}")
+    if math.prod(tile) > MAX_TILE_VOXELS:
+        raise InvalidInputError(f"tile_shape {tuple(tile)} has more than {MAX_TILE_VOXELS} voxels")
     grid = TileGrid(array.shape, tile)  # type: ignore[arg-type]
     original_sha256 = hashlib.sha256(memoryview(array).cast("B")).hexdigest()
 

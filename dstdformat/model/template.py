@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -141,13 +142,19 @@ def find_template(ref: str) -> Template:
 
     if ref == "default":
         ref = DEFAULT_TEMPLATE
+    if not isinstance(ref, str):
+        raise CodecError(f"a template is named by a string, got {ref!r}")
     as_path = Path(ref)
     if as_path.suffix == ".safetensors":
-        if not as_path.is_file():
-            raise CodecError(f"template file {ref} does not exist")
+        try:
+            exists = as_path.is_file()
+        except OSError:
+            exists = False
+        if not exists:
+            raise CodecError(f"template file {ref[:200]} does not exist")
         return Template.load(as_path)
-    if not ref.startswith("template-"):
-        raise CodecError(f"{ref!r} is not a template id (template-<sha256>), 'default' or a "
+    if not re.fullmatch(r"template-[0-9a-f]{64}", ref):
+        raise CodecError(f"{ref[:100]!r} is not a template id (template-<sha256>), 'default' or a "
                          f".safetensors path")
     for folder in search_folders():
         candidate = folder / f"{ref}.safetensors"

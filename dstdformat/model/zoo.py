@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -62,19 +63,24 @@ def available_models() -> list[str]:
 
 def find_model(model_id: str, sha256: str | None = None) -> ModelFile:
     """Locate ``model_id`` (a name, or a path to a ``.safetensors`` file) and check its hash."""
+    if not isinstance(model_id, str) or not model_id:
+        raise CodecError(f"model must be a model id or a .safetensors path, got {model_id!r}")
     candidates = []
     as_path = Path(model_id)
     if as_path.suffix == ".safetensors":
         candidates.append(as_path)
-    else:
+    elif _MODEL_ID.fullmatch(model_id):
         candidates += [folder / f"{model_id}.safetensors" for folder in search_folders()]
+    else:  # never a path fragment: ids come from files, which may be hostile
+        raise CodecError(f"{model_id[:80]!r} is not a valid model id (letters, digits, '.', '_' "
+                         "and '-', at most 128 characters) nor a .safetensors path")
     for weights in candidates:
-        if weights.is_file() and weights.with_suffix(".json").is_file():
+        if _is_file(weights) and _is_file(weights.with_suffix(".json")):
             model = _describe(weights)
             if sha256 is not None and model.sha256 != sha256:
                 continue
             return model
-    if sha256 is not None and any(p.is_file() for p in candidates):
+    if sha256 is not None and any(_is_file(p) for p in candidates):
         raise CodecError(
             f"model {model_id!r} is installed but its weights differ from the ones this data was "
             f"written with (sha256 {sha256[:16]}...); install that model version or add its folder "
@@ -84,6 +90,16 @@ def find_model(model_id: str, sha256: str | None = None) -> ModelFile:
         f"unknown model {model_id!r}; available: {', '.join(available_models()) or 'none'} "
         f"(models trained with `dstd train` are found through {MODEL_PATH_ENV})"
     )
+
+
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the filesystem, a permission problem on the way
+        return False
 
 
 @lru_cache(maxsize=8)

@@ -58,8 +58,8 @@ def decode(payload: bytes, tile_shape: tuple[int, ...], dtype: np.dtype,
     if n_values == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=dtype)
     body = memoryview(payload)[_HEADER.size:]
-    runs = decode_checked(body[:runs_nbytes], np.empty((n_runs, 2), dtype="<u4"), what)
-    values = decode_checked(body[runs_nbytes:], np.empty(n_values, dtype=dtype.newbyteorder("<")), what)
+    runs = decode_checked(body[:runs_nbytes], (n_runs, 2), "<u4", what)
+    values = decode_checked(body[runs_nbytes:], (n_values,), dtype.newbyteorder("<"), what)
     lengths = runs[:, 1].astype(np.int64)
     starts = np.cumsum(runs[:, 0], dtype=np.int64) + np.concatenate(([0], np.cumsum(lengths)[:-1]))
     stops = starts + lengths

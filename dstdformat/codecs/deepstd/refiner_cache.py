@@ -23,8 +23,11 @@ def _load(weights: str, sha256: str, device: str):
 
     config = find_model(weights, sha256).config
     try:
-        refiner = Refiner(RefinerConfig(**config["architecture"]))
         tensors = load_file(weights)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+        raise CodecError(f"model weights {weights} are not a valid safetensors file: {exc}") from None
+    try:
+        refiner = Refiner(RefinerConfig(**config["architecture"]))
         state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         refiner.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError) as exc:
