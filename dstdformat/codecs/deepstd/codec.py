@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -553,22 +554,27 @@ class _BaseCache:
         self.capacity = capacity
         self.owner: DecodeContext | None = None
         self.tiles: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # threads read regions of one volume at once
 
     def get(self, ctx: DecodeContext) -> _BaseCache:
-        if self.owner is not ctx:
-            self.owner, self.tiles = ctx, OrderedDict()
+        with self._lock:
+            if self.owner is not ctx:
+                self.owner, self.tiles = ctx, OrderedDict()
         return self
 
     def get_tile(self, tile: int) -> np.ndarray | None:
-        if tile in self.tiles:
-            self.tiles.move_to_end(tile)
-        return self.tiles.get(tile)
+        with self._lock:
+            block = self.tiles.get(tile)
+            if block is not None:
+                self.tiles.move_to_end(tile)
+            return block
 
     def put(self, tile: int, block: np.ndarray) -> None:
-        self.tiles[tile] = block
-        self.tiles.move_to_end(tile)
-        while len(self.tiles) > self.capacity:
-            self.tiles.popitem(last=False)
+        with self._lock:
+            self.tiles[tile] = block
+            self.tiles.move_to_end(tile)
+            while len(self.tiles) > self.capacity:
+                self.tiles.popitem(last=False)
 
 
 class _DecodeState:

@@ -16,6 +16,7 @@ the scan texture-only and keeps whichever decodes closer to the original at the 
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -233,6 +234,7 @@ class ShapeDecoder:
         self.blocks = (tstate.blocks(self.tctx) if codec.model is not None
                        else _Blocks(self.tctx.shape, self.tctx.grid, None, 0, "tile"))
         self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.lock = threading.Lock()
 
     def _voxels(self, region: Region) -> torch.Tensor:
         coords = self.frame.grid(region).reshape(-1, 3)
@@ -248,7 +250,8 @@ class ShapeDecoder:
         from .codec import _paste, refine_all
 
         numbers = self.blocks.in_region(box)
-        found = {n: self.cache[n] for n in numbers if n in self.cache}
+        with self.lock:  # threads read regions of one volume at once
+            found = {n: block for n in numbers if (block := self.cache.get(n)) is not None}
         missing = [n for n in numbers if n not in found]
         if missing:
             keeps = [self.blocks.keep(n) for n in missing]
@@ -259,11 +262,12 @@ class ShapeDecoder:
             for n, keep in zip(missing, keeps):
                 found[n] = values[tuple(slice(k.start - c.start, k.stop - c.start)
                                         for k, c in zip(keep, cover))].copy()
-        for n in numbers:
-            self.cache[n] = found[n]
-            self.cache.move_to_end(n)
-        while len(self.cache) > BLOCK_CACHE:
-            self.cache.popitem(last=False)
+        with self.lock:
+            for n in numbers:
+                self.cache[n] = found[n]
+                self.cache.move_to_end(n)
+            while len(self.cache) > BLOCK_CACHE:
+                self.cache.popitem(last=False)
         out = np.empty(tuple(b.stop - b.start for b in box), dtype=np.float32)
         for n in numbers:
             _paste(out, box, found[n], self.blocks.keep(n))
@@ -314,12 +318,14 @@ class ShapeDecoders:
     def __init__(self) -> None:
         self.owner: DecodeContext | None = None
         self.decoder: ShapeDecoder | None = None
+        self._lock = threading.Lock()
 
     def get(self, codec, ctx: DecodeContext, fetch: Fetch) -> ShapeDecoder:
-        if self.owner is not ctx or self.decoder is None:
-            self.decoder = ShapeDecoder(codec, ctx, fetch)
-            self.owner = ctx
-        return self.decoder
+        with self._lock:  # built once even when many threads start reading together
+            if self.owner is not ctx or self.decoder is None:
+                self.decoder = ShapeDecoder(codec, ctx, fetch)
+                self.owner = ctx
+            return self.decoder
 
 
 def decoded_error(decode: Callable[[Region], np.ndarray], array: np.ndarray, slope: float,
