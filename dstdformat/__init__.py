@@ -30,6 +30,7 @@ from .errors import (
     UnsupportedVersionError,
 )
 from .metadata import Scan, ScanMetadata
+from .storage.retry import RetryPolicy
 
 
 def save(data: Any, path: str | os.PathLike[str], codec: str | VolumeCodec = "lossless", *,
@@ -63,9 +64,12 @@ def save(data: Any, path: str | os.PathLike[str], codec: str | VolumeCodec = "lo
 
 
 def open(path_or_url: str | os.PathLike[str],  # noqa: A001 - the natural name, like zarr.open
-         storage_options: dict[str, Any] | None = None) -> Volume:
-    """Open a ``.dstd`` file lazily from a local path or any fsspec URL (s3://, https://, ...)."""
-    return open_volume(path_or_url, storage_options)
+         storage_options: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None) -> Volume:
+    """Open a ``.dstd`` file lazily from a local path or any fsspec URL (s3://, https://, ...).
+
+    Remote reads retry transient failures (timeouts, dropped connections, HTTP 429/5xx) under
+    ``retry`` (default: 5 attempts with exponential backoff, 60 s per request)."""
+    return open_volume(path_or_url, storage_options, retry=retry)
 
 
 def open_collection(pattern: str | os.PathLike[str],
@@ -104,6 +108,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "RetryPolicy",
     "ChecksumError",
     "DeepSTD",
     "DeepSTDCodec",

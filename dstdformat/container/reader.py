@@ -86,6 +86,7 @@ class DstdReader:
         out = {}
         for entry, blob in zip(entries, blobs):
             if crc32(blob) != entry.crc32:
-                raise ChecksumError(f"checksum mismatch in the {entry.label}: the file is damaged")
+                raise ChecksumError(f"checksum mismatch in the {entry.label}: the file is damaged, "
+                                    "or it changed after it was opened")
             out[entry.key] = blob
         return out

@@ -12,6 +12,7 @@ from ..codecs.base import DecodeContext, VolumeCodec
 from ..errors import CodecError, InvalidInputError
 from ..metadata import ScanMetadata
 from ..progress import track
+from ..storage.retry import RetryPolicy
 from ..storage.sources import ByteSource, IOStats, open_source
 from .indexing import plan_index
 from .reader import DstdReader
@@ -189,9 +190,11 @@ class Volume:
 
 
 def open_volume(path_or_url: str | os.PathLike[str],
-                storage_options: dict[str, Any] | None = None) -> Volume:
-    """Open a ``.dstd`` file from a local path or any fsspec URL, lazily."""
-    source = open_source(path_or_url, storage_options)
+                storage_options: dict[str, Any] | None = None, *,
+                retry: RetryPolicy | None = None) -> Volume:
+    """Open a ``.dstd`` file from a local path or any fsspec URL, lazily (remote reads retry
+    transient failures under ``retry``)."""
+    source = open_source(path_or_url, storage_options, retry)
     try:
         return Volume(source)
     except BaseException:

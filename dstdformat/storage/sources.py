@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..errors import StorageError
+from .retry import RetryPolicy, ShortReadError, call_with_retries, is_transient
+
+T = TypeVar("T")
 
 ByteRange = tuple[int, int]  # half-open [start, end)
 
@@ -64,6 +67,23 @@ def _split(ranges: Sequence[ByteRange], merged: Sequence[ByteRange],
     return out
 
 
+def check_lengths(description: str, merged: Sequence[ByteRange], blobs: Sequence[bytes]) -> list[bytes]:
+    """``blobs`` if each has its range's length; a short one is a :class:`ShortReadError`
+    (worth retrying), a long one means the server ignored the range."""
+    for (start, end), blob in zip(merged, blobs):
+        if len(blob) > end - start:
+            raise StorageError(
+                f"asked {description} for bytes {start}..{end} ({end - start} bytes) and got "
+                f"{len(blob)}: the server ignores range requests"
+            )
+        if len(blob) < end - start:
+            raise ShortReadError(
+                f"asked {description} for bytes {start}..{end} ({end - start} bytes) and got "
+                f"{len(blob)}: the response was cut short or the file shrank"
+            )
+    return list(blobs)
+
+
 class _RangeReader:
     """Shared logic: bounds checks, coalescing, accounting, and length verification."""
 
@@ -106,16 +126,12 @@ class _RangeReader:
         if not ranges:
             return []
         merged = coalesce(ranges, max_gap)
-        blobs = self._fetch(merged)
-        for (start, end), blob in zip(merged, blobs):
-            if len(blob) != end - start:
-                raise StorageError(
-                    f"asked {self.description} for bytes {start}..{end} ({end - start} bytes) and "
-                    f"got {len(blob)}: the file changed, was cut short, or the server ignores "
-                    "range requests"
-                )
+        blobs = self._fetch_checked(merged)
         self._account(blobs)
         return _split(ranges, merged, blobs)
+
+    def _fetch_checked(self, merged: Sequence[ByteRange]) -> list[bytes]:
+        return check_lengths(self.description, merged, self._fetch(merged))
 
 
 class LocalFileSource(_RangeReader):
@@ -157,20 +173,50 @@ class FsspecSource(_RangeReader):
     open is exactly two concurrent range requests.
     """
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None,
+                 retry: RetryPolicy | None = None) -> None:
         super().__init__()
         import fsspec.core
 
         self.description = url
         self.size = None
+        self.retry = retry or RetryPolicy()
+        #: Requests that failed transiently and were made again.
+        self.retries = 0
         with self._errors_named():
             self.fs, self.path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+    def _call(self, call: Callable[[], T]) -> T:
+        """``call()`` under the retry policy, its final failure named for the user."""
+        def counted() -> T:
+            try:
+                return call()
+            except Exception as exc:
+                if is_transient(exc):
+                    with self._lock:
+                        self.retries += 1
+                raise
+
+        with self._errors_named():
+            return call_with_retries(counted, self.retry)
+
+    def _cat_ranges(self, starts: list[int | None], ends: list[int | None]) -> list[bytes]:
+        kwargs: dict[str, Any] = {"on_error": "raise"}
+        if getattr(self.fs, "async_impl", False) and self.retry.timeout:
+            kwargs["timeout"] = self.retry.timeout  # fsspec's sync wrapper cancels the request
+        blobs = self.fs.cat_ranges([self.path] * len(starts), starts, ends, **kwargs)
+        for blob in blobs:
+            if isinstance(blob, BaseException):
+                raise blob
+        return [bytes(b) for b in blobs]
 
     @contextmanager
     def _errors_named(self) -> Iterator[None]:
         url = self.description
         try:
             yield
+        except ShortReadError as exc:
+            raise StorageError(f"{exc} (after {getattr(exc, 'attempts', 1)} attempts)") from None
         except FileNotFoundError:
             # HTTP servers answer 403 and 404 alike through fsspec; say both.
             raise FileNotFoundError(f"no file at {url} (it does not exist, or the server refuses "
@@ -180,27 +226,28 @@ class FsspecSource(_RangeReader):
         except StorageError:
             raise
         except (OSError, ValueError) as exc:
-            raise StorageError(f"reading {url} failed: {exc}") from exc
+            raise StorageError(f"reading {url} failed{_after(exc)}: {exc}") from exc
         except Exception as exc:
             # HTTP clients raise their own errors with a status (fsspec maps only 404).
             status = getattr(exc, "status", None)
             if status in (401, 403):
                 raise StorageError(f"no permission to read {url} (HTTP {status})") from None
             if status is not None:
-                raise StorageError(f"reading {url} failed: HTTP {status} {exc}") from exc
+                raise StorageError(f"reading {url} failed{_after(exc)}: HTTP {status} {exc}") from exc
+            if is_transient(exc):
+                raise StorageError(f"reading {url} failed{_after(exc)}: {type(exc).__name__} "
+                                   f"{exc}") from exc
             raise
 
     def read_ends(self, length: int) -> tuple[bytes, bytes]:
         if self.size is not None:
             return super().read_ends(length)
-        with self._errors_named():
-            try:
-                head, tail = (bytes(b) for b in self.fs.cat_ranges(
-                    [self.path] * 2, [0, -length], [length, None], on_error="raise"))
-            except (NotImplementedError, TypeError):
-                # A filesystem without suffix ranges: ask for the size, then read both ends.
-                self.size = self._ask_size()
-                return super().read_ends(length)
+        try:
+            head, tail = self._call(lambda: self._cat_ranges([0, -length], [length, None]))
+        except (NotImplementedError, TypeError):
+            # A filesystem without suffix ranges: ask for the size, then read both ends.
+            self.size = self._ask_size()
+            return super().read_ends(length)
         self._account([head, tail])
         if len(head) > length or len(tail) > length:
             raise StorageError(
@@ -215,16 +262,12 @@ class FsspecSource(_RangeReader):
 
     def _ask_size(self) -> int:
         """One metadata request; only for reads that come before :meth:`read_ends`."""
-        with self._errors_named():
-            return int(self.fs.size(self.path))
+        return int(self._call(lambda: self.fs.size(self.path)))
 
-    def _fetch(self, merged: Sequence[ByteRange]) -> list[bytes]:
-        with self._errors_named():
-            blobs = self.fs.cat_ranges(
-                [self.path] * len(merged), [s for s, _ in merged], [e for _, e in merged],
-                on_error="raise",
-            )
-        return [bytes(b) for b in blobs]
+    def _fetch_checked(self, merged: Sequence[ByteRange]) -> list[bytes]:
+        # The length check is inside the retried call: a response cut short is asked for again.
+        return self._call(lambda: check_lengths(self.description, merged, self._cat_ranges(
+            [s for s, _ in merged], [e for _, e in merged])))
 
     def close(self) -> None:
         pass
@@ -259,11 +302,18 @@ def local_path(path_or_url: str | os.PathLike[str],
 
 
 def open_source(path_or_url: str | os.PathLike[str] | bytes | bytearray | memoryview,
-                storage_options: dict[str, Any] | None = None) -> ByteSource:
-    """Open a local path, fsspec URL or in-memory bytes for range reads."""
+                storage_options: dict[str, Any] | None = None,
+                retry: RetryPolicy | None = None) -> ByteSource:
+    """Open a local path, fsspec URL or in-memory bytes for range reads; remote reads follow
+    ``retry`` (default :class:`RetryPolicy`)."""
     if isinstance(path_or_url, (bytes, bytearray, memoryview)):
         return MemorySource(path_or_url)
     local = local_path(path_or_url, storage_options)
     if local is not None:
         return LocalFileSource(local)
-    return FsspecSource(os.fspath(path_or_url), storage_options)
+    return FsspecSource(os.fspath(path_or_url), storage_options, retry)
+
+
+def _after(exc: BaseException) -> str:
+    attempts = getattr(exc, "attempts", None)
+    return f" after {attempts} attempts" if attempts else ""
