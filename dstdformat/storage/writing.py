@@ -66,6 +66,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield temp
         _fsync(temp)
         os.replace(temp, target)
+        _fsync_directory(target.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
@@ -76,6 +77,20 @@ def _fsync(path: Path) -> None:
     """Flush the file's bytes to disk before the rename makes it visible (best effort)."""
     try:
         fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make the rename itself durable (POSIX; best effort elsewhere)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
