@@ -78,13 +78,13 @@ class _Handler(SimpleHTTPRequestHandler):
             self.wfile.write(body)
 
 
-class _Server(ThreadingHTTPServer):
+class _LoopbackServer(ThreadingHTTPServer):
+    """A threaded server on a free 127.0.0.1 port with a queue of faults to inject."""
+
     daemon_threads = True
 
-    def __init__(self, root: Path, ignore_range: bool) -> None:
-        super().__init__(("127.0.0.1", free_port()), _Handler)
-        self.root, self.ignore_range = root, ignore_range
-        self.requests: list[tuple[str, str | None]] = []
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", free_port()), handler)
         self.faults: deque[str] = deque()
         self.faults_done: list[str] = []
         self.stall_seconds = 3.0
@@ -94,9 +94,15 @@ class _Server(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
+class _Server(_LoopbackServer):
+    def __init__(self, root: Path, ignore_range: bool) -> None:
+        super().__init__(_Handler)
+        self.root, self.ignore_range = root, ignore_range
+        self.requests: list[tuple[str, str | None]] = []
+
+
 @contextmanager
-def http_server(root: Path, ignore_range: bool = False):
-    server = _Server(root, ignore_range)
+def _serving(server: ThreadingHTTPServer):
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -105,6 +111,12 @@ def http_server(root: Path, ignore_range: bool = False):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def http_server(root: Path, ignore_range: bool = False):
+    with _serving(_Server(root, ignore_range)) as server:
+        yield server
 
 
 @contextmanager
@@ -204,31 +216,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward  # noqa: N815
 
 
-class _FaultProxy(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _FaultProxy(_LoopbackServer):
     def __init__(self, upstream: str) -> None:
-        super().__init__(("127.0.0.1", free_port()), _ProxyHandler)
+        super().__init__(_ProxyHandler)
         parts = urlsplit(upstream)
         self.upstream_host, self.upstream_port = parts.hostname, parts.port
-        self.faults: deque[str] = deque()
-        self.faults_done: list[str] = []
-        self.stall_seconds = 3.0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 @contextmanager
 def fault_proxy(upstream: str):
     """A proxy on 127.0.0.1 in front of ``upstream`` (e.g. moto's S3) that injects faults."""
-    proxy = _FaultProxy(upstream)
-    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with _serving(_FaultProxy(upstream)) as proxy:
         yield proxy
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-        thread.join(timeout=5)

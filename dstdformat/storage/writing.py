@@ -66,31 +66,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield temp
         _fsync(temp)
         os.replace(temp, target)
-        _fsync_directory(target.parent)
+        _fsync(target.parent, os.O_RDONLY)  # make the rename itself durable
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
 
 
-def _fsync(path: Path) -> None:
-    """Flush the file's bytes to disk before the rename makes it visible (best effort)."""
+def _fsync(path: Path, flags: int = os.O_RDWR) -> None:
+    """Flush a file's bytes (or, with ``os.O_RDONLY`` on a folder, a rename in it) to disk; best
+    effort, as some filesystems and platforms cannot."""
     try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (POSIX; best effort elsewhere)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, flags)
     except OSError:
         return
     try:
