@@ -214,3 +214,11 @@ def unpack_index(data: bytes, data_start: int, data_end: int) -> list[SectionEnt
             raise CorruptIndexError(f"{e.label} appears twice in the section index")
         keys.add(e.key)
     return entries
+
+
+def relative_index_crc32(entries: list[SectionEntry], data_start: int = 0) -> int:
+    """CRC-32 of the index packed with offsets counted from the end of the header: the header
+    records it (``stats.index_crc32``) so that a header and an index from different files do not
+    pass for one file."""
+    return crc32(pack_index([SectionEntry(e.kind, e.tile, e.offset - data_start, e.length,
+                                          e.crc32, e.flags) for e in entries]))

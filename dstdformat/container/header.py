@@ -136,6 +136,11 @@ class ParsedHeader:
         stats = raw.get("stats", {})
         self.raw_nbytes = int(np.prod(shape)) * self.dtype.itemsize
         self.payload_nbytes = stats.get("payload_nbytes") if isinstance(stats, dict) else None
+        index_crc = stats.get("index_crc32") if isinstance(stats, dict) else None
+        if index_crc is not None and not (isinstance(index_crc, int) and not isinstance(index_crc, bool)
+                                          and 0 <= index_crc <= 0xFFFFFFFF):
+            raise CorruptHeaderError("header field stats.index_crc32 must be a 32-bit unsigned integer")
+        self.index_crc32: int | None = index_crc
         sha = raw.get("original_sha256")
         self.original_sha256: str | None = sha if isinstance(sha, str) else None
 

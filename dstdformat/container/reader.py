@@ -13,6 +13,7 @@ from .format import (
     Preamble,
     SectionEntry,
     crc32,
+    relative_index_crc32,
     unpack_index,
 )
 from .header import MAX_DECLARED_RATIO, ParsedHeader, parse_header
@@ -63,6 +64,12 @@ class DstdReader:
         if crc32(index_bytes) != f.index_crc32:
             raise ChecksumError("section index checksum mismatch: the index is damaged")
         entries = unpack_index(index_bytes, h_end, f.index_offset)
+        recorded = self.header.index_crc32
+        if recorded is not None and relative_index_crc32(entries, h_end) != recorded:
+            raise CorruptIndexError(
+                "the section index does not belong to this header (a file spliced from two "
+                "files, or a damaged one)"
+            )
         self.sections: dict[SectionKey, SectionEntry] = {e.key: e for e in entries}
 
     @property

@@ -33,6 +33,7 @@ from .format import (
     SectionEntry,
     crc32,
     pack_index,
+    relative_index_crc32,
 )
 from .header import MAX_TILE_VOXELS, build_header, encode_header
 from .tiling import TileGrid, default_tile_shape
@@ -121,6 +122,8 @@ def _encode(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None,
             grid=grid, payload_nbytes=payload_nbytes, original_sha256=original_sha256,
             writer=f"dstdformat {__version__}",
         )
+        # Binds this header to its sections: a file spliced from two files fails the check.
+        header["stats"]["index_crc32"] = relative_index_crc32(relative)
         header_bytes = _with_file_size(header, payload_nbytes, len(relative))
         if len(header_bytes) > MAX_HEADER_LENGTH:
             raise InvalidInputError(

@@ -20,7 +20,6 @@ import json
 import math
 import random
 import struct
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..container.format import (
     Footer,
     Preamble,
     SectionEntry,
+    SectionKind,
     crc32,
     pack_index,
 )
@@ -107,15 +107,17 @@ class Seed:
     parts: FileParts
     header: dict[str, Any]
     voxels: np.ndarray | None
-    seconds: float = 0.0  #: what reading it costs; the mutator picks costly seeds less often
+
+    @property
+    def runs_a_network(self) -> bool:
+        """Whether reading it runs the refinement network or the shape decoder."""
+        has_shape = any(e.kind == SectionKind.SHAPE for e, _ in self.parts.sections)
+        return self.header["codec"].get("model") is not None or has_shape
 
     @classmethod
     def load(cls, name: str, data: bytes) -> Seed:
-        voxels, header = read_untrusted(data)  # the first read also loads models: not timed
-        start = time.perf_counter()
-        read_untrusted(data)
-        seconds = time.perf_counter() - start
-        return cls(name, data, FileParts.parse(data), header, voxels, seconds)
+        voxels, header = read_untrusted(data)
+        return cls(name, data, FileParts.parse(data), header, voxels)
 
 
 @dataclass
@@ -192,9 +194,10 @@ class Mutator:
     """Makes fuzz inputs from seeds; every input is a pure function of the ``random.Random``."""
 
     seeds: Sequence[Seed]
-    #: Each seed is picked in proportion to 1 / max(its read time, this), so that seeds that
-    #: run a network (seconds per read) do not take all the time from the parsers' cheap paths.
-    cost_floor: float = 0.01
+    #: Seeds that run a network (the refinement or the shape decoder: about a second per read,
+    #: against milliseconds) are picked this much less often, so that they do not take all the
+    #: time from the parsers' cheap paths. A fixed weight, not a timing, keeps inputs reproducible.
+    costly_seed_weight: float = 0.03
     _strategies: list[tuple[float, Callable[[random.Random, Seed], Mutation]]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -208,7 +211,8 @@ class Mutator:
             (0.10, self._sealed_index),
             (0.05, self._sealed_structure),
         ]
-        self._seed_weights = [1.0 / max(s.seconds, self.cost_floor) for s in self.seeds]
+        self._seed_weights = [self.costly_seed_weight if s.runs_a_network else 1.0
+                              for s in self.seeds]
 
     def mutate(self, rng: random.Random) -> Mutation:
         (seed,) = rng.choices(self.seeds, weights=self._seed_weights)

@@ -126,7 +126,7 @@ def test_absurd_header_length(stored, length):
         (lambda es: [dataclasses.replace(es[0], offset=3), *es[1:]], "outside the data area"),
         (lambda es: [dataclasses.replace(es[0], length=10**12), *es[1:]], "outside the data area"),
         (lambda es: [es[0], es[0], *es[2:]], "overlap|twice"),
-        (lambda es: es[1:], "missing"),
+        (lambda es: es[1:], "missing|does not belong to this header"),
     ],
 )
 def test_bad_index_entries(stored, mutate, message):
@@ -150,6 +150,15 @@ def test_section_swapped_between_tiles_is_caught(stored):
                 dataclasses.replace(last, tile=first.tile)]
 
     rewrite_index(path, swap)
+    with pytest.raises(CorruptIndexError, match="does not belong to this header"):
+        _read_all(path)
+    # Files without the header's index CRC (written before it existed) still meet the codec's
+    # size check.
+    def drop_index_crc(header):
+        header["stats"].pop("index_crc32")
+        return header
+
+    rewrite_header(path, drop_index_crc)
     with pytest.raises(CorruptSectionError, match="declares"):
         _read_all(path)
 
@@ -199,3 +208,23 @@ def test_codec_parameters_from_file_are_validated(stored):
     rewrite_header(path, lambda h: {**h, "codec": {**h["codec"], "params": {"cname": "pickle"}}})
     with pytest.raises(dstdformat.CodecError, match="cname"):
         dstdformat.open(path)[0]
+
+
+def test_header_and_sections_from_two_files_are_refused(tmp_path, ct_like):
+    """A splice of two valid files (the header of one, the sections and index of the other) has
+    consistent checksums everywhere; the index CRC recorded in the header catches it."""
+    from dstdformat.errors import CorruptIndexError
+    from dstdformat.testing.fuzzing import FileParts
+
+    first, second = tmp_path / "a.dstd", tmp_path / "b.dstd"
+    dstdformat.save(ct_like, first)
+    changed = ct_like.copy()
+    changed[3] += 1
+    dstdformat.save(changed, second)
+    spliced = FileParts.parse(second.read_bytes())
+    spliced.header = FileParts.parse(first.read_bytes()).header
+    with pytest.raises(CorruptIndexError, match="does not belong to this header"):
+        dstdformat.open(spliced.assemble())
+    with dstdformat.open(first) as volume:  # the check passes on the real thing
+        assert isinstance(volume.header["stats"]["index_crc32"], int)
+        np.testing.assert_array_equal(volume.read(), ct_like)
