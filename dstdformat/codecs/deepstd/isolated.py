@@ -57,9 +57,12 @@ class _Helper:
 
     def __init__(self) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1")
+        # Unbuffered: answers are read with select() + os.read(), which must see every byte
+        # that has arrived (a buffered reader could hold it where select() cannot see it).
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dstdformat.codecs.deepstd.isolated"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+            bufsize=0,
         )
 
     def decode(self, payload: bytes, deadline: float) -> tuple[int, bytes]:
@@ -79,19 +82,19 @@ class _Helper:
         return status, self._read(length, deadline)
 
     def _read(self, n: int, deadline: float) -> bytes:
-        stream = self.process.stdout
-        assert stream is not None
-        chunks, left = [], n
-        while left:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        out, filled = bytearray(n), 0
+        while filled < n:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
                 raise TimeoutError
-            chunk = stream.read1(left)  # type: ignore[attr-defined]
+            chunk = os.read(fd, min(n - filled, 1 << 20))
             if not chunk:
                 raise EOFError("the helper closed its output")
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+            out[filled:filled + len(chunk)] = chunk
+            filled += len(chunk)
+        return bytes(out)
 
     def alive(self) -> bool:
         return self.process.poll() is None
