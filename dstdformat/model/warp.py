@@ -23,12 +23,18 @@ FIELD_SPACING_MM = 4.0
 _BATCH = 1 << 16
 
 
+def field_shape(frame: VolumeFrame, spacing_mm: float = FIELD_SPACING_MM) -> tuple[int, int, int]:
+    """Grid points per axis of a :class:`CoarseField` over ``frame``."""
+    extent = [(n - 1) * s for n, s in zip(frame.shape, frame.spacing)]
+    return tuple(max(2, math.ceil(e / spacing_mm) + 1) for e in extent)  # type: ignore[return-value]
+
+
 class CoarseField:
     """``mapping`` sampled on a regular grid spanning ``frame``; trilinear (border-clamped) between."""
 
     def __init__(self, mapping: Mapping, frame: VolumeFrame, spacing_mm: float = FIELD_SPACING_MM) -> None:
         extent = [(n - 1) * s for n, s in zip(frame.shape, frame.spacing)]
-        shape = tuple(max(2, math.ceil(e / spacing_mm) + 1) for e in extent)
+        shape = field_shape(frame, spacing_mm)
         spacing = tuple(e / (n - 1) if e > 0 else 1.0 for e, n in zip(extent, shape))
         self.frame = VolumeFrame(shape, spacing, tuple(float(v) for v in frame.start))  # type: ignore[arg-type]
         points = self.frame.grid().reshape(-1, 3)

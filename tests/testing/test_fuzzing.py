@@ -81,6 +81,11 @@ def _resealed(name: str, edit_header=None, edit_section=None) -> bytes:
      CorruptHeaderError),
     ("deepstd_quality45.dstd",
      lambda h: h["codec"]["state"].update(stored_window=[float("-inf"), 0]), CorruptHeaderError),
+    # These two made a decode run for hours (a deformation grid of 10^8 points), not crash.
+    ("deepstd_shape_ratio32.dstd",
+     lambda h: h["codec"]["state"]["shape"].update(scan_spacing=[3.0, 3.0, 3000.0]), CorruptHeaderError),
+    ("deepstd_shape_ratio32.dstd",
+     lambda h: h["codec"]["state"]["texture"].update(shape=[4000, 4000, 127]), CorruptHeaderError),
 ])
 def test_hostile_header_values_are_refused(name, edit, error):
     with pytest.raises(error):

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 from ...container.format import NO_TILE, SectionKind
+from ...container.header import MAX_TILE_VOXELS
 from ...container.tiling import Region, TileGrid, default_tile_shape
 from ...errors import CorruptHeaderError
 from ...model.deformation import AffineMap, Siren, VolumeFrame
 from ...model.template import Template
-from ...model.warp import CoarseField, cubic_box, sample_cubic_voxels
+from ...model.warp import CoarseField, cubic_box, field_shape, sample_cubic_voxels
 from ..base import DecodeContext, Fetch
 
 #: Below this NCC after the affine stage the scan is too far from the template to warp.
@@ -41,6 +42,13 @@ MIN_AFFINE_NCC = 0.5
 CYCLE_WEIGHT = 0.1
 #: A texture grid with more than this many times the scan's voxels is not worth coding.
 MAX_TEXTURE_GROWTH = 3.0
+#: Decoders refuse texture grids beyond this many times the scan's voxels (encoders stop at
+#: MAX_TEXTURE_GROWTH), deformation grids beyond this many points (a 2 m whole-body scan at the
+#: 4 mm field spacing has ~8 M) and voxel steps beyond this many mm: hostile headers cannot make
+#: a decode take hours or all memory.
+MAX_TEXTURE_FACTOR = 8
+MAX_FIELD_POINTS = 1 << 24
+MAX_SPACING_MM = 100.0
 #: Scan slices warped at a time (bounds the memory of the 64 taps per voxel).
 WARP_SLAB = 4
 #: Refined texture blocks kept per open file (a full read's consecutive slabs share blocks).
@@ -212,9 +220,20 @@ class ShapeDecoder:
             spacing = tuple(float(s) for s in info["scan_spacing"])
         except (KeyError, TypeError, ValueError, OverflowError):
             raise CorruptHeaderError("deepstd shape record has no valid scan_spacing") from None
-        if len(spacing) != 3 or not all(s > 0 and math.isfinite(s) for s in spacing):
-            raise CorruptHeaderError(f"deepstd shape record has an invalid scan_spacing {spacing}")
+        if len(spacing) != 3 or not all(0 < s <= MAX_SPACING_MM for s in spacing):
+            raise CorruptHeaderError(f"deepstd shape record has an invalid scan_spacing {spacing} "
+                                     f"(each step must be in (0, {MAX_SPACING_MM:g}] mm)")
         self.texture = TextureGrid.from_json(state.get("texture"))
+        # The work and memory of decoding follow these sizes: bound them by the scan's own.
+        scan_voxels = math.prod(ctx.shape)
+        field_points = math.prod(field_shape(scan_frame(ctx.shape, spacing)))
+        if field_points > MAX_FIELD_POINTS:
+            raise CorruptHeaderError(f"deepstd shape record implies a {field_points}-point "
+                                     f"deformation grid (more than {MAX_FIELD_POINTS})")
+        if math.prod(self.texture.frame.shape) > MAX_TEXTURE_FACTOR * scan_voxels \
+                or math.prod(self.texture.tile_shape) > MAX_TILE_VOXELS:
+            raise CorruptHeaderError(f"deepstd texture grid {self.texture.frame.shape} is "
+                                     f"implausibly large for a {ctx.shape} scan")
         try:
             outlier_tiles = {int(t) for t in state["outlier_tiles"]}
         except (KeyError, TypeError, ValueError, OverflowError):
