@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import struct
 import subprocess
 import sys
 from functools import lru_cache
@@ -141,3 +142,21 @@ def test_fuzz_script_runs_workers_and_reports(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"] == 80 and summary["findings"] == 0
     assert sum(summary["outcomes"].values()) == 80 and summary["peak_worker_rss_mib"] > 0
+
+
+def _shape_section_edit(at: int, value: bytes):
+    def edit(entry, payload):
+        if entry.kind != SectionKind.SHAPE:
+            return entry, payload
+        return entry, payload[:at] + value + payload[at + len(value):]
+    return edit
+
+
+@pytest.mark.parametrize("at, value", [
+    (12, struct.pack("<f", 0.0)),  # SIREN frequency 0: a division by zero
+    (16, struct.pack("<d", 1e300)),  # an affine that throws the scan out of the world
+])
+def test_forged_shape_settings_are_refused(at, value):
+    with pytest.raises(DstdError):
+        read_untrusted(_resealed("deepstd_shape_ratio32.dstd",
+                                 edit_section=_shape_section_edit(at, value)))

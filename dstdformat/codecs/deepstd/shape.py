@@ -70,7 +70,7 @@ def decode_shape(data: bytes):
     magic, version, bits, width, depth, omega, *affine = _HEAD.unpack_from(data)
     if version != _VERSION:
         raise CodecError(f"shape section version {version} is not supported (this reader: {_VERSION})")
-    if not (2 <= bits <= 16 and 1 <= width <= 4096 and 1 <= depth <= 16 and np.isfinite(omega)):
+    if not (2 <= bits <= 16 and 1 <= width <= 4096 and 1 <= depth <= 16 and 0 < omega <= 1e4):
         raise CodecError(f"shape section has invalid settings (bits {bits}, width {width}, depth {depth})")
     config = SirenConfig(width=width, depth=depth, omega=float(omega))
     template = Siren(config)

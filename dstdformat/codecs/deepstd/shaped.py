@@ -28,8 +28,8 @@ import torch
 from ...container.format import NO_TILE, SectionKind
 from ...container.header import MAX_TILE_VOXELS
 from ...container.tiling import Region, TileGrid, default_tile_shape
-from ...errors import CorruptHeaderError
-from ...model.deformation import AffineMap, Siren, VolumeFrame
+from ...errors import CorruptHeaderError, CorruptSectionError
+from ...model.deformation import COORD_SCALE_MM, AffineMap, Siren, VolumeFrame
 from ...model.template import Template
 from ...model.warp import CoarseField, cubic_box, field_shape, sample_cubic_voxels
 from ..base import DecodeContext, Fetch
@@ -49,6 +49,7 @@ MAX_TEXTURE_GROWTH = 3.0
 MAX_TEXTURE_FACTOR = 8
 MAX_FIELD_POINTS = 1 << 24
 MAX_SPACING_MM = 100.0
+MAX_TEMPLATE_DISTANCE_MM = 10_000.0
 #: Scan slices warped at a time (bounds the memory of the 64 taps per voxel).
 WARP_SLAB = 4
 #: Refined texture blocks kept per open file (a full read's consecutive slabs share blocks).
@@ -73,7 +74,15 @@ def phi_from_section(code: bytes, frame: VolumeFrame) -> CoarseField:
         y = affine(x)
         return y + net(y)
 
-    return CoarseField(to_template, frame)
+    field = CoarseField(to_template, frame)
+    # A deformation that leaves the finite world, or maps the scan more than 10 m from the
+    # template's centre (coordinates are in units of COORD_SCALE_MM), can only come from a forged
+    # section; sampling with it would index outside the texture.
+    if not bool(torch.isfinite(field.values).all()) \
+            or float(field.values.abs().max()) > MAX_TEMPLATE_DISTANCE_MM / COORD_SCALE_MM:
+        raise CorruptSectionError("shape section decodes to a deformation with non-finite or "
+                                  "absurd coordinates")
+    return field
 
 
 @dataclass(frozen=True)
