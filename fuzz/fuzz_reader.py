@@ -50,7 +50,10 @@ def _worker(number: int, jobs: int, start: int, stop: int, run_seed: int, seed_p
     if memory_gib > 0:
         limit = int(memory_gib * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    parent = os.getppid()
     for index in range(start, stop, jobs):
+        if os.getppid() != parent:  # the run was stopped: do not go on as an orphan
+            return
         current[number] = index
         mutation = make_input(mutator, run_seed, index)
         verdict = judge(mutation)
