@@ -19,8 +19,11 @@ def test_isolated_decode_equals_in_process(shape):
     payload = wavelet.encode_bits_per_voxel(block, 2.0)
     inside = wavelet.decode(payload, shape, trusted=True)
     outside = wavelet.decode(payload, shape)
-    assert outside.shape == shape
+    assert outside.shape == shape and outside.dtype == np.float64
     np.testing.assert_array_equal(outside, inside)
+    single = wavelet.decode(payload, shape, dtype=np.float32)  # what the codec asks for
+    assert single.dtype == np.float32
+    np.testing.assert_array_equal(single, inside.astype(np.float32))
 
 
 def test_many_threads_share_the_helpers():
@@ -38,8 +41,9 @@ def test_a_decode_past_its_time_limit_is_stopped():
     block = np.random.default_rng(0).normal(size=(32, 128, 128))
     payload = wavelet.encode_bits_per_voxel(block, 8.0)
     with pytest.raises(CorruptSectionError, match="did not decode within"):
-        isolated.decode_isolated(payload, "texture section of tile 0", time_limit=1e-4)
-    out = isolated.decode_isolated(payload, "texture section of tile 0")  # a fresh helper
+        isolated.decode_isolated(payload, (32, 128, 128), "texture section of tile 0",
+                                 time_limit=1e-4)
+    out = isolated.decode_isolated(payload, (32, 128, 128), "tile 0")  # a fresh helper
     assert out.shape == (32, 128, 128)
 
 

@@ -458,7 +458,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         def base_block(tile: int) -> np.ndarray:
             if tile not in base:
                 base[tile] = wavelet.decode(payloads[(SectionKind.TEXTURE, tile)], grid.tile_extent(tile),
-                                            what=f"texture section of tile {tile}").astype(np.float32)
+                                            what=f"texture section of tile {tile}", dtype=np.float32)
                 cache.put(tile, base[tile])
             return base[tile]
 

@@ -9,8 +9,9 @@ past its time limit becomes a :class:`~dstdformat.errors.CorruptSectionError` an
 Helpers also run under an address-space limit, so a hostile stream cannot exhaust memory either.
 Streams the encoder just wrote are decoded in process.
 
-The pipe protocol is little-endian: a request is ``u64 length`` + SPERR stream; the answer is
-``u8 status`` then, for status 0, ``3 x u32 shape`` + float64 voxels, or for status 1 ``u32
+The pipe protocol is little-endian: a request is ``u64 length`` + ``u8 itemsize`` (4: float32,
+what the codec keeps, half the bytes to move; 8: float64, as SPERR decodes) + SPERR stream; the
+answer is ``u8 status`` then, for status 0, ``3 x u32 shape`` + voxels, or for status 1 ``u32
 length`` + UTF-8 message.
 
 ``DSTD_ISOLATE_DECODER=0`` decodes in process (trusted data only; a little faster on tiny tiles).
@@ -65,36 +66,43 @@ class _Helper:
             bufsize=0,
         )
 
-    def decode(self, payload: bytes, deadline: float) -> tuple[int, bytes]:
-        """(status, body) of one request; raises EOFError if the helper died or timed out."""
-        assert self.process.stdin is not None and self.process.stdout is not None
+    def decode(self, payload: bytes, expected: tuple[int, int, int], dtype: np.dtype,
+               deadline: float) -> np.ndarray | str:
+        """The decoded block, or the helper's error message; raises EOFError if the helper died
+        and TimeoutError past ``deadline``."""
+        assert self.process.stdin is not None
         try:
-            self.process.stdin.write(_LENGTH.pack(len(payload)) + payload)
+            self.process.stdin.write(_LENGTH.pack(len(payload)) + bytes([dtype.itemsize]))
+            self.process.stdin.write(payload)
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
             raise EOFError("the helper is gone") from None
         status = self._read(1, deadline)[0]
-        if status == 0:
-            shape = _SHAPE.unpack(self._read(_SHAPE.size, deadline))
-            count = int(np.prod(shape, dtype=np.int64))
-            return status, _SHAPE.pack(*shape) + self._read(count * 8, deadline)
-        (length,) = _MESSAGE.unpack(self._read(_MESSAGE.size, deadline))
-        return status, self._read(length, deadline)
+        if status != 0:
+            (length,) = _MESSAGE.unpack(self._read(_MESSAGE.size, deadline))
+            return bytes(self._read(length, deadline)).decode("utf-8", "replace")
+        shape = _SHAPE.unpack(self._read(_SHAPE.size, deadline))[::-1]
+        if shape != expected:  # never allocate what the helper says without checking it
+            raise EOFError(f"the helper answered a block of {shape}, not {expected}")
+        out = np.empty(shape, dtype=dtype)
+        self._read(out.nbytes, deadline, into=memoryview(out).cast("B"))
+        return out
 
-    def _read(self, n: int, deadline: float) -> bytes:
+    def _read(self, n: int, deadline: float, into: memoryview | None = None) -> memoryview:
+        """Exactly ``n`` bytes from the helper, straight into ``into`` when given."""
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
-        out, filled = bytearray(n), 0
+        out = into if into is not None else memoryview(bytearray(n))
+        filled = 0
         while filled < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
                 raise TimeoutError
-            chunk = os.read(fd, min(n - filled, 1 << 20))
-            if not chunk:
+            got = os.readv(fd, [out[filled:n]])
+            if not got:
                 raise EOFError("the helper closed its output")
-            out[filled:filled + len(chunk)] = chunk
-            filled += len(chunk)
-        return bytes(out)
+            filled += got
+        return out
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -150,31 +158,37 @@ _pool = _Pool()
 atexit.register(_pool.close)
 
 
-def decode_isolated(payload: bytes, what: str, time_limit: float = DECODE_TIME_LIMIT) -> np.ndarray:
-    """SPERR-decode ``payload`` in a helper process; any failure is a CorruptSectionError."""
+def decode_isolated(payload: bytes, shape: tuple[int, int, int], what: str,
+                    time_limit: float = DECODE_TIME_LIMIT,
+                    dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """SPERR-decode ``payload`` (a block of ``shape``) in a helper process, as ``dtype``
+    (float64 or float32); any failure is a CorruptSectionError."""
+    dtype = np.dtype(dtype).newbyteorder("<")
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise ValueError(f"decoded blocks are float32 or float64, not {dtype}")
     helper = _pool.acquire()
     try:
-        status, body = helper.decode(bytes(payload), time.monotonic() + time_limit)
+        answer = helper.decode(bytes(payload), tuple(shape), dtype, time.monotonic() + time_limit)
     except TimeoutError:
         helper.kill()
         raise CorruptSectionError(
             f"{what} did not decode within {time_limit:.0f} s (the decoder was stopped)"
         ) from None
-    except EOFError:
-        code = helper.process.wait()
+    except EOFError as exc:
+        helper.kill()
+        code = helper.process.returncode
         raise CorruptSectionError(
-            f"{what} crashed the wavelet decoder (exit status {code}): the section is corrupt "
-            "although its checksum matches, so the file was written that way or altered "
+            f"{what} crashed the wavelet decoder (exit status {code}; {exc}): the section is "
+            "corrupt although its checksum matches, so the file was written that way or altered "
             "deliberately"
         ) from None
     except BaseException:
         helper.kill()  # interrupted mid-answer: the pipe is out of step
         raise
     _pool.release(helper)
-    if status != 0:
-        raise CorruptSectionError(f"{what} does not decode: {body.decode('utf-8', 'replace')}")
-    shape = _SHAPE.unpack_from(body)
-    return np.frombuffer(body, dtype="<f8", offset=_SHAPE.size).reshape(shape[::-1])
+    if isinstance(answer, str):
+        raise CorruptSectionError(f"{what} does not decode: {answer}")
+    return answer
 
 
 def _serve(decode: Callable[[bytes], np.ndarray]) -> None:
@@ -188,16 +202,22 @@ def _serve(decode: Callable[[bytes], np.ndarray]) -> None:
         if len(head) < _LENGTH.size:
             return
         (length,) = _LENGTH.unpack(head)
+        itemsize = source.read(1)
         payload = source.read(length)
+        dtype = "<f4" if itemsize == b"\x04" else "<f8"
         try:
-            out = np.ascontiguousarray(decode(payload), dtype="<f8")
-            if out.ndim != 3:
-                raise ValueError(f"decoded to {out.ndim} dimensions")
+            decoded = decode(payload)
+            if decoded.ndim != 3:
+                raise ValueError(f"decoded to {decoded.ndim} dimensions")
+            # Out-of-range values would become infinities here; the caller refuses those.
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = np.ascontiguousarray(decoded, dtype=dtype)
         except Exception as exc:  # noqa: BLE001 - reported to the parent as a message
             message = f"{type(exc).__name__}: {exc}".encode()[:4096]
             sink.write(b"\x01" + _MESSAGE.pack(len(message)) + message)
         else:
-            sink.write(b"\x00" + _SHAPE.pack(*out.shape[::-1]) + memoryview(out).cast("B"))
+            sink.write(b"\x00" + _SHAPE.pack(*out.shape[::-1]))
+            sink.write(memoryview(out).cast("B"))
         sink.flush()
 
 

@@ -74,11 +74,13 @@ def _checked(payload: bytes, shape: tuple[int, ...]) -> bytes:
 
 
 def decode(payload: bytes, shape: tuple[int, int, int], *, what: str = "texture section",
-           trusted: bool = False) -> np.ndarray:
-    """Decode a stream of a block of ``shape`` (float64), after checking its header.
+           trusted: bool = False, dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """Decode a stream of a block of ``shape`` as ``dtype`` (float64 or float32), after checking
+    its header.
 
-    Streams from files go to an isolated helper process (see :mod:`.isolated`); ``trusted``
-    streams, which this process just encoded, are decoded here.
+    Streams from files go to an isolated helper process (see :mod:`.isolated`), which answers in
+    ``dtype``: float32, the codec's working precision, moves half the bytes. ``trusted`` streams,
+    which this process just encoded, are decoded here.
     """
     from . import isolated
 
@@ -87,7 +89,7 @@ def decode(payload: bytes, shape: tuple[int, int, int], *, what: str = "texture 
     if problem is not None:
         raise CorruptSectionError(f"{what}: {problem}")
     if not trusted and isolated.isolation_enabled():
-        out = isolated.decode_isolated(payload, what)
+        out = isolated.decode_isolated(payload, padded, what, dtype=dtype)
     else:
         import imagecodecs
 
@@ -100,7 +102,7 @@ def decode(payload: bytes, shape: tuple[int, int, int], *, what: str = "texture 
     peak = np.abs(out).max()
     if not peak <= _FLOAT32_MAX:  # NaN, infinity or beyond float32: the stream was tampered with
         raise CorruptSectionError(f"{what} decoded to non-finite or out-of-range values")
-    return out[: shape[0], : shape[1], : shape[2]].astype(np.float64, copy=False)
+    return out[: shape[0], : shape[1], : shape[2]].astype(dtype, copy=False)
 
 
 def _check_block(block: np.ndarray) -> None:
