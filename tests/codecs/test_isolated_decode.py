@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dstdformat.codecs.deepstd import isolated, wavelet
-from dstdformat.errors import CorruptSectionError
+from dstdformat.errors import CodecError, CorruptSectionError
 
 
 @pytest.mark.parametrize("shape", [(4, 4, 4), (3, 5, 2), (16, 64, 48), (40, 130, 96)])
@@ -52,3 +52,10 @@ def test_isolation_can_be_switched_off(monkeypatch):
     assert not isolated.isolation_enabled()
     monkeypatch.setenv(isolated.ISOLATE_ENV, "1")
     assert isolated.isolation_enabled()
+
+
+def test_a_helper_that_cannot_start_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(isolated.sys, "executable", "/bin/false")
+    monkeypatch.setattr(isolated._pool, "_idle", [])
+    with pytest.raises(CodecError, match="could not start the isolated SPERR decoder"):
+        isolated.decode_isolated(b"x" * 30, (4, 4, 4), "texture section of tile 0")

@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ...errors import CorruptSectionError
+from ...errors import CodecError, CorruptSectionError
 
 ISOLATE_ENV = "DSTD_ISOLATE_DECODER"
 #: Seconds one decode may take before its helper is killed (SPERR decodes a 64x512x512 tile in
@@ -40,6 +40,10 @@ DECODE_TIME_LIMIT = 300.0
 #: Address space a helper may use beyond what the decoded block needs.
 HELPER_MEMORY_MARGIN = 2 << 30
 
+#: Seconds a new helper may take to import numpy and SPERR.
+HELPER_START_TIME_LIMIT = 60.0
+
+_READY = b"R"
 _LENGTH = struct.Struct("<Q")
 _SHAPE = struct.Struct("<III")
 _MESSAGE = struct.Struct("<I")
@@ -65,6 +69,20 @@ class _Helper:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
             bufsize=0,
         )
+        # The helper says it is ready once it has imported SPERR: a helper that cannot start (no
+        # usable Python at sys.executable, a broken install) is a clear error here, not a
+        # "corrupt section" later.
+        try:
+            ready = bytes(self._read(1, time.monotonic() + HELPER_START_TIME_LIMIT))
+        except (EOFError, TimeoutError):
+            ready = b""
+        if ready != _READY:
+            self.kill()
+            raise CodecError(
+                f"could not start the isolated SPERR decoder ({sys.executable} -m "
+                f"dstdformat.codecs.deepstd.isolated); set {ISOLATE_ENV}=0 to decode in this "
+                "process (trusted files only)"
+            )
 
     def decode(self, payload: bytes, expected: tuple[int, int, int], dtype: np.dtype,
                deadline: float) -> np.ndarray | str:
@@ -197,6 +215,8 @@ def _serve(decode: Callable[[bytes], np.ndarray]) -> None:
     # Answers go to a private copy of stdout; anything a library prints goes to stderr instead.
     sink = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    sink.write(_READY)
+    sink.flush()
     while True:
         head = source.read(_LENGTH.size)
         if len(head) < _LENGTH.size:
