@@ -90,9 +90,8 @@ class _Helper:
         and TimeoutError past ``deadline``."""
         assert self.process.stdin is not None
         try:
-            self.process.stdin.write(_LENGTH.pack(len(payload)) + bytes([dtype.itemsize]))
-            self.process.stdin.write(payload)
-            self.process.stdin.flush()
+            self._write(_LENGTH.pack(len(payload)) + bytes([dtype.itemsize]))
+            self._write(payload)
         except (BrokenPipeError, OSError):
             raise EOFError("the helper is gone") from None
         status = self._read(1, deadline)[0]
@@ -105,6 +104,16 @@ class _Helper:
         out = np.empty(shape, dtype=dtype)
         self._read(out.nbytes, deadline, into=memoryview(out).cast("B"))
         return out
+
+    def _write(self, data: bytes) -> None:
+        """All of ``data`` (an unbuffered pipe may take it in several writes)."""
+        assert self.process.stdin is not None
+        view = memoryview(data)
+        while view:
+            written = self.process.stdin.write(view)
+            if not written:
+                raise BrokenPipeError("the helper takes no more input")
+            view = view[written:]
 
     def _read(self, n: int, deadline: float, into: memoryview | None = None) -> memoryview:
         """Exactly ``n`` bytes from the helper, straight into ``into`` when given."""
