@@ -88,7 +88,6 @@ class _Helper:
                deadline: float) -> np.ndarray | str:
         """The decoded block, or the helper's error message; raises EOFError if the helper died
         and TimeoutError past ``deadline``."""
-        assert self.process.stdin is not None
         try:
             self._write(_LENGTH.pack(len(payload)) + bytes([dtype.itemsize]))
             self._write(payload)
