@@ -5,8 +5,9 @@
 The default scan is the shared 512x512x141 chest; it is mirrored along the slice axis up to
 ``--slices`` slices (real anatomy, the size the issue asks about). Prints wall times and MB/s of
 encode, full decode, one axial slice read (cold, from a freshly opened file) and a 64-slice block,
-for deepstd with its refinement, deepstd without it, and SPERR on the whole volume, each also as a
-ratio against SPERR's. Uses every core torch is allowed (``torch.get_num_threads()``).
+for deepstd on its AV1 base layer (with its refinement, read without it, coded without a model),
+deepstd on the SPERR base it had before, and SPERR on the whole volume, each also as a ratio
+against SPERR's. Uses every core torch is allowed (``torch.get_num_threads()``).
 """
 
 from __future__ import annotations
@@ -30,16 +31,25 @@ def volume_of(path: Path, slices: int) -> np.ndarray:
     return mirror_slices(read_scan(path).array, slices)
 
 
-def measure_dstd(volume: np.ndarray, path: Path, ratio: float, model: str | None):
-    """(ratio, encode s, full decode s, one-slice s, 64-slice s) of deepstd at ``ratio``."""
-    codec = DeepSTDVolumeCodec(ratio=ratio, model=model)
+def measure_dstd(volume: np.ndarray, path: Path, ratio: float, model: str | None, base: str,
+                 refine: bool = True):
+    """(ratio, encode s, full decode s, one-slice s, 64-slice s) of deepstd at ``ratio``;
+    ``refine=False`` reads the same file without the refinement."""
+    codec = DeepSTDVolumeCodec(ratio=ratio, model=model, base=base)
     _, enc = timed(lambda: dstdformat.save(volume, path, codec=codec))
-    if model is not None:  # load the network once, outside the timings
+    if model is not None and refine:  # load the network once, outside the timings
         dstdformat.open(path)[0, :1, :1]
-    _, dec = timed(lambda: dstdformat.open(path).read())
-    _, one_slice = timed(lambda: dstdformat.open(path)[volume.shape[0] // 2])
-    _, block = timed(lambda: dstdformat.open(path)[100:164])
+    _, dec = timed(lambda: dstdformat.open(path).read(refine=refine))
+    _, one_slice = timed(lambda: _slice(path, volume.shape, refine))
+    _, block = timed(lambda: dstdformat.open(path).read_region(
+        (slice(100, 164), slice(0, volume.shape[1]), slice(0, volume.shape[2])), refine=refine))
     return volume.nbytes / path.stat().st_size, enc, dec, one_slice, block
+
+
+def _slice(path: Path, shape: tuple[int, ...], refine: bool) -> np.ndarray:
+    z = shape[0] // 2
+    return dstdformat.open(path).read_region((slice(z, z + 1), slice(0, shape[1]), slice(0, shape[2])),
+                                             refine=refine)
 
 
 def main() -> int:
@@ -65,8 +75,14 @@ def main() -> int:
     rows = [("SPERR (whole volume)", volume.nbytes / len(stream), sperr_enc, sperr_dec, None, None)]
 
     with tempfile.TemporaryDirectory() as tmp:
-        for label, model in (("deepstd", "default"), ("deepstd, no refinement", None)):
-            rows.append((label, *measure_dstd(volume, Path(tmp) / "v.dstd", args.ratio, model)))
+        for label, model, base, refine in (
+                ("deepstd (AV1 base, default)", "default", "auto", True),
+                ("deepstd, read(refine=False)", "default", "auto", False),
+                ("deepstd, AV1 base, no model", None, "av1", True),
+                ("deepstd, SPERR base (before)", "default", "sperr", True),
+                ("deepstd, SPERR base, no model", None, "sperr", True)):
+            rows.append((label, *measure_dstd(volume, Path(tmp) / "v.dstd", args.ratio, model, base,
+                                              refine)))
 
     print("\n| codec | ratio | encode s (MB/s) | decode s (MB/s) | decode vs SPERR | one slice s "
           "| 64 slices s |")

@@ -109,7 +109,9 @@ def make_deepstd(out: Path | None) -> int:
     padded = crop.copy()
     padded[:, :6] = -2048  # padding outside the field of view: stored exactly
     padded[20, 30:32, 40:42] = 5000  # metal
-    if DeepSTDVolumeCodec.codec_version == 3:
+    if DeepSTDVolumeCodec.codec_version == 4:
+        cases = _av1_cases(scan, crop, padded)
+    elif DeepSTDVolumeCodec.codec_version == 3:
         cases = _shape_cases(scan, crop)
     else:
         cases = _texture_cases(crop, padded)
@@ -157,6 +159,27 @@ def _shape_cases(scan, crop) -> dict:
         "deepstd_shape_fallback": (crop, DeepSTDVolumeCodec(
             ratio=32, model=None, shape="default", shape_steps=200), None,
             "shape asked for, too far from the template: texture only, the reason in the header"),
+    }
+
+
+def _av1_cases(scan, crop, padded) -> dict:
+    """Version 4: the AV1 base layer, alone, with exact voxels, refined, and shape-coded."""
+    from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
+
+    body = np.ascontiguousarray(scan.array[20:68, 10:90, 15:105])
+    return {
+        "deepstd_av1_ratio64": (crop, DeepSTDVolumeCodec(ratio=64, model=None), (24, 64, 72),
+                                "CT crop at 64x, AV1 base layer only (decodes bit-exactly), 2 tiles"),
+        "deepstd_av1_outliers": (padded, DeepSTDVolumeCodec(ratio=16, model=None, base="av1"),
+                                 (16, 40, 48), "AV1 at 16x over 12 tiles of odd in-plane sizes "
+                                 "(frames padded to 8), -2048 padding and metal stored exactly"),
+        "deepstd_av1_refined": (crop, DeepSTDVolumeCodec(ratio=64, model="deepstd-refine-v1"), None,
+                                "CT crop at 64x, AV1 base layer + the bundled refinement model"),
+        "deepstd_av1_shape": (body, DeepSTDVolumeCodec(
+            ratio=32, model=None, base="av1", shape="default", shape_policy="always",
+            shape_steps=200), None, "abdomen crop at 32x, shape-coded, AV1 texture"),
+        "deepstd_av1_quality40": (crop, DeepSTDVolumeCodec(quality=40, model=None), None,
+                                  "quality 40 dB: every tile's CRF searched, AV1 only"),
     }
 
 

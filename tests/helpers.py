@@ -117,6 +117,20 @@ def make_model(folder: Path, model_id: str = "test-refiner", seed: int = 0) -> P
     return weights
 
 
+def ct_volume(shape=(24, 72, 80), seed=0) -> np.ndarray:
+    """Air, a body with soft-tissue texture, bone, and -2048 padding outside a circular field."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
+    cy, cx = shape[1] / 2, shape[2] / 2
+    body = ((y - cy) / (shape[1] * 0.35)) ** 2 + ((x - cx) / (shape[2] * 0.4)) ** 2 < 1
+    vol = np.where(body, 40.0, -1000.0) + rng.normal(0, 15, size=shape)
+    bone = body & ((x - cx) ** 2 + (y - cy) ** 2 < 40)
+    vol[bone] = 700 + 50 * np.sin(z[bone])
+    fov = ((y - cy) ** 2 + (x - cx) ** 2) < (min(shape[1:]) / 2) ** 2
+    vol[~fov] = -2048
+    return vol.astype(np.int16)
+
+
 def ct_chunk(shape=(16, 48, 40), seed=0) -> np.ndarray:
     """A small int16 CT-like chunk: air, an elliptic body, bony stripes and noise."""
     rng = np.random.default_rng(seed)

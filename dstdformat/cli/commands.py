@@ -46,7 +46,7 @@ def compress(args: argparse.Namespace) -> int:
     options = {name: value for name, value in (
         ("ratio", args.ratio), ("quality", args.quality), ("max_error", args.max_error),
         ("model", None if args.model == "none" else args.model), ("shape", args.shape),
-        ("shape_policy", args.shape_policy)) if value is not None}
+        ("shape_policy", args.shape_policy), ("base", args.base)) if value is not None}
     if args.model == "none":
         options["model"] = None
     if args.shape_policy and not args.shape:
@@ -97,7 +97,7 @@ def decompress(args: argparse.Namespace) -> int:
     if fmt == "dicom":
         raise InvalidInputError("writing DICOM is not supported; use .nii.gz, .h5 or .npy")
     with open(args.input) as volume:
-        scan = Scan(volume.read(progress=not args.quiet), volume.metadata)
+        scan = Scan(volume.read(progress=not args.quiet, refine=not args.no_refine), volume.metadata)
     io.write_scan(scan, args.output)
     if not args.quiet:
         print(f"{args.output}: {scan.array.shape} {scan.array.dtype} ({fmt})")
@@ -244,6 +244,10 @@ def _refiner_settings(args: argparse.Namespace) -> dict:
     settings.update({k: v for k, v in given.items() if v is not None})
     if settings.get("teacher") and "teacher_weight" not in settings:
         settings["teacher_weight"] = 0.5
+    if getattr(args, "base", "av1") == "av1":  # pairs on the tiles AV1 files use
+        settings.update({"base": "av1", "tile_shape": (64, 512, 512)})
+    else:
+        settings["base"] = "sperr"
     return {**settings, "batch_size": args.batch, "crop": crop, "seed": args.seed,
             "device": args.device, "model": {"channels": args.channels or 32, "blocks": args.blocks}}
 

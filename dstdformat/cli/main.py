@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deepstd: guaranteed bound on |decoded - original| (no refinement)")
     p.add_argument("--model", help="deepstd: refinement model id or .safetensors path "
                                    "(default: the bundled model); 'none' codes without")
+    p.add_argument("--base", choices=("auto", "av1", "sperr"),
+                   help="deepstd: base layer under the refinement (default auto: AV1 from 48x, "
+                        "SPERR below and for --max-error)")
     p.add_argument("--shape", metavar="TEMPLATE",
                    help="deepstd: also code the scan's shape against a reference template "
                         "('default': the shipped chest template; an id from DSTD_MODEL_PATH; or a "
@@ -67,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("decompress", "decode a .dstd into NIfTI (.nii/.nii.gz), HDF5 (.h5) or .npy")
     p.add_argument("input", help=".dstd path or URL")
     p.add_argument("output", help="output file; its suffix picks the format")
+    p.add_argument("--no-refine", action="store_true",
+                   help="skip the learned refinement (deepstd): a faster, slightly coarser decode")
     p.set_defaults(func=commands.decompress)
 
     p = add("info", "print a .dstd file's header and layout")
@@ -127,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=("refiner", "hyperprior"), default="refiner",
                    help="refiner: the deepstd codec's refinement network (default); hyperprior: "
                         "the experimental latent-space texture model")
+    p.add_argument("--base", choices=("av1", "sperr"), default="av1",
+                   help="refiner: base layer the training pairs are coded with (default av1, the "
+                        "codec's default; deepstd-refine-v1 was trained on sperr)")
     p.add_argument("--steps", type=int, help="total optimizer steps (default 20,000)")
     p.add_argument("--batch", type=int, default=4, help="crops per step")
     p.add_argument("--crop", type=int, nargs=3, metavar=("K", "J", "I"),

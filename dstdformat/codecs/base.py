@@ -111,6 +111,11 @@ class VolumeCodec(ABC):
         so that no block is computed twice. 0 means the tiles."""
         return 0
 
+    def without_refinement(self) -> VolumeCodec:
+        """This codec minus any learned refinement it applies when decoding (itself when it has
+        none): what ``Volume.read(refine=False)`` decodes with."""
+        return self
+
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore
 

@@ -30,6 +30,7 @@ class Volume:
         self._source = source
         self._reader = DstdReader(source)
         self._codec: VolumeCodec | None = None
+        self._unrefined: VolumeCodec | None = None
         h = self._reader.header
         self._ctx = DecodeContext(h.shape, h.dtype, h.grid, h.codec_params, h.codec_state, h.model)
 
@@ -124,9 +125,18 @@ class Volume:
                 raise CodecError(f"file's codec parameters are invalid: {exc}") from None
         return self._codec
 
-    def read_region(self, region: Region) -> np.ndarray:
-        """Decode a step-1 region given as three slices inside the volume."""
-        out = self.codec.decode_region(self._ctx, region, self._reader.read_sections)
+    def _decoder(self, refine: bool) -> VolumeCodec:
+        """The file's codec, or the same without its learned refinement (fast previews)."""
+        if refine:
+            return self.codec
+        if self._unrefined is None:
+            self._unrefined = self.codec.without_refinement()
+        return self._unrefined
+
+    def read_region(self, region: Region, *, refine: bool = True) -> np.ndarray:
+        """Decode a step-1 region given as three slices inside the volume; ``refine=False``
+        skips the learned refinement (the base layer and exact voxels only)."""
+        out = self._decoder(refine).decode_region(self._ctx, region, self._reader.read_sections)
         expected = tuple(r.stop - r.start for r in region)
         if out.shape != expected or out.dtype != self.dtype:
             raise CodecError(
@@ -139,19 +149,20 @@ class Volume:
         region, view = plan_index(key, self.shape)
         return self.read_region(region)[view]
 
-    def read(self, *, progress: bool = False) -> np.ndarray:
-        """The whole volume as a numpy array, decoded one slab of tiles at a time."""
+    def read(self, *, progress: bool = False, refine: bool = True) -> np.ndarray:
+        """The whole volume as a numpy array, decoded one slab of tiles at a time;
+        ``refine=False`` skips the learned refinement (a fast preview of lossy files)."""
         out = np.empty(self.shape, dtype=self.dtype)
-        slabs = list(self.slabs())
+        slabs = list(self.slabs(refine=refine))
         for region in track(slabs, enabled=progress, desc="decoding", total=len(slabs), unit="slab"):
-            out[region] = self.read_region(region)
+            out[region] = self.read_region(region, refine=refine)
         return out
 
-    def slabs(self) -> Iterator[Region]:
+    def slabs(self, *, refine: bool = True) -> Iterator[Region]:
         """Slabs along axis 0, in order, about a tile row deep: the unit of streamed decoding.
         Their edges fall on the codec's own decoding blocks where it has them."""
         depth = self.tile_shape[0]
-        align = self.codec.slab_alignment(self._ctx)
+        align = self._decoder(refine).slab_alignment(self._ctx)
         if align > 0:
             depth = max(align, round(depth / align) * align)
         for z in range(0, self.shape[0], depth):

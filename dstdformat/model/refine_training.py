@@ -58,6 +58,9 @@ class RefinerTrainConfig:
     #: Processes for DistributedDataParallel (one per GPU; gloo on the CPU). None: every GPU when
     #: there are several, else 1.
     world_size: int | None = None
+    #: Base layer the training pairs are coded with ("av1": the codec's default; deepstd-refine-v1
+    #: was trained on "sperr").
+    base: str = "av1"
 
 
 def limited_data_settings(model_id: str | None = None) -> dict:
@@ -78,14 +81,31 @@ class CodedVolume:
     ratio: float
 
 
-def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int]) -> CodedVolume:
-    """Clip and code ``hu`` tile by tile with the codec's wavelet layer at 16/ratio bits per voxel."""
+def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int],
+                base: str = "sperr") -> CodedVolume:
+    """Clip and code ``hu`` tile by tile with the codec's base layer: SPERR at 16/ratio bits per
+    voxel, or AV1 through the codec's own rate control at ``ratio`` (int16 raw bytes)."""
     from ..codecs.deepstd import wavelet
     from ..container.tiling import TileGrid, default_tile_shape
 
     clipped = np.clip(hu.astype(np.float64), *HU_WINDOW)
     grid = TileGrid(hu.shape, default_tile_shape(hu.shape, tile_shape, balanced=True))
     decoded = np.empty(hu.shape, dtype=np.float32)
+    if base == "av1":
+        from ..codecs.deepstd.base_layers import BaseLayer, av1
+        from ..codecs.deepstd.texture_coding import TextureSettings, code_texture
+
+        settings = TextureSettings("ratio", float(ratio), "av1", clamp_ratio=True)
+        coded = code_texture(settings, clipped, grid, {}, 2 * hu.size, 0, None, HU_WINDOW,
+                             (-np.inf, np.inf), False)
+        layer = BaseLayer("av1", av1.SampleMap.for_window(*HU_WINDOW))
+        for tile, stream in zip(grid, coded.streams):
+            decoded[grid.tile_region(tile)] = layer.decode(stream, grid.tile_extent(tile),
+                                                           what="training tile", trusted=True)
+        bpv = 8.0 * sum(map(len, coded.streams)) / hu.size
+        return CodedVolume(clipped.astype(np.float32), decoded, rate_code(bpv), float(ratio))
+    if base != "sperr":
+        raise ValueError(f"base must be 'av1' or 'sperr', not {base!r}")
     bpv = 16.0 / ratio
     for tile in grid:
         region = grid.tile_region(tile)
@@ -258,10 +278,10 @@ def _train(config: RefinerTrainConfig, hu_volumes: Sequence[np.ndarray], progres
     run.resume()
     if rank:  # every other rank draws its own crops (rank 0's stream is the checkpointed one)
         rng = np.random.default_rng([config.seed, rank, run.step])
-    pairs = [code_volume(v, r, config.tile_shape)
+    pairs = [code_volume(v, r, config.tile_shape, config.base)
              for v in track(hu_volumes, enabled=progress, desc="coding training volumes", unit="vol")
              for r in config.ratios]
-    held_out = [code_volume(v, r, config.tile_shape)
+    held_out = [code_volume(v, r, config.tile_shape, config.base)
                 for v in (load_training_volumes(config.eval_sources)
                           if config.eval_sources and rank == 0 else [])
                 for r in (128.0, 256.0)]

@@ -234,7 +234,10 @@ def _worker_pids(pid: int) -> list[int]:
 
 
 def _records_done(dest: Path) -> int:
-    return len(list((dest / "catalog").rglob("*.json"))) if (dest / "catalog").exists() else 0
+    """Catalog records written; a SIGKILL may leave ``.NAME.tmp-XXXX.json`` files, not records."""
+    if not (dest / "catalog").exists():
+        return 0
+    return sum(1 for p in (dest / "catalog").rglob("*.json") if not p.name.startswith("."))
 
 
 def _wait_for(condition, timeout: float) -> None:

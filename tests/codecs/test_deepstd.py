@@ -8,26 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import make_model
+from helpers import ct_volume, make_model
 
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
 from dstdformat.errors import CodecError, InvalidInputError
 from dstdformat.model.zoo import MODEL_PATH_ENV, file_sha256
-
-
-def ct_volume(shape=(24, 72, 80), seed=0) -> np.ndarray:
-    """Air, a body with soft-tissue texture, bone, and -2048 padding outside a circular field."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
-    cy, cx = shape[1] / 2, shape[2] / 2
-    body = ((y - cy) / (shape[1] * 0.35)) ** 2 + ((x - cx) / (shape[2] * 0.4)) ** 2 < 1
-    vol = np.where(body, 40.0, -1000.0) + rng.normal(0, 15, size=shape)
-    bone = body & ((x - cx) ** 2 + (y - cy) ** 2 < 40)
-    vol[bone] = 700 + 50 * np.sin(z[bone])
-    fov = ((y - cy) ** 2 + (x - cx) ** 2) < (min(shape[1:]) / 2) ** 2
-    vol[~fov] = -2048
-    return vol.astype(np.int16)
 
 
 def file_ratio(path, array) -> float:
@@ -153,7 +139,7 @@ def test_config_round_trip_and_registry():
     assert isinstance(codec, Codec)
     again = Codec.from_config(json.loads(json.dumps(codec.get_config())))
     assert again == codec and again.get_config() == {"ratio": 128.0, "window": [-1024.0, 3071.0],
-                                                     "model": None}
+                                                     "model": None, "base": "av1"}
     assert Codec(model=None).get_config()["ratio"] == 256.0
 
 

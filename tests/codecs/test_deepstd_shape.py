@@ -156,7 +156,8 @@ def test_shape_settings_config_and_errors(tmp_path, template):
     assert config["shape"].startswith("template-") and str(tmp_path) not in json.dumps(config)
     again = Codec.from_config(config)
     assert again == codec and again.shape == config["shape"]
-    assert Codec(ratio=64).describe()["version"] == 2 and codec.describe()["version"] == 3
+    assert Codec(ratio=64, base="sperr").describe()["version"] == 2 and codec.describe()["version"] == 4
+    assert Codec(ratio=64, base="sperr", shape=str(template)).describe()["version"] == 3
     assert Codec(shape="default").shape == DEFAULT_TEMPLATE
     shipped = find_template("default")  # the package's template: present and intact
     assert shipped.id == DEFAULT_TEMPLATE and shipped.array.ndim == 3

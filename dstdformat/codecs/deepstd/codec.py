@@ -1,8 +1,8 @@
-"""The ``deepstd`` codec: wavelet base layer + learned refinement + exact outliers, per tile.
+"""The ``deepstd`` codec: base layer (AV1 or SPERR) + learned refinement + exact outliers, per tile.
 
 Encoding clips each tile to the HU window, stores the voxels outside it exactly (RESIDUAL
-sections) and codes the clipped tile with the wavelet layer (TEXTURE sections) at the rate that
-rate control picks. Decoding an output tile decodes the wavelet tiles under it plus a halo,
+sections) and codes the clipped tile with the base layer (TEXTURE sections) at the rate that
+rate control picks. Decoding an output tile decodes the base-layer tiles under it plus a halo,
 refines that block with the learned network, keeps the tile and puts the exact voxels back.
 Every output tile is computed the same way whichever region asked for it, so a region read equals
 the same region of a full read bit for bit.
@@ -25,7 +25,9 @@ from ...errors import CorruptHeaderError, InvalidInputError
 from ...metadata import ScanMetadata
 from ...progress import bar, track
 from ..base import DecodeContext, Encoded, Fetch, Section, VolumeCodec
-from . import outliers, rate, wavelet
+from . import base_layers, outliers, wavelet
+from .texture_coding import TextureSettings, code_max_error, code_texture
+from .texture_coding import to_dtype as _to_dtype
 
 if TYPE_CHECKING:
     from . import shaped
@@ -42,12 +44,6 @@ REFINE_BLOCK = (32, 256, 256)
 REFINE_LAYOUT = "tile"
 #: Refinement gains are k / GAIN_STEPS for k in 0..MAX_GAIN, one per block, chosen by the encoder.
 GAIN_STEPS, MAX_GAIN = 8, 16
-#: Bytes the container adds besides the sections and the metadata JSON (preamble, footer, the
-#: rest of the header), planned for when a ratio is asked; measured: 700-900.
-CONTAINER_OVERHEAD = 1000
-INDEX_RECORD = 32
-#: Header bytes per tile (its rate and maybe its outlier flag in the codec state).
-STATE_PER_TILE = 14
 #: Voxels at most this far (HU) outside the window are clipped to it; farther ones (padding,
 #: metal) are stored exactly. Air noise dipping just below -1024 HU would otherwise fill the
 #: outlier sections.
@@ -65,12 +61,15 @@ class DeepSTDVolumeCodec(VolumeCodec):
     - ``quality``: PSNR in dB over the window that every tile's wavelet layer reaches.
     - ``max_error``: a guaranteed bound on |decoded - original| in stored units (no refinement).
     - ``model``: id of the refinement network (or a ``.safetensors`` path); None codes without.
+    - ``base``: the base layer, ``"av1"``, ``"sperr"`` or ``"auto"`` (AV1 from 48x, SPERR below
+      and for ``max_error``).
     """
 
     codec_id: ClassVar[str] = "deepstd"
     # 2: refinement blocks inside tiles ("refine_layout"); 3: shape coding (state.texture, a
-    # shape section). Written: 3 when the codec codes shape, else 2.
-    codec_version: ClassVar[int] = 3
+    # shape section); 4: the AV1 base layer (state.base). Written: the lowest that describes the
+    # file, so older readers still read SPERR files.
+    codec_version: ClassVar[int] = 4
     exact: ClassVar[bool] = False
     supported_dtypes: ClassVar[tuple[str, ...]] = ("uint8", "int8", "uint16", "int16", "int32", "float32")
     # Wavelet tiles: every seam costs quality (512x512x141 chest at 256x, MAE / SSIM: whole volume
@@ -86,7 +85,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
                  max_error: float | None = None, window: tuple[float, float] = DEFAULT_WINDOW,
                  model: str | None = "default", device: str = "auto",
                  clamp_ratio: bool = False, shape: str | None = None, shape_policy: str = "best",
-                 shape_steps: int = 2500) -> None:
+                 shape_steps: int = 2500, base: str = "auto") -> None:
         given = {k: v for k, v in (("ratio", ratio), ("quality", quality), ("max_error", max_error))
                  if v is not None}
         if len(given) > 1:
@@ -123,6 +122,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         #: A ratio out of reach (headers outweigh a tiny volume's budget) is lowered to the highest
         #: reachable one instead of refused: for zarr chunks, where an edge chunk may be tiny.
         self.clamp_ratio = clamp_ratio
+        self.base = base_layers.resolve(base, self.mode, self.value)
         self._set_shape(shape, shape_policy, shape_steps)
         self._base_cache = _BaseCache()
         self._shape_decoders: shaped.ShapeDecoders | None = None  # made on the first shape read
@@ -160,7 +160,8 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
     # -- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        config = {self.mode: self.value, "window": list(self.window), "model": self.model}
+        config = {self.mode: self.value, "window": list(self.window), "model": self.model,
+                  "base": self.base}
         if self.shape is not None:
             config |= {"shape": self.shape, "shape_policy": self.shape_policy,
                        "shape_steps": self.shape_steps}
@@ -169,13 +170,18 @@ class DeepSTDVolumeCodec(VolumeCodec):
     def describe(self) -> dict[str, Any]:
         description = super().describe()
         # Version 2 readers do not know shape-coded files; texture-only files stay version 2.
-        description["version"] = 3 if self.shape is not None else 2
+        description["version"] = 4 if self.base == "av1" else 3 if self.shape is not None else 2
         if self.model is not None:
             from ...model.zoo import find_model
 
             found = find_model(self.model)
             description["model"] = {"id": found.id, "sha256": found.sha256}
         return description
+
+    def without_refinement(self) -> DeepSTDVolumeCodec:
+        if self.model is None:
+            return self
+        return type(self).from_config({**self.get_config(), "model": None})  # type: ignore[return-value]
 
     def check_array(self, array: np.ndarray) -> None:
         super().check_array(array)
@@ -242,14 +248,16 @@ class DeepSTDVolumeCodec(VolumeCodec):
         """Texture only: the wavelet layer on the scan's own tiles."""
         low, high = base_state["stored_window"]
         exact = dict(exact)
+        record = None
         if self.mode == "max_error":
-            textures, rates = self._code_max_error(array, grid, exact, low, high, far, progress)
+            textures, rates = code_max_error(self.value, array, grid, exact, low, high, far, progress)
         else:
-            textures, rates = self._code_texture(array, grid, exact, array.nbytes, 0, metadata,
-                                                 (low, high), far, progress)
+            coded = code_texture(self._texture_settings(), array, grid, exact, array.nbytes, 0,
+                                 metadata, (low, high), far, progress)
+            textures, rates, record = coded.streams, coded.bits_per_voxel, coded.base_record
         sections = [Section(SectionKind.TEXTURE, t, payload) for t, payload in zip(grid, textures)]
         sections += [Section(SectionKind.RESIDUAL, t, exact[t]) for t in sorted(exact)]
-        state = self._state(base_state, rates, exact)
+        state = self._state(base_state, rates, exact, record)
         if self.model is not None:
             state["refine_gain"] = self._choose_gains(array, grid, sections, state, progress)
         return Encoded(iter(sections), state)
@@ -263,13 +271,12 @@ class DeepSTDVolumeCodec(VolumeCodec):
                   "scan_spacing": [float(s) for s in metadata.spacing],  # type: ignore[union-attr]
                   "shape_bytes": len(fit.code)}
         extra = len(fit.code) + len(json.dumps({"shape": record, "texture": fit.texture.to_json()}))
-        textures, rates = self._code_texture(fit.values, tgrid, exact, array.nbytes, extra, metadata,
-                                             base_state["stored_window"], (-math.inf, math.inf),
-                                             progress)
-        texture_sections = [Section(SectionKind.TEXTURE, t, p) for t, p in zip(tgrid, textures)]
+        coded = code_texture(self._texture_settings(), fit.values, tgrid, exact, array.nbytes, extra,
+                             metadata, base_state["stored_window"], (-math.inf, math.inf), progress)
+        texture_sections = [Section(SectionKind.TEXTURE, t, p) for t, p in zip(tgrid, coded.streams)]
         sections = [Section(SectionKind.SHAPE, NO_TILE, fit.code), *texture_sections]
         sections += [Section(SectionKind.RESIDUAL, t, exact[t]) for t in sorted(exact)]
-        state = self._state(base_state, rates, exact)
+        state = self._state(base_state, coded.bits_per_voxel, exact, coded.base_record)
         if self.model is not None:
             texture_state = {**state, "outlier_tiles": []}
             state["refine_gain"] = self._choose_gains(fit.values, tgrid, texture_sections,
@@ -278,8 +285,14 @@ class DeepSTDVolumeCodec(VolumeCodec):
         state["shape"] = record
         return Encoded(iter(sections), state)
 
-    def _state(self, base_state: dict, rates: list[float], exact: dict[int, bytes]) -> dict:
+    def _texture_settings(self) -> TextureSettings:
+        return TextureSettings(self.mode, self.value, self.base, self.clamp_ratio)
+
+    def _state(self, base_state: dict, rates: list[float], exact: dict[int, bytes],
+               base_record: dict | None) -> dict:
         state = dict(base_state)
+        if base_record is not None:
+            state["base"] = base_record
         state.update({
             "halo": HALO if self.model is not None else 0,
             "refine_block": list(REFINE_BLOCK),
@@ -291,83 +304,6 @@ class DeepSTDVolumeCodec(VolumeCodec):
         if self.mode == "ratio":
             state["target_ratio"] = self.value
         return state
-
-    def _code_texture(self, source: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
-                      raw_bytes: int, extra_bytes: int, metadata: ScanMetadata | None,
-                      window: tuple[float, float], far: tuple[float, float],
-                      progress: bool) -> tuple[list[bytes], list[float]]:
-        """The wavelet layer over ``grid``'s tiles of ``source``, at the rate the mode asks for:
-        ``ratio`` counts ``raw_bytes`` against everything in the file (exact voxels, headers and
-        ``extra_bytes`` of shape code)."""
-        tiles = list(grid)
-
-        def tile_block(tile: int) -> tuple[np.ndarray, np.ndarray]:
-            raw = source[grid.tile_region(tile)]
-            return raw, np.clip(raw.astype(np.float64), *window)
-
-        textures: list[bytes] = []
-        if self.mode == "quality":
-            rates = []
-            for tile in track(tiles, enabled=progress, desc="wavelet layer", unit="tile"):
-                raw, clipped = tile_block(tile)
-                counted = ~outliers.outlier_mask(raw, *far)
-                bpv, payload = rate.rate_for_quality(clipped, self.value, window[1] - window[0], counted)
-                textures.append(payload)
-                rates.append(bpv)
-            return textures, rates
-        masks_bytes = sum(map(len, exact.values()))
-        budget = raw_bytes / self.value
-        overhead = (CONTAINER_OVERHEAD + _metadata_bytes(metadata) + masks_bytes + extra_bytes
-                    + (2 * INDEX_RECORD + STATE_PER_TILE) * len(tiles))
-        texture_budget = budget - overhead
-        voxels = sum(int(np.prod(wavelet.padded_shape(grid.tile_extent(t)))) for t in tiles)
-        floor_bytes = 40 * len(tiles)
-        if texture_budget < floor_bytes and self.clamp_ratio:
-            texture_budget = floor_bytes
-        elif texture_budget < floor_bytes:
-            raise InvalidInputError(
-                f"ratio {self.value:g} is out of reach for this volume: its budget of "
-                f"{budget:.0f} bytes is taken by {masks_bytes} bytes of exact out-of-window "
-                f"voxels and {overhead - masks_bytes} bytes of headers and shape code; ask for at "
-                f"most {raw_bytes / (overhead + floor_bytes):.0f}x"
-            )
-        passes = 0
-
-        def encode_all(bpv: float) -> int:
-            nonlocal passes
-            passes += 1
-            textures.clear()
-            desc = f"wavelet layer (pass {passes})"
-            for tile in track(tiles, enabled=progress, desc=desc, unit="tile"):
-                textures.append(wavelet.encode_bits_per_voxel(tile_block(tile)[1], bpv))
-            return sum(map(len, textures))
-
-        bpv, _ = rate.search_ratio(encode_all, texture_budget, 8.0 * texture_budget / voxels)
-        return textures, [bpv] * len(tiles)
-
-    def _code_max_error(self, array: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
-                        low: float, high: float, far: tuple[float, float],
-                        progress: bool) -> tuple[list[bytes], list[float]]:
-        """Each tile coded to the bound; whatever the wavelet layer misses is stored exactly."""
-        tolerance = math.floor(self.value) if array.dtype.kind in "iu" else self.value * (1 - 1e-6)
-        if tolerance <= 0:
-            raise InvalidInputError(f"max_error {self.value:g} is below one step of "
-                                    f"{array.dtype.name}; use the lossless codec")
-        textures, rates = [], []
-        for tile in track(list(grid), enabled=progress, desc="wavelet layer", unit="tile"):
-            raw = array[grid.tile_region(tile)]
-            clipped = np.clip(raw.astype(np.float64), low, high)
-            payload = wavelet.encode_max_error(clipped, tolerance)
-            decoded = _to_dtype(wavelet.decode(payload, clipped.shape, trusted=True), array.dtype, low,
-                                high)
-            # Whatever the wavelet layer misses (it should not) is stored exactly too.
-            missed = np.abs(decoded.astype(np.float64) - raw) > self.value
-            missed |= outliers.outlier_mask(raw, *far)
-            if missed.any():
-                exact[tile] = outliers.encode(raw, missed)
-            textures.append(payload)
-            rates.append(8.0 * len(payload) / clipped.size)
-        return textures, rates
 
     def _decoded_error(self, array: np.ndarray, grid: TileGrid, encoded: Encoded,
                        metadata: ScanMetadata | None, progress: bool) -> float:
@@ -457,8 +393,9 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
         def base_block(tile: int) -> np.ndarray:
             if tile not in base:
-                base[tile] = wavelet.decode(payloads[(SectionKind.TEXTURE, tile)], grid.tile_extent(tile),
-                                            what=f"texture section of tile {tile}", dtype=np.float32)
+                base[tile] = state.base.decode(payloads[(SectionKind.TEXTURE, tile)],
+                                               grid.tile_extent(tile),
+                                               what=f"texture section of tile {tile}", dtype=np.float32)
                 cache.put(tile, base[tile])
             return base[tile]
 
@@ -581,7 +518,8 @@ class _DecodeState:
     """The codec state of a file, checked once per read."""
 
     def __init__(self, window, slope, intercept, halo, rates, outlier_tiles, block, gains,
-                 layout) -> None:
+                 layout, base: base_layers.BaseLayer) -> None:
+        self.base = base
         self.window, self.slope, self.intercept = window, slope, intercept
         self.halo, self.rates, self.outlier_tiles, self.block = halo, rates, outlier_tiles, block
         self.gains, self.layout = gains, layout
@@ -621,8 +559,9 @@ class _DecodeState:
         if not (isinstance(gains, list) and len(gains) == blocks
                 and all(isinstance(g, int) and 0 <= g <= MAX_GAIN for g in gains)):
             raise CorruptHeaderError(f"deepstd refine_gain must be {blocks} integers in 0..{MAX_GAIN}")
+        base = base_layers.BaseLayer.from_state(dict(s), ctx.grid.n_tiles)
         return cls((low, high), slope, intercept, halo, rates, outlier_tiles, tuple(block), gains,
-                   layout)
+                   layout, base)
 
     def rate_code(self, tile: int) -> float:
         from ...model.refine import rate_code
@@ -690,12 +629,6 @@ class _Blocks:
         return out
 
 
-def _metadata_bytes(metadata: ScanMetadata | None) -> int:
-    if metadata is None or metadata.affine is None or metadata.spacing is None:
-        return 400
-    return len(json.dumps(metadata.to_json()))
-
-
 def _stored_window(window: tuple[float, float], slope: float, intercept: float,
                    dtype: np.dtype) -> tuple[float, float]:
     """The HU window in stored units, inside what the dtype can hold."""
@@ -709,13 +642,6 @@ def _stored_window(window: tuple[float, float], slope: float, intercept: float,
             raise InvalidInputError(f"the HU window {window} is outside what {dtype.name} stores "
                                     f"with slope {slope} and intercept {intercept}")
     return float(low), float(high)
-
-
-def _to_dtype(block: np.ndarray, dtype: np.dtype, low: float, high: float) -> np.ndarray:
-    block = np.clip(block, low, high)
-    if np.dtype(dtype).kind in "iu":
-        block = np.rint(block)
-    return block.astype(dtype)
 
 
 def _grow(region: Region, halo: int, bounds: Region) -> Region:

@@ -1,4 +1,5 @@
-"""SPERR decoding of streams read from files, in helper processes that may die without harm.
+"""Base-layer decoding (SPERR, AV1) of streams read from files, in helper processes that may die
+without harm.
 
 SPERR is a C++ library written for trusted data: a stream whose internal sizes were tampered with
 (and whose checksums were then recomputed, so the container cannot tell) makes it throw
@@ -7,12 +8,13 @@ from files are therefore decoded in long-lived helper processes (one per concurr
 on first use with ``python -m dstdformat.codecs.deepstd.isolated``): a helper that dies or runs
 past its time limit becomes a :class:`~dstdformat.errors.CorruptSectionError` and is replaced.
 Helpers also run under an address-space limit, so a hostile stream cannot exhaust memory either.
-Streams the encoder just wrote are decoded in process.
+Streams the encoder just wrote are decoded in process. AV1 streams go the same way: dav1d has not
+been fuzzed through our sections yet, so it is given the same protection.
 
 The pipe protocol is little-endian: a request is ``u64 length`` + ``u8 itemsize`` (4: float32,
-what the codec keeps, half the bytes to move; 8: float64, as SPERR decodes) + SPERR stream; the
-answer is ``u8 status`` then, for status 0, ``3 x u32 shape`` + voxels, or for status 1 ``u32
-length`` + UTF-8 message.
+what the codec keeps, half the bytes to move; 8: float64, as SPERR decodes; 2: uint16, AV1's
+samples) + ``u8 decoder`` (0 SPERR, 1 AV1) + stream; the answer is ``u8 status`` then, for
+status 0, ``3 x u32 shape`` + voxels, or for status 1 ``u32 length`` + UTF-8 message.
 
 ``DSTD_ISOLATE_DECODER=0`` decodes in process (trusted data only; a little faster on tiny tiles).
 """
@@ -44,6 +46,9 @@ HELPER_MEMORY_MARGIN = 2 << 30
 HELPER_START_TIME_LIMIT = 60.0
 
 _READY = b"R"
+#: Decoders a request can name.
+SPERR, AV1 = 0, 1
+_DTYPES = {2: "<u2", 4: "<f4", 8: "<f8"}
 _LENGTH = struct.Struct("<Q")
 _SHAPE = struct.Struct("<III")
 _MESSAGE = struct.Struct("<I")
@@ -85,11 +90,11 @@ class _Helper:
             )
 
     def decode(self, payload: bytes, expected: tuple[int, int, int], dtype: np.dtype,
-               deadline: float) -> np.ndarray | str:
+               deadline: float, decoder: int = SPERR) -> np.ndarray | str:
         """The decoded block, or the helper's error message; raises EOFError if the helper died
         and TimeoutError past ``deadline``."""
         try:
-            self._write(_LENGTH.pack(len(payload)) + bytes([dtype.itemsize]))
+            self._write(_LENGTH.pack(len(payload)) + bytes([dtype.itemsize, decoder]))
             self._write(payload)
         except (BrokenPipeError, OSError):
             raise EOFError("the helper is gone") from None
@@ -186,15 +191,16 @@ atexit.register(_pool.close)
 
 def decode_isolated(payload: bytes, shape: tuple[int, int, int], what: str,
                     time_limit: float = DECODE_TIME_LIMIT,
-                    dtype: np.dtype | type = np.float64) -> np.ndarray:
-    """SPERR-decode ``payload`` (a block of ``shape``) in a helper process, as ``dtype``
-    (float64 or float32); any failure is a CorruptSectionError."""
+                    dtype: np.dtype | type = np.float64, decoder: int = SPERR) -> np.ndarray:
+    """Decode ``payload`` (a block of ``shape``) in a helper process, as ``dtype`` (SPERR:
+    float64 or float32; AV1: uint16 samples); any failure is a CorruptSectionError."""
     dtype = np.dtype(dtype).newbyteorder("<")
-    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
-        raise ValueError(f"decoded blocks are float32 or float64, not {dtype}")
+    if dtype.str not in _DTYPES.values() or decoder not in (SPERR, AV1):
+        raise ValueError(f"decoded blocks are float32, float64 or uint16, not {dtype}")
     helper = _pool.acquire()
     try:
-        answer = helper.decode(bytes(payload), tuple(shape), dtype, time.monotonic() + time_limit)
+        answer = helper.decode(bytes(payload), tuple(shape), dtype, time.monotonic() + time_limit,
+                               decoder)
     except TimeoutError:
         helper.kill()
         raise CorruptSectionError(
@@ -204,7 +210,7 @@ def decode_isolated(payload: bytes, shape: tuple[int, int, int], what: str,
         helper.kill()
         code = helper.process.returncode
         raise CorruptSectionError(
-            f"{what} crashed the wavelet decoder (exit status {code}; {exc}): the section is "
+            f"{what} crashed the base-layer decoder (exit status {code}; {exc}): the section is "
             "corrupt although its checksum matches, so the file was written that way or altered "
             "deliberately"
         ) from None
@@ -217,7 +223,7 @@ def decode_isolated(payload: bytes, shape: tuple[int, int, int], what: str,
     return answer
 
 
-def _serve(decode: Callable[[bytes], np.ndarray]) -> None:
+def _serve(decoders: dict[int, Callable[[bytes], np.ndarray]]) -> None:
     """The helper's loop: requests on stdin, answers on stdout, until stdin closes."""
     source = sys.stdin.buffer
     # Answers go to a private copy of stdout; anything a library prints goes to stderr instead.
@@ -230,11 +236,11 @@ def _serve(decode: Callable[[bytes], np.ndarray]) -> None:
         if len(head) < _LENGTH.size:
             return
         (length,) = _LENGTH.unpack(head)
-        itemsize = source.read(1)
+        itemsize, decoder = source.read(2)
         payload = source.read(length)
-        dtype = "<f4" if itemsize == b"\x04" else "<f8"
+        dtype = _DTYPES.get(itemsize, "<f8")
         try:
-            decoded = decode(payload)
+            decoded = decoders[decoder](payload)
             if decoded.ndim != 3:
                 raise ValueError(f"decoded to {decoded.ndim} dimensions")
             # Out-of-range values would become infinities here; the caller refuses those.
@@ -263,4 +269,9 @@ if __name__ == "__main__":
     import imagecodecs
 
     _limit_memory()
-    _serve(lambda payload: imagecodecs.sperr_decode(payload, numthreads=1))
+    def _av1(payload: bytes) -> np.ndarray:
+        from .base_layers import av1
+
+        return av1.decode_coded(payload)
+
+    _serve({SPERR: lambda payload: imagecodecs.sperr_decode(payload, numthreads=1), AV1: _av1})

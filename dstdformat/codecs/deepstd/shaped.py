@@ -303,7 +303,8 @@ class ShapeDecoder:
 
     def decode(self, codec, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
         from . import outliers
-        from .codec import _scatter, _to_dtype
+        from .codec import _scatter
+        from .texture_coding import to_dtype as _to_dtype
 
         shape = self.texture.frame.shape
         slabs = self._slabs(region)

@@ -1,0 +1,201 @@
+"""AV1 base layer: a tile's slices coded as the frames of one closed AV1 sequence.
+
+Why AV1: measured on our chest CT, prediction from slice to slice (inter frames) beats every 3D
+wavelet coder we can install at the rates the codec is used at (docs/benchmarks.md). SVT-AV1
+encodes and dav1d decodes, both shipped inside the PyAV wheel. Main profile is 10-bit 4:2:0: the
+window's values map linearly onto 1024 luma levels (``SampleMap``) and the two chroma planes are
+a constant mid-grey, which costs a few bytes a frame.
+
+Section payload (little-endian): ``b"DAV1"``, ``u8`` version (0), ``u8`` flags (0), ``u16``
+frames, ``u16`` coded width, ``u16`` coded height, then ``frames`` x ``u32`` packet lengths and
+the packets (one AV1 temporal unit per displayed frame, in display order). The coded width and
+height are the tile's, rounded up to :data:`ALIGN` by edge replication.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from ....errors import CodecError, CorruptSectionError, InvalidInputError
+
+NAME = "av1"
+ENCODER, DECODER = "libsvtav1", "libdav1d"
+PIXEL_FORMAT = "yuv420p10le"
+BIT_DEPTH = 10
+LEVELS = (1 << BIT_DEPTH) - 1
+#: Frame edges are padded to a multiple of this (4:2:0 needs even sizes; 8 is SVT-AV1's block).
+ALIGN = 8
+#: SVT-AV1 speed preset (0 slowest .. 13 fastest). Measured on 30-64-slice chest slabs, 2 cores:
+#: preset 2 codes ~7% smaller than 4 at 4x the time; 6 and 8 lose 10% and 20% of the rate.
+DEFAULT_PRESET = 4
+MIN_CRF, MAX_CRF = 1, 63
+MAX_FRAMES = 4096
+_MAGIC = b"DAV1"
+_VERSION = 0
+_HEAD = struct.Struct("<4sBBHHH")
+_LENGTH = struct.Struct("<I")
+
+# SVT-AV1 prints its configuration to stderr at every encoder start unless told otherwise.
+os.environ.setdefault("SVT_LOG", "1")
+
+
+def _av():
+    try:
+        import av
+    except ImportError:
+        raise CodecError("the AV1 base layer needs PyAV: pip install 'av>=14'") from None
+    return av
+
+
+def library_record() -> dict:
+    """What the header records about the libraries that wrote the stream."""
+    av = _av()
+    versions = getattr(av, "library_versions", {}) or {}
+    record = {"encoder": ENCODER, "decoder": DECODER, "pyav": str(av.__version__)}
+    if "libavcodec" in versions:
+        record["libavcodec"] = ".".join(str(v) for v in versions["libavcodec"])
+    return record
+
+
+@dataclass(frozen=True)
+class SampleMap:
+    """How stored values map to 10-bit samples: ``sample = round((value - low) / step)``."""
+
+    low: float
+    step: float
+
+    @classmethod
+    def for_window(cls, low: float, high: float) -> SampleMap:
+        return cls(float(low), (float(high) - float(low)) / LEVELS)
+
+    def to_samples(self, values: np.ndarray) -> np.ndarray:
+        samples = np.rint((values - self.low) / self.step)
+        return np.clip(samples, 0, LEVELS).astype(np.uint16)
+
+    def to_values(self, samples: np.ndarray, dtype=np.float32) -> np.ndarray:
+        return (samples.astype(dtype) * dtype(self.step) + dtype(self.low)).astype(dtype, copy=False)
+
+    def to_json(self) -> dict:
+        return {"bit_depth": BIT_DEPTH, "low": self.low, "step": self.step}
+
+    @classmethod
+    def from_json(cls, record: object) -> SampleMap:
+        if not isinstance(record, dict) or record.get("bit_depth") != BIT_DEPTH:
+            raise ValueError(f"AV1 sample map must be 10-bit {{bit_depth, low, step}}, got {record!r}")
+        low, step = float(record["low"]), float(record["step"])
+        if not (math.isfinite(low) and math.isfinite(step) and 0 < step < 1e12):
+            raise ValueError(f"AV1 sample map has a bad low {low!r} or step {step!r}")
+        return cls(low, step)
+
+
+def coded_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(height, width) of the frames of a tile of ``shape`` (slices, rows, columns)."""
+    return tuple(max(ALIGN, -(-int(s) // ALIGN) * ALIGN) for s in shape[1:])  # type: ignore[return-value]
+
+
+def encode(samples: np.ndarray, crf: int, preset: int = DEFAULT_PRESET) -> bytes:
+    """Code a (slices, rows, columns) uint16 block of 10-bit samples as one closed sequence."""
+    av = _av()
+    if samples.ndim != 3 or not 1 <= samples.shape[0] <= MAX_FRAMES:
+        raise InvalidInputError(f"AV1 tiles are 3D with 1..{MAX_FRAMES} slices, got {samples.shape}")
+    if not MIN_CRF <= int(crf) <= MAX_CRF:
+        raise InvalidInputError(f"AV1 crf must be in {MIN_CRF}..{MAX_CRF}, got {crf}")
+    height, width = coded_size(samples.shape)
+    if height > 65535 or width > 65535:
+        raise InvalidInputError(f"AV1 frames are at most 65535 samples wide, got {samples.shape}")
+    padded = np.pad(samples, [(0, 0), (0, height - samples.shape[1]), (0, width - samples.shape[2])],
+                    mode="edge")
+    context = av.CodecContext.create(ENCODER, "w")
+    context.width, context.height, context.pix_fmt = width, height, PIXEL_FORMAT
+    context.time_base, context.framerate = Fraction(1, 25), 25
+    context.options = {"crf": str(int(crf)), "preset": str(int(preset))}
+    chroma = np.full((height // 2, width), 1 << (BIT_DEPTH - 1), np.uint16)
+    packets: list[bytes] = []
+    for number, frame_samples in enumerate(padded):
+        frame = av.VideoFrame.from_ndarray(np.concatenate([frame_samples, chroma]), format=PIXEL_FORMAT)
+        frame.pts = number
+        packets += [bytes(p) for p in context.encode(frame)]
+    packets += [bytes(p) for p in context.encode(None)]
+    if len(packets) != len(padded) or not all(packets):
+        raise CodecError(f"the AV1 encoder wrote {len(packets)} packets for {len(padded)} frames")
+    head = _HEAD.pack(_MAGIC, _VERSION, 0, len(packets), width, height)
+    return b"".join([head, *(_LENGTH.pack(len(p)) for p in packets), *packets])
+
+
+def _parse(payload: bytes) -> tuple[tuple[int, int, int], list[bytes]]:
+    """(frames, coded height, coded width) and the packets, checked for self-consistency."""
+    if len(payload) < _HEAD.size:
+        raise CorruptSectionError(f"too short for an AV1 stream ({len(payload)} bytes)")
+    magic, version, _flags, frames, width, height = _HEAD.unpack_from(payload)
+    if magic != _MAGIC or version != _VERSION or not frames:
+        raise CorruptSectionError(f"not an AV1 tile stream (magic {magic!r}, version {version}, "
+                                  f"{frames} frames)")
+    start = _HEAD.size + _LENGTH.size * frames
+    if len(payload) < start:
+        raise CorruptSectionError("AV1 stream is cut inside its packet table")
+    lengths = [_LENGTH.unpack_from(payload, _HEAD.size + _LENGTH.size * n)[0] for n in range(frames)]
+    if 0 in lengths or start + sum(lengths) != len(payload):
+        raise CorruptSectionError(f"AV1 packet lengths (total {sum(lengths)}) do not fill the "
+                                  f"{len(payload) - start} bytes that follow them")
+    packets, offset = [], start
+    for length in lengths:
+        packets.append(payload[offset:offset + length])
+        offset += length
+    return (frames, height, width), packets
+
+
+def check(payload: bytes, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The coded block shape of a section, after checking it against the tile it must hold."""
+    coded, _ = _parse(payload)
+    expected = (int(shape[0]), *coded_size(shape))
+    if coded != expected:
+        raise CorruptSectionError(f"AV1 stream holds {coded[0]} frames of {coded[2]}x{coded[1]}; "
+                                  f"the tile needs {expected[0]} of {expected[2]}x{expected[1]}")
+    return expected  # type: ignore[return-value]
+
+
+def decode_coded(payload: bytes) -> np.ndarray:
+    """All coded samples (frames, coded height, coded width) of a stream; any misfit is a
+    CorruptSectionError.
+
+    Runs the C decoder on the bytes: call it on untrusted data only inside a helper process.
+    """
+    av = _av()
+    (frames, height, width), packets = _parse(payload)
+    context = av.CodecContext.create(DECODER, "r")
+    # dav1d refuses frames larger than this before allocating them.
+    context.options = {"max_pixels": str(height * width)}
+    out = np.empty((frames, height, width), np.uint16)
+    count = 0
+
+    def take(decoded) -> None:
+        nonlocal count
+        for frame in decoded:
+            if count >= frames:
+                raise CorruptSectionError(f"AV1 stream holds more than {frames} frames")
+            if (frame.format.name, frame.height, frame.width) != (PIXEL_FORMAT, height, width):
+                raise CorruptSectionError(
+                    f"AV1 frame {count} is {frame.format.name} {frame.width}x{frame.height}, "
+                    f"expected {PIXEL_FORMAT} {width}x{height}")
+            out[count] = frame.to_ndarray()[:height]
+            count += 1
+
+    try:
+        for packet in packets:
+            take(context.decode(av.Packet(packet)))
+        take(context.decode(None))
+    except CorruptSectionError:
+        raise
+    except Exception as exc:  # FFmpeg errors, value errors from PyAV
+        raise CorruptSectionError(f"AV1 stream does not decode: {type(exc).__name__}: {exc}") from None
+    if count != frames:
+        raise CorruptSectionError(f"AV1 stream decoded to {count} frames, expected {frames}")
+    if int(out.max(initial=0)) > LEVELS:
+        raise CorruptSectionError("AV1 stream decoded to samples above 10 bits")
+    return out

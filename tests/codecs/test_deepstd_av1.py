@@ -1,0 +1,209 @@
+"""The AV1 base layer of the deepstd codec: framing, rate control, headers, damaged streams."""
+
+from __future__ import annotations
+
+import struct
+import sys
+
+import numpy as np
+import pytest
+from helpers import BUNDLED_CT, ct_volume, rewrite_header
+
+import dstdformat
+from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
+from dstdformat.codecs.deepstd.base_layers import AV1_MIN_RATIO, BaseLayer, av1, av1_rate, resolve
+from dstdformat.errors import CodecError, CorruptHeaderError, CorruptSectionError, InvalidInputError
+
+
+def file_ratio(path, array) -> float:
+    return array.nbytes / path.stat().st_size
+
+
+def real_ct() -> np.ndarray:
+    """The bundled abdomen scan (TotalSegmentator, Apache-2.0), 112 slices of 101x122."""
+    return dstdformat.read_scan(BUNDLED_CT).array
+
+
+def test_auto_picks_av1_from_48x_and_sperr_below_and_for_max_error():
+    assert resolve("auto", "ratio", AV1_MIN_RATIO) == "av1"
+    assert resolve("auto", "ratio", 32.0) == "sperr"
+    assert resolve("auto", "quality", 40.0) == "av1" and resolve("auto", "quality", 60.0) == "sperr"
+    assert resolve("auto", "max_error", 5.0) == "sperr"
+    assert resolve("sperr", "ratio", 256.0) == "sperr" and resolve("av1", "ratio", 8.0) == "av1"
+    with pytest.raises(InvalidInputError, match="max_error needs the sperr base"):
+        Codec(max_error=5, base="av1")
+    with pytest.raises(InvalidInputError, match="base must be one of"):
+        Codec(base="h264")
+    assert Codec().describe()["version"] == 4 and Codec(ratio=16).describe()["version"] == 2
+
+
+@pytest.mark.parametrize("ratio", [64, 256])
+def test_real_ct_lands_within_five_percent_and_beats_sperr(tmp_path, ratio):
+    vol = real_ct()
+    errors = {}
+    for base in ("av1", "sperr"):
+        path = tmp_path / f"{base}.dstd"
+        dstdformat.save(vol, path, codec=Codec(ratio=ratio, model=None, base=base))
+        assert abs(file_ratio(path, vol) / ratio - 1) <= 0.05, (base, file_ratio(path, vol))
+        decoded = dstdformat.open(path).read()
+        inside = (vol >= -1024) & (vol <= 3071)
+        errors[base] = np.abs(decoded[inside].astype(float) - vol[inside]).mean()
+    # Slice-to-slice prediction: measured 0.75x (64x) and 0.65x (256x) on this scan.
+    assert errors["av1"] < 0.9 * errors["sperr"], errors
+
+
+def test_header_records_the_base_layer_and_region_reads_equal_the_full_read(tmp_path):
+    vol = ct_volume(shape=(21, 45, 70), seed=3)  # odd sizes: frames padded to multiples of 8
+    path = tmp_path / "av1.dstd"
+    dstdformat.save(vol, path, codec=Codec(ratio=12, model=None, base="av1"), tile_shape=(8, 32, 40))
+    volume = dstdformat.open(path)
+    codec = volume.header["codec"]
+    assert codec["version"] == 4 and codec["params"]["base"] == "av1"
+    base = codec["state"]["base"]
+    assert base["codec"] == "av1" and base["encoder"] == "libsvtav1" and base["preset"] == 4
+    assert base["samples"] == {"bit_depth": 10, "low": -1024.0, "step": 4095 / 1023}
+    assert len(base["crf"]) == 3 * 2 * 2  # tiles of 8x32x40
+    assert all(1 <= c <= 63 for c in base["crf"]) and max(base["crf"]) - min(base["crf"]) <= 1
+    full = volume.read()
+    assert full.shape == vol.shape and full.dtype == vol.dtype
+    for key in [np.s_[7], np.s_[3:11, 10:40, 5:55], np.s_[:, 17], np.s_[..., 69], np.s_[20, 44, 69]]:
+        np.testing.assert_array_equal(dstdformat.open(path)[key], full[key])
+    padding = vol == -2048  # stored exactly
+    np.testing.assert_array_equal(full[padding], vol[padding])
+
+
+def test_refined_av1_files_read_back_region_by_region(tmp_path, test_model):
+    vol = ct_volume(shape=(12, 40, 48), seed=5)
+    path = tmp_path / "refined.dstd"
+    dstdformat.save(vol, path, codec=Codec(ratio=8, model="test-refiner", base="av1"))
+    volume = dstdformat.open(path)
+    assert volume.header["codec"]["state"]["base"]["codec"] == "av1"
+    full = volume.read()
+    np.testing.assert_array_equal(dstdformat.open(path)[4:9, 3:30], full[4:9, 3:30])
+
+
+def test_quality_mode_reaches_the_psnr_with_av1(tmp_path):
+    vol = ct_volume(shape=(16, 48, 64), seed=1)
+    path = tmp_path / "q.dstd"
+    dstdformat.save(vol, path, codec=Codec(quality=40, model=None, base="av1"))
+    decoded = dstdformat.open(path).read().astype(float)
+    inside = (vol >= -1024) & (vol <= 3071)
+    mse = np.mean((decoded[inside] - vol[inside]) ** 2)
+    assert 10 * np.log10(4095.0**2 / mse) >= 40.0
+
+
+def test_rate_search_mixes_neighbouring_crfs_to_land_near_the_budget():
+    samples = av1.SampleMap.for_window(-1024, 3071)
+    blocks = {t: samples.to_samples(np.clip(ct_volume((8, 64, 80), seed=t), -1024, 3071))
+              for t in range(4)}
+    encoder = av1_rate.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
+    sizes = {c: encoder.total(c) for c in (24, 36)}
+    budget = (sizes[24] + sizes[36]) / 2
+    streams, crfs = av1_rate.code_ratio(encoder, budget, 20, clamp=False)
+    low = min(crfs)
+    assert max(crfs) - low <= 1 and 24 < low < 36
+    step = max(len(encoder.stream(t, low)) - len(encoder.stream(t, low + 1)) for t in blocks)
+    assert abs(sum(map(len, streams)) - budget) <= step
+    assert encoder.passes <= 2 + av1_rate.MAX_PASSES + 1  # bounded, whatever the sizes do
+    with pytest.raises(InvalidInputError, match="out of reach"):
+        av1_rate.code_ratio(encoder, 10, 40, clamp=False)
+
+
+def _stream(frames=3, shape=(3, 20, 30)) -> bytes:
+    samples = np.random.default_rng(0).integers(0, 1023, shape).astype(np.uint16)
+    return av1.encode(samples, 40, preset=8)
+
+
+def test_framing_is_checked_before_any_decoder_sees_the_bytes():
+    layer = BaseLayer("av1", av1.SampleMap.for_window(-1024, 3071))
+    payload = _stream()
+    assert layer.decode(payload, (3, 20, 30), what="t").shape == (3, 20, 30)
+    head = struct.Struct("<4sBBHHH")
+    bad = {
+        "tile": (payload, (4, 20, 30)),
+        "size": (payload, (3, 20, 41)),
+        "cut": (payload[:-5], (3, 20, 30)),
+        "table": (payload[:head.size + 5], (3, 20, 30)),
+        "magic": (b"XXXX" + payload[4:], (3, 20, 30)),
+        "zero": (payload[:head.size] + b"\0\0\0\0" + payload[head.size + 4:], (3, 20, 30)),
+    }
+    for name, (data, shape) in bad.items():
+        with pytest.raises(CorruptSectionError, match="^t: "):
+            layer.decode(data, shape, what="t")
+        assert name
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_forged_packets_are_corrupt_sections_in_process_and_in_helpers(trusted):
+    layer = BaseLayer("av1", av1.SampleMap.for_window(-1024, 3071))
+    payload = bytearray(_stream())
+    rng = np.random.default_rng(1)
+    refused = 0
+    for _ in range(12):
+        forged = bytearray(payload)
+        start = struct.Struct("<4sBBHHH").size + 12
+        for at in rng.integers(start, len(forged), 8):
+            forged[at] = int(rng.integers(0, 256))
+        try:
+            out = layer.decode(bytes(forged), (3, 20, 30), what="t", trusted=trusted)
+        except CorruptSectionError:
+            refused += 1
+        else:  # AV1 has no checksum of its own: damage may decode, but to a valid block
+            assert out.shape == (3, 20, 30) and np.isfinite(out).all()
+    assert refused >= 1
+    # A packet swapped for another stream's (another frame size) is refused, never mis-sized.
+    other = _stream(shape=(3, 40, 40))
+    with pytest.raises(CorruptSectionError):
+        layer.decode(other[:12] + payload[12:], (3, 20, 30), what="t", trusted=trusted)
+
+
+def test_damaged_headers_of_av1_files_are_refused(tmp_path):
+    vol = ct_volume(shape=(10, 32, 40))
+    path = tmp_path / "a.dstd"
+    dstdformat.save(vol, path, codec=Codec(ratio=8, model=None, base="av1"))
+    for change in ({"codec": "h264"}, {"crf": [0]}, {"samples": {"bit_depth": 12, "low": 0, "step": 1}}):
+        damaged = tmp_path / "damaged.dstd"
+        damaged.write_bytes(path.read_bytes())
+
+        def edit(header, change=change):
+            header["codec"]["state"]["base"].update(change)
+            return header
+
+        rewrite_header(damaged, edit)
+        with pytest.raises((CorruptHeaderError, CorruptSectionError)):
+            dstdformat.open(damaged).read()
+
+
+def test_missing_pyav_names_the_package(tmp_path, monkeypatch):
+    vol = ct_volume(shape=(8, 16, 16))
+    monkeypatch.setitem(sys.modules, "av", None)
+    with pytest.raises(CodecError, match="pip install"):
+        dstdformat.save(vol, tmp_path / "x.dstd", codec=Codec(ratio=64, model=None))
+
+
+def test_reads_can_skip_the_refinement(tmp_path, test_model, monkeypatch):
+    from dstdformat.cli.main import main
+    from dstdformat.codecs.deepstd import codec as codec_module
+
+    def gains(self, array, grid, sections, state, progress):  # every block refined
+        ctx_blocks = codec_module._Blocks(array.shape, grid, codec_module.REFINE_BLOCK,
+                                          codec_module.HALO, "tile")
+        return [8] * ctx_blocks.count
+
+    monkeypatch.setattr(codec_module.DeepSTDVolumeCodec, "_choose_gains", gains)
+    vol = ct_volume(shape=(12, 40, 48), seed=9)
+    path = tmp_path / "r.dstd"
+    dstdformat.save(vol, path, codec=Codec(ratio=8, model="test-refiner", base="av1"))
+    refined = dstdformat.open(path).read()
+    volume = dstdformat.open(path)
+    preview = volume.read(refine=False)
+    plain = Codec(ratio=8, model=None, base="av1").decode_region(
+        volume.decode_context, tuple(slice(0, s) for s in vol.shape), volume.reader.read_sections)
+    np.testing.assert_array_equal(preview, plain)
+    assert np.abs(preview.astype(int) - refined).max() > 0  # the network did change voxels
+    region = (slice(3, 9), slice(5, 30), slice(0, 48))
+    np.testing.assert_array_equal(volume.read_region(region, refine=False), preview[region])
+    np.testing.assert_array_equal(volume[3:9, 5:30], refined[3:9, 5:30])  # default: refined
+    out = tmp_path / "preview.npy"
+    assert main(["decompress", str(path), str(out), "--no-refine", "--quiet"]) == 0
+    np.testing.assert_array_equal(np.load(out), preview)
