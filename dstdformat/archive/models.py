@@ -35,13 +35,19 @@ def resolve_models(codec_options: dict[str, Any]) -> tuple[dict[str, Any], list[
     """The codec options with models named by id (paths replaced) and the files they need:
     ``[{"kind": "model"|"template", "id", "sha256", "files": {name: local path}}]``."""
     from ..model.template import find_template, template_id_of
-    from ..model.zoo import DEFAULT_MODEL, DEFAULT_TEMPLATE, find_model, search_folders
+    from ..model.zoo import DEFAULT_TEMPLATE, find_model, search_folders
 
     options = dict(codec_options)
     needed: list[dict[str, Any]] = []
-    model = options.get("model", "default")
+    model = options.get("model", "auto")
+    if model in ("auto", "default"):  # what the codec itself picks for this base layer and mode
+        from ..codecs.deepstd import DeepSTDVolumeCodec
+
+        keys = ("ratio", "quality", "max_error", "base", "model")
+        model = DeepSTDVolumeCodec(**{k: options[k] for k in keys if k in options}).model
+        options["model"] = model
     if model is not None and options.get("max_error") is None:
-        found = find_model(DEFAULT_MODEL if model == "default" else str(model))
+        found = find_model(str(model))
         options["model"] = found.id
         needed.append({"kind": "model", "id": found.id, "sha256": found.sha256,
                        "files": {f"{found.id}.safetensors": str(found.weights),

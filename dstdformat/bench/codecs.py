@@ -12,43 +12,18 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidInputError
+from .base import BenchCodec, Knob, Payload
+from .base import to_int16 as _to_int16
+from .video import VIDEO_CODECS
 
-Payload = list[bytes]
-
-
-@dataclass(frozen=True)
-class Knob:
-    """A codec's quality parameter, searched in log space between ``low`` and ``high``."""
-
-    name: str
-    low: float
-    high: float
-    raises_ratio: bool  # True when a larger value gives a higher compression ratio
-    guess: Callable[[float], float] | None = None  # target ratio -> first value to try
-
-
-class BenchCodec:
-    name: str = ""
-    family: str = ""  # "dstd", "3d lossy", "2d lossy (slice by slice)", "lossless reference"
-    knob: Knob | None = None
-    threaded: bool = True  # can use several threads (natively or over slices)
-
-    def encode(self, volume: np.ndarray, value: float | None, threads: int) -> Payload:
-        raise NotImplementedError
-
-    def decode(self, payload: Payload, shape: tuple[int, ...], threads: int) -> np.ndarray:
-        raise NotImplementedError
-
-
-def _to_int16(decoded: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(decoded), -32768, 32767).astype(np.int16)
+__all__ = ["BASELINES", "BenchCodec", "Knob", "Payload", "available_bench_codecs",
+           "cpu_threads", "make_bench_codec", "payload_size"]
 
 
 def _map_slices(fn: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
@@ -284,7 +259,7 @@ def _torch_threads(threads: int):
 
 BASELINES: dict[str, Callable[[], BenchCodec]] = {
     "sperr": Sperr3D, "sz3": SZ3, "zfp": ZFP, "zfp-rate": ZFPRate, "htj2k": HTJ2K, "jpeg2000": JPEG2000,
-    "jpegxl": JPEGXL, "zstd": ZstdReference, "blosc": BloscReference,
+    "jpegxl": JPEGXL, "zstd": ZstdReference, "blosc": BloscReference, **VIDEO_CODECS,
 }
 
 
@@ -298,8 +273,12 @@ def available_bench_codecs() -> list[str]:
 
 #: Variants of our codecs worth measuring beside the defaults (ablations).
 DSTD_VARIANTS: dict[str, tuple[str, dict]] = {
-    # deepstd without its learned refinement: what the network adds.
-    "deepstd-wavelet": ("deepstd", {"model": None}),
+    # deepstd as it was before the AV1 base layer: SPERR + the learned refinement.
+    "deepstd-sperr": ("deepstd", {"base": "sperr", "model": "default"}),
+    # ... and its SPERR base alone: what the network adds there.
+    "deepstd-wavelet": ("deepstd", {"base": "sperr", "model": None}),
+    # the AV1 base with the (opt-in) refinement: what the network adds on AV1.
+    "deepstd-refined": ("deepstd", {"model": "default"}),
 }
 
 

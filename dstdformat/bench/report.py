@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .bdrate import bd_rate_summary
+
 COLUMNS = [
     ("codec", "codec", "{}"), ("target_ratio", "target", "{:g}"),
     ("achieved_ratio", "ratio", "{:.1f}"), ("mae", "MAE HU", "{:.2f}"),
@@ -49,7 +51,49 @@ def markdown_table(results: dict[str, Any]) -> str:
             if row["volume"] == info["volume"]:
                 lines.append("| " + " | ".join(_cell(row, k, f) for k, _, f in COLUMNS) + " |")
         lines.append("")
+        lines += bd_rate_table(_with_bd_rate(results)["bd_rate"], info["volume"])
     return "\n".join(lines)
+
+
+def _with_bd_rate(results: dict[str, Any]) -> dict[str, Any]:
+    """Results from older runs (no ``"bd_rate"``) get it computed from their records."""
+    if "bd_rate" in results:
+        return results
+    return {**results, "bd_rate": bd_rate_summary(results["records"])}
+
+
+def bd_rate_table(bd: dict[str, Any], volume: str) -> list[str]:
+    """Markdown lines: one row per codec, a column per (reference, metric), reasons below."""
+    rows = [r for r in bd["rows"] if r["volume"] == volume]
+    if not rows:
+        return []
+    columns = list(dict.fromkeys((r["reference"], r["metric"]) for r in rows))
+    cells = {(r["codec"], r["reference"], r["metric"]): r for r in rows}
+    low, high = bd["ratio_range"]
+    slack = 100 * bd.get("ratio_slack", 0)
+    lines = [f"BD-rate (bytes at equal quality vs the reference; negative = smaller; {bd['method']} "
+             "interpolation of log bytes over the shared quality range; points at "
+             f"{low:g}x..{high:g}x, {slack:g}% slack):",
+             "", "| codec | " + " | ".join(f"vs {ref} ({bd['metrics'].get(m, m)})" for ref, m in columns)
+             + " |", "|---|" + "---:|" * len(columns)]
+    notes: dict[str, int] = {}  # reason -> footnote number (one codec's reasons often repeat)
+    for codec in dict.fromkeys(r["codec"] for r in rows):
+        line = []
+        for ref, metric in columns:
+            row = cells.get((codec, ref, metric))
+            if codec == ref:
+                line.append("ref")
+            elif row is None:
+                line.append("-")
+            elif row["bd_rate_percent"] is None:
+                line.append(f"n/a [{notes.setdefault(row['reason'], len(notes) + 1)}]")
+            else:
+                line.append(f"{row['bd_rate_percent']:+.1f}%")
+        lines.append(f"| {codec} | " + " | ".join(line) + " |")
+    lines.append("")
+    if notes:
+        lines += [f"[{n}] {note}  " for note, n in notes.items()] + [""]
+    return lines
 
 
 def plot(results: dict[str, Any], out: Path) -> list[Path]:
@@ -106,6 +150,8 @@ def json_safe(value: Any) -> Any:
 
 
 def write_reports(results: dict[str, Any], out: Path) -> list[Path]:
+    """results.json (with the BD-rates), results.md (tables, BD-rate tables) and the plots."""
+    results = _with_bd_rate(results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(json_safe(results), indent=2, allow_nan=False)
                                       + "\n")

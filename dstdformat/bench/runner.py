@@ -13,13 +13,14 @@ import numpy as np
 from .._version import __version__
 from ..errors import DstdError, InvalidInputError
 from ..progress import track
+from .bdrate import bd_rate_summary
 from .codecs import BenchCodec, cpu_threads, make_bench_codec, payload_size
 from .measure import PeakMemory, timed
 from .search import search_ratio
 
 DEFAULT_RATIOS = (32.0, 64.0, 128.0, 256.0, 512.0)
-DEFAULT_CODECS = ("dstd-*", "sperr", "sz3", "zfp", "zfp-rate", "htj2k", "jpeg2000", "jpegxl",
-                  "zstd", "blosc")
+DEFAULT_CODECS = ("dstd-*", "sperr", "av1", "hevc-12bit", "hevc-10bit", "vp9", "sz3", "zfp", "zfp-rate",
+                  "htj2k", "jpeg2000", "jpegxl", "zstd", "blosc")
 
 
 @dataclass
@@ -119,7 +120,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 row.update(knob_value=found.value, search_evaluations=found.evaluations,
                            reached=found.reached,
                            status="ok" if found.reached else
-                           f"unreachable: closest achieved ratio {found.ratio:.1f}")
+                           f"unreachable: closest achieved ratio {found.ratio:.1f}"
+                           + (f" ({found.note})" if found.note else ""))
             except Exception as exc:  # a baseline failing must not sink the whole run
                 row.update(reached=False, status=f"error: {type(exc).__name__}: {exc}")
             records.append(row)
@@ -138,4 +140,5 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         },
         "volumes": volumes_info,
         "records": records,
+        "bd_rate": bd_rate_summary(records),
     }

@@ -19,6 +19,7 @@ class SearchResult:
     reached: bool
     evaluations: int
     tried: list[tuple[float | None, float]] = field(default_factory=list)
+    note: str = ""  # why a target was missed when the knob's steps straddle it
 
 
 def search_ratio(ratio_at: Callable[[float | None], float], knob: Knob | None, target: float,
@@ -27,11 +28,14 @@ def search_ratio(ratio_at: Callable[[float | None], float], knob: Knob | None, t
     """Regula falsi in log(knob)-log(ratio) space, bracketed, falling back to bisection.
 
     ``ratio_at(value)`` encodes and returns the achieved ratio; it must be monotone in the
-    knob's direction (``knob.raises_ratio``). A codec without a knob is evaluated once.
+    knob's direction (``knob.raises_ratio``). A codec without a knob is evaluated once; an
+    integer knob (a CRF) is searched over the integers (:func:`_search_integer`).
     """
     if knob is None:
         r = ratio_at(None)
         return SearchResult(None, r, abs(r / target - 1) <= tolerance, 1, [(None, r)])
+    if knob.integer:
+        return _search_integer(ratio_at, knob, target, tolerance, max_evaluations)
 
     sign = 1.0 if knob.raises_ratio else -1.0
     lo_u, hi_u = sorted((sign * math.log(knob.low), sign * math.log(knob.high)))
@@ -93,4 +97,79 @@ def search_ratio(ratio_at: Callable[[float | None], float], knob: Knob | None, t
             below = (u, y)
         else:
             above = (u, y)
+    return best()
+
+
+def _search_integer(ratio_at: Callable[[float | None], float], knob: Knob, target: float,
+                    tolerance: float, max_evaluations: int) -> SearchResult:
+    """The float search's bracketing and regula falsi, on integers in linear knob space (a CRF is
+    already a log-quantizer scale). No integer is encoded twice; when no integer lands within the
+    tolerance the bracket shrinks to two neighbours and the closer one is kept, with a note."""
+    sign = 1 if knob.raises_ratio else -1  # u = sign * value: the ratio rises with u
+    lo_u, hi_u = sorted((sign * math.ceil(knob.low), sign * math.floor(knob.high)))
+    goal = math.log(target)
+    seen: dict[int, float] = {}  # u -> log ratio
+    tried: list[tuple[float | None, float]] = []
+
+    def evaluate(u: int) -> float:
+        if u not in seen:
+            r = ratio_at(sign * u)
+            tried.append((sign * u, r))
+            seen[u] = math.log(r)
+        return seen[u]
+
+    def hit(y: float) -> bool:
+        return abs(math.exp(y - goal) - 1) <= tolerance
+
+    def best(note: str = "") -> SearchResult:
+        value, r = min(tried, key=lambda t: abs(math.log(t[1]) - goal))
+        reached = abs(r / target - 1) <= tolerance
+        return SearchResult(value, r, reached, len(tried), tried, "" if reached else note)
+
+    first = knob.guess(target) if knob.guess else 0.5 * (knob.low + knob.high)
+    u = min(max(round(sign * first), lo_u), hi_u)
+    y = evaluate(u)
+    if hit(y):
+        return best()
+    below = (u, y) if y < goal else None
+    above = (u, y) if y > goal else None
+    step = 4
+    while below is None or above is None:
+        if len(tried) >= max_evaluations:
+            return best()
+        if below is None:  # need a smaller ratio: move u down
+            if above[0] <= lo_u:
+                return best()
+            u = max(lo_u, above[0] - step)
+        else:
+            if below[0] >= hi_u:
+                return best()
+            u = min(hi_u, below[0] + step)
+        step *= 2
+        y = evaluate(u)
+        if hit(y):
+            return best()
+        if y < goal:
+            below = (u, y)
+        else:
+            above = (u, y)
+    use_secant = True
+    while above[0] - below[0] > 1 and len(tried) < max_evaluations:
+        (u0, y0), (u1, y1) = below, above
+        if use_secant and y1 != y0:
+            u = round(u0 + (goal - y0) * (u1 - u0) / (y1 - y0))
+        else:
+            u = (u0 + u1) // 2
+        u = min(max(u, u0 + 1), u1 - 1)
+        use_secant = not use_secant
+        y = evaluate(u)
+        if hit(y):
+            return best()
+        if y < goal:
+            below = (u, y)
+        else:
+            above = (u, y)
+    if abs(above[0] - below[0]) == 1:
+        (v0, r0), (v1, r1) = sorted((sign * u, math.exp(seen[u])) for u in (below[0], above[0]))
+        return best(f"{knob.name} is an integer: {v0} gives {r0:.1f}x, {v1} gives {r1:.1f}x")
     return best()

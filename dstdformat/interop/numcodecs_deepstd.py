@@ -32,12 +32,13 @@ class DeepSTD(Codec):
 
     def __init__(self, ratio: float | None = None, quality: float | None = None,
                  max_error: float | None = None, window: tuple[float, float] = (-1024.0, 3071.0),
-                 model: str | None = "default", model_sha256: str | None = None,
-                 slope: float = 1.0, intercept: float = 0.0) -> None:
+                 model: str | None = "auto", model_sha256: str | None = None,
+                 slope: float = 1.0, intercept: float = 0.0, base: str = "auto") -> None:
         from ..codecs.deepstd import DeepSTDVolumeCodec
 
         volume_codec = DeepSTDVolumeCodec(ratio=ratio, quality=quality, max_error=max_error,
-                                          window=tuple(window), model=model)
+                                          window=tuple(window), model=model, base=base)
+        self.base = base  # as given: "auto" lets each chunk's ratio choose
         self.ratio, self.quality, self.max_error = ratio, quality, max_error
         if volume_codec.mode == "ratio":
             self.ratio = volume_codec.value
@@ -60,13 +61,16 @@ class DeepSTD(Codec):
                 config[name] = float(getattr(self, name))
         config.update(window=self.window, model=self.model, model_sha256=self.model_sha256,
                       slope=self.slope, intercept=self.intercept)
+        if self.base != "auto":  # configs written before the AV1 base layer stay as they were
+            config["base"] = self.base
         return config
 
     def _volume_codec(self):
         from ..codecs.deepstd import DeepSTDVolumeCodec
 
         return DeepSTDVolumeCodec(ratio=self.ratio, quality=self.quality, max_error=self.max_error,
-                                  window=tuple(self.window), model=self.model, clamp_ratio=True)
+                                  window=tuple(self.window), model=self.model, clamp_ratio=True,
+                                  base=self.base)
 
     def encode(self, buf: Any) -> bytes:
         from ..container.writer import encode_volume

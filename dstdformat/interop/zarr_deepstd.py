@@ -44,16 +44,18 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     quality: float | None = None
     max_error: float | None = None
     window: tuple[float, float] = (-1024.0, 3071.0)
-    model: str | None = "default"
+    model: str | None = "auto"
     model_sha256: str | None = None
     slope: float = 1.0
     intercept: float = 0.0
+    base: str = "auto"
     _inner: DeepSTD = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         inner = DeepSTD(ratio=self.ratio, quality=self.quality, max_error=self.max_error,
                         window=tuple(self.window), model=self.model,
-                        model_sha256=self.model_sha256, slope=self.slope, intercept=self.intercept)
+                        model_sha256=self.model_sha256, slope=self.slope, intercept=self.intercept,
+                        base=self.base)
         config = inner.get_config()
         # Store the resolved values (default ratio, model id, its hash), so metadata pins them.
         for name in ("ratio", "quality", "max_error", "model", "model_sha256"):

@@ -23,6 +23,8 @@ from ..errors import CodecError
 
 #: The model `deepstd` uses unless told otherwise.
 DEFAULT_MODEL = "deepstd-refine-v1"
+#: The shipped network for each base layer (``model="default"``).
+DEFAULT_MODELS = {"sperr": DEFAULT_MODEL, "av1": DEFAULT_MODEL}
 MODEL_PATH_ENV = "DSTD_MODEL_PATH"
 #: The reference template that shape coding (``shape="default"``) registers scans to.
 DEFAULT_TEMPLATE = "template-462ad636d4699db0a3fb196fb2d6e36ab3ddd68d95a696656189b1efb3bba9b3"

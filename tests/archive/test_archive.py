@@ -163,7 +163,9 @@ def test_deepstd_archive_from_s3_to_s3_with_two_workers(tmp_path):
         fs.mkdir("archive")
         fs.put(str(src), "raw/ct", recursive=True)  # the source is a bucket too (DICOM included)
         url = "s3://archive/ct"
-        summary = archive_collection("s3://raw/ct", url, codec="deepstd", codec_options={"ratio": 64},
+        # model="default": the refinement is opt-in on the AV1 base; the model must travel along
+        summary = archive_collection("s3://raw/ct", url, codec="deepstd",
+                                     codec_options={"ratio": 64, "model": "default"},
                                      workers=2, storage_options=options, source_options=options)
         assert summary.archived == len(good) and not summary.failed, summary.failed
         assert {r["worker"] for r in _read_records(fs)} <= {"0", "1"}
@@ -252,8 +254,9 @@ def test_killed_worker_and_killed_run_then_rerun_loses_and_duplicates_nothing(tm
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()
     good = make_collection(src, count=10, size=(24, 96, 96), bad=False)
+    # With the refinement (opt-in on AV1): slow enough per scan for the kills to land mid-run.
     command = [sys.executable, "-m", "dstdformat", "archive", str(src), str(dest), "--ratio", "64",
-               "--workers", "2", "--quiet"]
+               "--model", "default", "--workers", "2", "--quiet"]
     run = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)
     try:

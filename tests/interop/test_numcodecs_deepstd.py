@@ -172,3 +172,17 @@ def test_a_model_given_by_path_keeps_working(tmp_path):
     assert codec.get_config()["model"] == str(weights)
     chunk = ct_chunk(shape=(16, 48, 40))
     assert codec.decode(codec.encode(chunk)).shape == chunk.shape
+
+
+@pytest.mark.parametrize("base", ["av1", "sperr"])
+def test_the_base_layer_can_be_chosen_and_is_recorded(base):
+    codec = DeepSTD(ratio=8, model=None, base=base)
+    check_config(codec)
+    assert codec.get_config()["base"] == base and "base" not in DeepSTD(ratio=8).get_config()
+    chunk = ct_chunk()
+    encoded = check_encode_decode(codec, chunk, mean_abs=40)
+    from dstdformat.container.reader import DstdReader
+    from dstdformat.storage.sources import MemorySource
+
+    state = DstdReader(MemorySource(bytes(encoded))).header.codec_state
+    assert state.get("base", {"codec": "sperr"})["codec"] == base

@@ -60,7 +60,9 @@ class DeepSTDVolumeCodec(VolumeCodec):
     - ``ratio``: raw bytes / file bytes to aim at (lands within a few percent).
     - ``quality``: PSNR in dB over the window that every tile's wavelet layer reaches.
     - ``max_error``: a guaranteed bound on |decoded - original| in stored units (no refinement).
-    - ``model``: id of the refinement network (or a ``.safetensors`` path); None codes without.
+    - ``model``: id of the refinement network (or a ``.safetensors`` path); None codes without;
+      ``"default"`` the shipped network for the base layer; ``"auto"`` (default) that network where
+      it pays, i.e. on the SPERR base (on AV1 it gained under 5%: docs/benchmarks.md).
     - ``base``: the base layer, ``"av1"``, ``"sperr"`` or ``"auto"`` (AV1 from 48x, SPERR below
       and for ``max_error``).
     """
@@ -83,7 +85,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
     def __init__(self, ratio: float | None = None, quality: float | None = None,
                  max_error: float | None = None, window: tuple[float, float] = DEFAULT_WINDOW,
-                 model: str | None = "default", device: str = "auto",
+                 model: str | None = "auto", device: str = "auto",
                  clamp_ratio: bool = False, shape: str | None = None, shape_policy: str = "best",
                  shape_steps: int = 2500, base: str = "auto") -> None:
         given = {k: v for k, v in (("ratio", ratio), ("quality", quality), ("max_error", max_error))
@@ -112,17 +114,14 @@ class DeepSTDVolumeCodec(VolumeCodec):
         if not isinstance(device, str):
             raise InvalidInputError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', "
                                     f"got {device!r}")
-        if model == "default":
-            from ...model.zoo import DEFAULT_MODEL
-
-            model = DEFAULT_MODEL
+        self.base = base_layers.resolve(base, self.mode, self.value)
+        model = base_layers.default_model(model, self.base)
         # A bound is only a bound on what the wavelet layer decodes; refinement would move voxels.
         self.model = None if self.mode == "max_error" else model
         self.device = device
         #: A ratio out of reach (headers outweigh a tiny volume's budget) is lowered to the highest
         #: reachable one instead of refused: for zarr chunks, where an edge chunk may be tiny.
         self.clamp_ratio = clamp_ratio
-        self.base = base_layers.resolve(base, self.mode, self.value)
         self._set_shape(shape, shape_policy, shape_steps)
         self._base_cache = _BaseCache()
         self._shape_decoders: shaped.ShapeDecoders | None = None  # made on the first shape read
