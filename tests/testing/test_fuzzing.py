@@ -105,7 +105,7 @@ def _wavelet_length_field_set(entry, payload):
 
 def test_a_stream_that_aborts_sperr_is_a_clean_error_and_reading_goes_on():
     hostile = _resealed("deepstd_quality45.dstd", edit_section=_wavelet_length_field_set)
-    with pytest.raises(CorruptSectionError, match="crashed the wavelet decoder"):
+    with pytest.raises(CorruptSectionError, match="crashed the base-layer decoder"):
         read_untrusted(hostile)
     seed = next(s for s in mutator().seeds if s.name == "deepstd_quality45.dstd")
     voxels, _ = read_untrusted(seed.data)  # a new helper decodes the next file
