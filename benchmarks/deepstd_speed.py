@@ -76,9 +76,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         for label, model, base, refine in (
-                ("deepstd (AV1 base, default)", "default", "auto", True),
-                ("deepstd, read(refine=False)", "default", "auto", False),
-                ("deepstd, AV1 base, no model", None, "av1", True),
+                ("deepstd, AV1 base + refinement (opt-in)", "default", "auto", True),
+                ("the same file, read(refine=False)", "default", "auto", False),
+                ("deepstd as shipped (AV1 base, no refinement)", None, "av1", True),
                 ("deepstd, SPERR base (before)", "default", "sperr", True),
                 ("deepstd, SPERR base, no model", None, "sperr", True)):
             rows.append((label, *measure_dstd(volume, Path(tmp) / "v.dstd", args.ratio, model, base,

@@ -58,28 +58,11 @@ def search_ratio(ratio_at: Callable[[float | None], float], knob: Knob | None, t
     if abs(math.exp(y - goal) - 1) <= tolerance:
         return best()
     # Bracket: walk outwards in steps that double until the target is crossed or a bound is hit.
-    below = (u, y) if y < goal else None
-    above = (u, y) if y > goal else None
-    step = math.log(4.0)
-    while below is None or above is None:
-        if len(tried) >= max_evaluations:
-            return best()
-        if below is None:  # need a smaller ratio: move u down
-            if above[0] <= lo_u:
-                return best()
-            u = max(lo_u, above[0] - step)
-        else:
-            if below[0] >= hi_u:
-                return best()
-            u = min(hi_u, below[0] + step)
-        step *= 2
-        y = evaluate(u)
-        if abs(math.exp(y - goal) - 1) <= tolerance:
-            return best()
-        if y < goal:
-            below = (u, y)
-        elif y > goal:
-            above = (u, y)
+    bracket = _bracket(evaluate, lambda y: abs(math.exp(y - goal) - 1) <= tolerance, (u, y), goal,
+                       (lo_u, hi_u), math.log(4.0), lambda: max_evaluations - len(tried))
+    if bracket is None:
+        return best()
+    below, above = bracket
     # Refine inside the bracket.
     use_secant = True
     while len(tried) < max_evaluations:
@@ -131,28 +114,11 @@ def _search_integer(ratio_at: Callable[[float | None], float], knob: Knob, targe
     y = evaluate(u)
     if hit(y):
         return best()
-    below = (u, y) if y < goal else None
-    above = (u, y) if y > goal else None
-    step = 4
-    while below is None or above is None:
-        if len(tried) >= max_evaluations:
-            return best()
-        if below is None:  # need a smaller ratio: move u down
-            if above[0] <= lo_u:
-                return best()
-            u = max(lo_u, above[0] - step)
-        else:
-            if below[0] >= hi_u:
-                return best()
-            u = min(hi_u, below[0] + step)
-        step *= 2
-        y = evaluate(u)
-        if hit(y):
-            return best()
-        if y < goal:
-            below = (u, y)
-        else:
-            above = (u, y)
+    bracket = _bracket(evaluate, hit, (u, y), goal, (lo_u, hi_u), 4,
+                       lambda: max_evaluations - len(tried))
+    if bracket is None:
+        return best()
+    below, above = bracket
     use_secant = True
     while above[0] - below[0] > 1 and len(tried) < max_evaluations:
         (u0, y0), (u1, y1) = below, above
@@ -173,3 +139,33 @@ def _search_integer(ratio_at: Callable[[float | None], float], knob: Knob, targe
         (v0, r0), (v1, r1) = sorted((sign * u, math.exp(seen[u])) for u in (below[0], above[0]))
         return best(f"{knob.name} is an integer: {v0} gives {r0:.1f}x, {v1} gives {r1:.1f}x")
     return best()
+
+
+def _bracket(evaluate, hit, start: tuple, goal: float, bounds: tuple, step, evaluations_left):
+    """(below, above): points (u, log ratio) on both sides of ``goal``, found by walking out from
+    ``start`` in steps that double; None when a hit, a bound or the evaluation budget ends the
+    search first (the caller then keeps the best point tried)."""
+    u, y = start
+    lo_u, hi_u = bounds
+    below = (u, y) if y < goal else None
+    above = (u, y) if y > goal else None
+    while below is None or above is None:
+        if evaluations_left() <= 0:
+            return None
+        if below is None:  # need a smaller ratio: move u down
+            if above[0] <= lo_u:
+                return None
+            u = max(lo_u, above[0] - step)
+        else:
+            if below[0] >= hi_u:
+                return None
+            u = min(hi_u, below[0] + step)
+        step *= 2
+        y = evaluate(u)
+        if hit(y):
+            return None
+        if y < goal:
+            below = (u, y)
+        else:
+            above = (u, y)
+    return below, above
