@@ -56,7 +56,10 @@ def test_sigkill_at_random_points_never_leaves_a_partial_file(tmp_path):
     rng = random.Random(1234)
     outcomes = {"a": 0, "b": 0}
     mid_write = 0
-    for _ in range(20):
+    kills = 0
+    # At least 20 kills; more (up to 60) until one lands mid-write, which random timing may miss.
+    while kills < 20 or (mid_write == 0 and kills < 60):
+        kills += 1
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], env=env,
                                   stdout=subprocess.PIPE, text=True)
         assert writer.stdout.readline().strip() == "ready"
