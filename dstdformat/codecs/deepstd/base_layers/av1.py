@@ -170,9 +170,9 @@ def decode_coded(payload: bytes) -> np.ndarray:
     (frames, height, width), packets = _parse(payload)
     context = av.CodecContext.create(DECODER, "r")
     # One thread: with its frame threads, dav1d deadlocked in dav1d_flush when the context was
-    # freed after an error on a forged stream (found by tests/codecs/test_deepstd_av1.py); tiles
-    # are decoded in parallel by the caller instead. dav1d also refuses frames larger than
-    # max_pixels before allocating them.
+    # freed after an error on a forged stream (found by tests/codecs/test_deepstd_av1.py); one
+    # thread still decodes a 512x512x300 scan at ~240 MB/s (docs/benchmarks.md). dav1d also
+    # refuses frames larger than max_pixels before allocating them.
     context.thread_count = 1
     context.options = {"max_pixels": str(height * width), "threads": "1"}
     out = np.empty((frames, height, width), np.uint16)
