@@ -14,6 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..codecs.deepstd.base_layers.av1 import scheduling_kept
 from ..errors import InvalidInputError
 from .base import BenchCodec, Knob, Payload, to_int16
 
@@ -87,12 +88,14 @@ class VideoCodec(BenchCodec):
         context.options = self.options(crf, max(1, threads))
         chroma = np.full((height // 2, width), 1 << (self.bits - 1), samples.dtype)
         packets: list[bytes] = []
-        for number, image in enumerate(samples):
-            plane = np.concatenate([image, chroma]) if self.chroma else image
-            frame = av.VideoFrame.from_ndarray(plane, format=self.pix_fmt)
-            frame.pts = number
-            packets += [bytes(p) for p in context.encode(frame)]
-        packets += [bytes(p) for p in context.encode(None)]
+        with scheduling_kept():  # SVT-AV1 makes the thread real-time otherwise
+            for number, image in enumerate(samples):
+                plane = np.concatenate([image, chroma]) if self.chroma else image
+                frame = av.VideoFrame.from_ndarray(plane, format=self.pix_fmt)
+                frame.pts = number
+                packets += [bytes(p) for p in context.encode(frame)]
+            packets += [bytes(p) for p in context.encode(None)]
+            del context
         return packets
 
     def decode(self, payload: Payload, shape: tuple[int, ...], threads: int) -> np.ndarray:

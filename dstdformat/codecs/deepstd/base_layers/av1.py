@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -51,6 +53,30 @@ def _av():
     except ImportError:
         raise CodecError("the AV1 base layer needs PyAV: pip install 'av>=14'") from None
     return av
+
+
+@contextmanager
+def scheduling_kept() -> Iterator[None]:
+    """Run an encoder without letting it change the calling thread's scheduling.
+
+    SVT-AV1 running as root moves the thread that opens an encoder to real-time ``SCHED_FIFO``
+    priority 99 and leaves it there. Every thread that thread starts later inherits it, and on a
+    machine with few cores real-time threads that spin (torch's OpenMP workers, a thread pool
+    waiting for the GIL) starve everything else: a test run stalled for over an hour that way.
+    """
+    getter = getattr(os, "sched_getscheduler", None)
+    if getter is None:  # not Linux: nothing to put back
+        yield
+        return
+    policy, param = getter(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if (getter(0), os.sched_getparam(0).sched_priority) != (policy, param.sched_priority):
+            try:
+                os.sched_setscheduler(0, policy, param)
+            except OSError:  # lowering one's own priority is always allowed; be safe anyway
+                pass
 
 
 def library_record() -> dict:
@@ -117,11 +143,14 @@ def encode(samples: np.ndarray, crf: int, preset: int = DEFAULT_PRESET) -> bytes
     context.options = {"crf": str(int(crf)), "preset": str(int(preset))}
     chroma = np.full((height // 2, width), 1 << (BIT_DEPTH - 1), np.uint16)
     packets: list[bytes] = []
-    for number, frame_samples in enumerate(padded):
-        frame = av.VideoFrame.from_ndarray(np.concatenate([frame_samples, chroma]), format=PIXEL_FORMAT)
-        frame.pts = number
-        packets += [bytes(p) for p in context.encode(frame)]
-    packets += [bytes(p) for p in context.encode(None)]
+    with scheduling_kept():
+        for number, frame_samples in enumerate(padded):
+            frame = av.VideoFrame.from_ndarray(np.concatenate([frame_samples, chroma]),
+                                               format=PIXEL_FORMAT)
+            frame.pts = number
+            packets += [bytes(p) for p in context.encode(frame)]
+        packets += [bytes(p) for p in context.encode(None)]
+        del context  # its threads end here, before the caller's priority is back
     if len(packets) != len(padded) or not all(packets):
         raise CodecError(f"the AV1 encoder wrote {len(packets)} packets for {len(padded)} frames")
     head = _HEAD.pack(_MAGIC, _VERSION, 0, len(packets), width, height)
