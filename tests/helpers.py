@@ -152,3 +152,18 @@ def phantom_hu(shape=(24, 40, 40), spacing=(4.0, 3.0, 3.0), centre_mm=(0.0, 0.0,
     hu[(k / 30) ** 2 + ((j - 15) / 15) ** 2 + ((i + 15) / 12) ** 2 < 1] = -850.0
     hu[(k / 35) ** 2 + ((j + 20) / 8) ** 2 + ((i - 10) / 8) ** 2 < 1] = 900.0
     return hu
+
+
+def assert_matches_golden_reference(array: np.ndarray, golden: Path) -> None:
+    """A golden file decoded through a network equals its reference within the manifest's
+    tolerance (the rule spec/conformance.py applies: float reductions in another order may move
+    a rare voxel by one unit)."""
+    manifest = json.loads((golden.parent / "manifest.json").read_text())
+    (item,) = [i for i in manifest["valid"] if i["file"] == golden.name]
+    tolerance = item["tolerance"]
+    reference = np.load(golden.parent / tolerance["reference"], allow_pickle=False)
+    assert array.shape == reference.shape and array.dtype == reference.dtype
+    difference = np.abs(array.astype(np.int64) - reference.astype(np.int64))
+    assert difference.max() <= tolerance["max_abs"], f"{golden.name}: max {difference.max()}"
+    assert np.count_nonzero(difference) <= tolerance["max_differing_fraction"] * array.size, \
+        f"{golden.name}: {np.count_nonzero(difference)} voxels differ"

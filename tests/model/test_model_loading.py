@@ -8,10 +8,9 @@ import pickle
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from helpers import ct_chunk, make_model
+from helpers import assert_matches_golden_reference, ct_chunk, make_model
 
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
@@ -40,12 +39,10 @@ def no_pickle(monkeypatch):
 
 
 def test_shipped_model_and_template_load_without_pickle(no_pickle):
-    refined = np.load(GOLDEN / "deepstd-v2" / "deepstd_ratio64_refined.reference.npy")
-    with dstdformat.open(GOLDEN / "deepstd-v2" / "deepstd_ratio64_refined.dstd") as volume:
-        np.testing.assert_array_equal(volume.read(), refined)
-    shaped = np.load(GOLDEN / "deepstd-v3" / "deepstd_shape_ratio32.reference.npy")
-    with dstdformat.open(GOLDEN / "deepstd-v3" / "deepstd_shape_ratio32.dstd") as volume:
-        np.testing.assert_allclose(volume.read(), shaped, atol=1)
+    for golden in (GOLDEN / "deepstd-v2" / "deepstd_ratio64_refined.dstd",
+                   GOLDEN / "deepstd-v3" / "deepstd_shape_ratio32.dstd"):
+        with dstdformat.open(golden) as volume:
+            assert_matches_golden_reference(volume.read(), golden)
 
 
 def test_user_model_encodes_and_decodes_without_pickle(tmp_path, test_model, no_pickle):
@@ -79,10 +76,9 @@ def test_weights_that_differ_from_the_recorded_sha256_are_refused(tmp_path, monk
     make_model(folder, "deepstd-refine-v1")  # same id, other weights, searched first
     monkeypatch.setenv(MODEL_PATH_ENV, str(folder))
     golden = GOLDEN / "deepstd-v2" / "deepstd_ratio64_refined.dstd"
-    reference = np.load(golden.with_name("deepstd_ratio64_refined.reference.npy"))
     refiner_cache._load.cache_clear()
     with dstdformat.open(golden) as volume:  # the recorded sha picks the package's weights
-        np.testing.assert_array_equal(volume.read(), reference)
+        assert_matches_golden_reference(volume.read(), golden)
     data = _with_model_record(golden, "deepstd-refine-v1", "ab" * 32)
     with dstdformat.open(data) as volume:
         with pytest.raises(CodecError, match="weights differ from the ones this data was written with"):
