@@ -19,7 +19,8 @@ from .measure import PeakMemory, timed
 from .search import search_ratio
 
 DEFAULT_RATIOS = (32.0, 64.0, 128.0, 256.0, 512.0)
-DEFAULT_CODECS = ("dstd-*", "sperr", "av1", "hevc-12bit", "hevc-10bit", "vp9", "sz3", "zfp", "zfp-rate",
+DEFAULT_CODECS = ("dstd-*", "sperr", "av1", "av1-deepstd-settings", "hevc-12bit", "hevc-10bit", "vp9",
+                  "sz3", "zfp", "zfp-rate",
                   "htj2k", "jpeg2000", "jpegxl", "zstd", "blosc")
 
 

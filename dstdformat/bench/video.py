@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..codecs.deepstd.base_layers.av1 import scheduling_kept
+from ..codecs.deepstd.base_layers.av1 import DEFAULT_PRESET, ENCODER_PARAMS, scheduling_kept
 from ..errors import InvalidInputError
 from .base import BenchCodec, Knob, Payload, to_int16
 
@@ -123,6 +123,17 @@ class AV1(VideoCodec):
         return {"crf": str(crf), "preset": "4", "svtav1-params": f"lp={threads}"}
 
 
+
+class AV1AtDeepSTDSettings(AV1):
+    """Bare AV1 with the settings of deepstd's AV1 base layer (slower preset, no temporal
+    filtering): the like-for-like baseline, where :class:`AV1` is what a user runs by default."""
+
+    name = "AV1 (deepstd settings)"
+
+    def options(self, crf, threads):
+        return {"crf": str(crf), "preset": str(DEFAULT_PRESET),
+                "svtav1-params": f"{ENCODER_PARAMS}:lp={threads}"}
+
 class _X265(VideoCodec):
     """x265 at preset medium, 4:0:0 (grey) HEVC, decoded by FFmpeg's HEVC decoder."""
 
@@ -158,5 +169,6 @@ class VP9(VideoCodec):
 
 #: ``dstd bench --codecs`` names of the video adapters.
 VIDEO_CODECS: dict[str, type[VideoCodec]] = {
-    "av1": AV1, "hevc-12bit": HEVC12, "hevc-10bit": HEVC10, "vp9": VP9,
+    "av1": AV1, "av1-deepstd-settings": AV1AtDeepSTDSettings, "hevc-12bit": HEVC12,
+    "hevc-10bit": HEVC10, "vp9": VP9,
 }

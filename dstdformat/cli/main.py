@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codecs", nargs="+", default=None,
                    help="codecs to compare (default: all): dstd-<id> for ours (and the variants "
                         "dstd-deepstd-sperr, -wavelet, -refined), sperr, sz3, zfp, zfp-rate, htj2k, "
-                        "jpeg2000, jpegxl, av1, hevc-12bit, hevc-10bit, vp9 (video codecs over the "
-                        "slice stack, through PyAV), zstd, blosc; BD-rate against SPERR and AV1 "
-                        "over 64x-512x goes into the report")
+                        "jpeg2000, jpegxl, av1, av1-deepstd-settings, hevc-12bit, hevc-10bit, vp9 "
+                        "(video codecs over the slice stack, through PyAV), zstd, blosc; BD-rate "
+                        "against SPERR and AV1 over 64x-512x goes into the report")
     p.add_argument("--out", default="bench-results", help="output folder (default: bench-results)")
     p.add_argument("--threads", type=int, help="threads for the 'all threads' runs (default: all)")
     p.add_argument("--crop", type=int, nargs=3, metavar=("K", "J", "I"),

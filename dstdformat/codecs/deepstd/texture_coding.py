@@ -8,6 +8,7 @@ per voxel (what the refinement network is told), plus the header's record of the
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ def _metadata_bytes(metadata: ScanMetadata | None) -> int:
 
 def base_record(settings: TextureSettings, window: tuple[float, float], crfs: list[int]) -> dict:
     return {"codec": "av1", **av1.library_record(), "preset": settings.preset,
-            "samples": av1.SampleMap.for_window(*window).to_json(), "crf": crfs}
+            "params": av1.ENCODER_PARAMS, "samples": av1.SampleMap.for_window(*window).to_json(), "crf": crfs}
 
 
 def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
@@ -93,10 +94,15 @@ def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
         )
     if settings.base == "av1":
         samples = av1.SampleMap.for_window(*window)
-        encoder = av1_rate.TileEncoder(lambda t: samples.to_samples(tile_block(t)[1]), tiles,
-                                       settings.preset, progress)
-        streams, crfs = av1_rate.code_ratio(encoder, texture_budget,
-                                            av1_rate.first_crf(settings.value), settings.clamp_ratio)
+
+        @functools.cache  # both presets code every tile several times
+        def tile_samples(tile: int) -> np.ndarray:
+            return samples.to_samples(tile_block(tile)[1])
+
+        probe = av1_rate.TileEncoder(tile_samples, tiles, av1.PROBE_PRESET, progress)
+        final = av1_rate.TileEncoder(tile_samples, tiles, settings.preset, progress)
+        streams, crfs = av1_rate.code_ratio_staged(
+            probe, final, texture_budget, av1_rate.first_crf(settings.value), settings.clamp_ratio)
         return CodedTexture(streams, _bits(streams, grid), base_record(settings, window, crfs))
     textures: list[bytes] = []
     voxels = sum(int(np.prod(wavelet.padded_shape(grid.tile_extent(t)))) for t in tiles)
@@ -135,20 +141,27 @@ def _code_quality(settings: TextureSettings, tiles: list[int], grid: TileGrid, t
             streams.append(payload)
             rates.append(bpv)
             continue
-        tried: dict[int, bytes] = {}
         tile_samples = samples.to_samples(clipped)
+        tried: dict[tuple[int, int], tuple[bytes, float]] = {}
 
-        def attempt(crf: int, tile_samples=tile_samples, clipped=clipped, counted=counted,
-                    tried=tried) -> float:
-            tried[crf] = av1.encode(tile_samples, crf, settings.preset)
-            decoded = layer.decode(tried[crf], clipped.shape, what="the tile just coded", trusted=True,
-                                   dtype=np.float64)
-            return rate.psnr(clipped, decoded, peak, counted)
+        def attempt(crf: int, preset: int, tile_samples=tile_samples, clipped=clipped,
+                    counted=counted, tried=tried) -> float:
+            if (preset, crf) not in tried:
+                stream = av1.encode(tile_samples, crf, preset)
+                decoded = layer.decode(stream, clipped.shape, what="the tile just coded",
+                                       trusted=True, dtype=np.float64)
+                tried[(preset, crf)] = stream, rate.psnr(clipped, decoded, peak, counted)
+            return tried[(preset, crf)][1]
 
-        crf = av1_rate.crf_for_quality(attempt, settings.value)
-        if crf not in tried:
-            attempt(crf)
-        streams.append(tried[crf])
+        # Bisect on the fast probe, then on the kept preset near its answer (the kept preset
+        # reaches a PSNR at a higher CRF than the probe: its search starts there and goes up).
+        guess = av1_rate.crf_for_quality(lambda c: attempt(c, av1.PROBE_PRESET), settings.value)
+        crf = av1_rate.crf_for_quality(lambda c: attempt(c, settings.preset), settings.value,
+                                       lo=guess, hi=guess + 8)
+        if (settings.preset, crf) not in tried:
+            attempt(crf, settings.preset)
+        stream = tried[(settings.preset, crf)][0]
+        streams.append(stream)
         crfs.append(crf)
     if settings.base != "av1":
         return CodedTexture(streams, rates, None)

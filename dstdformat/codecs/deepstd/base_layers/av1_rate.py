@@ -3,7 +3,13 @@
 Size falls about 2x per 9 CRF steps (measured at preset 4 on chest CT), so the ratio search
 predicts from that slope, corrects by secant on the measured sizes, brackets the budget between
 two neighbouring CRFs and then moves single tiles between them until the total is as close to the
-budget as one tile's step allows. Each (tile, CRF) is encoded at most once.
+budget as one tile's step allows. Each (tile, CRF) is encoded at most once per preset.
+
+The search runs on a fast probe preset, whose streams are 10-20% smaller than the kept preset's
+at the same CRF; the kept preset then codes the probe's answer once, and where the total misses
+the budget the probe's budget is scaled by the measured factor and only tiles whose CRF moved are
+coded again (:func:`code_ratio_staged`). Quality searches bisect on the probe and then on the
+kept preset near the probe's answer.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class TileEncoder:
     def __init__(self, samples_of: Callable[[int], np.ndarray], tiles: list[int], preset: int,
                  progress: bool) -> None:
         self.samples_of, self.tiles, self.preset, self.progress = samples_of, tiles, preset, progress
+        self.label = f"AV1 base layer (preset {preset}"
         self.streams: dict[tuple[int, int], bytes] = {}
         self.passes = 0
 
@@ -41,7 +48,7 @@ class TileEncoder:
         if all((t, crf) in self.streams for t in self.tiles):
             return sum(len(self.streams[(t, crf)]) for t in self.tiles)
         self.passes += 1
-        desc = f"AV1 base layer (pass {self.passes}, crf {crf})"
+        desc = f"{self.label}, pass {self.passes}, crf {crf})"
         return sum(len(self.stream(t, crf))
                    for t in track(self.tiles, enabled=self.progress, desc=desc, unit="tile"))
 
@@ -108,11 +115,70 @@ def code_ratio(encoder: TileEncoder, budget: float, first_crf: int,
     return [encoder.stream(t, crfs[t]) for t in encoder.tiles], [crfs[t] for t in encoder.tiles]
 
 
-def crf_for_quality(encode_psnr: Callable[[int], float], target_db: float) -> int:
-    """The highest CRF (smallest stream) whose decode reaches ``target_db``; MIN_CRF if none."""
-    lo, hi = av1.MIN_CRF, av1.MAX_CRF
+#: The kept preset's total may miss the budget by this much before the probe's budget is corrected
+#: (one CRF step moves a tile by about 8%, so a one-tile volume cannot always land closer).
+STAGED_TOLERANCE = 0.03
+STAGED_ROUNDS = 2
+#: Kept-preset bytes per probe byte at the same CRF, the first round's guess (measured on training
+#: CT, preset 3 against 10: 0.82-0.87 at CRF 15-28); later rounds use the measured factor.
+PROBE_SIZE_FACTOR = 0.84
+#: Past this miss after the rounds, single tiles are moved a CRF step with the kept preset.
+NUDGE_TOLERANCE = 0.045
+
+
+def code_ratio_staged(probe: TileEncoder, final: TileEncoder, budget: float, first_crf: int,
+                      clamp: bool) -> tuple[list[bytes], list[int]]:
+    """Like :func:`code_ratio`, with the search on ``probe`` and the streams from ``final``."""
+    probe_budget, best = budget / PROBE_SIZE_FACTOR, None
+    for _ in range(STAGED_ROUNDS):
+        _, crfs = code_ratio(probe, probe_budget, first_crf, clamp=True)
+        streams = [final.stream(t, c) for t, c in zip(final.tiles, crfs)]
+        total = sum(map(len, streams))
+        miss = abs(total - budget)
+        if best is None or miss < best[0]:
+            best = (miss, streams, crfs)
+        if miss <= STAGED_TOLERANCE * budget:
+            break
+        probe_budget *= budget / total
+        first_crf = int(np.median(crfs))
+    assert best is not None
+    crfs = _nudge(final, best[2], budget)
+    streams = [final.stream(t, c) for t, c in zip(final.tiles, crfs)]
+    if not clamp and sum(map(len, streams)) > budget * (1 + 2 * STAGED_TOLERANCE) \
+            and min(crfs) == av1.MAX_CRF:
+        raise InvalidInputError(
+            f"the asked ratio is out of reach: the AV1 base layer at crf {av1.MAX_CRF} takes "
+            f"{sum(map(len, streams))} bytes, more than the budget of {budget:.0f}")
+    return streams, crfs
+
+
+def _nudge(final: TileEncoder, crfs: list[int], budget: float) -> list[int]:
+    """Single tiles one CRF step toward the budget (largest tiles first), coded with the kept
+    preset, while that brings the total closer: the probe's answer can miss by a tile's step."""
+    crfs = list(crfs)
+    total = sum(len(final.stream(t, c)) for t, c in zip(final.tiles, crfs))
+    direction = 1 if total > budget else -1
+    order = sorted(range(len(crfs)), key=lambda i: -len(final.stream(final.tiles[i], crfs[i])))
+    for i in order:
+        if abs(total - budget) <= NUDGE_TOLERANCE * budget:
+            break
+        tile, crf = final.tiles[i], crfs[i] + direction
+        if not av1.MIN_CRF <= crf <= av1.MAX_CRF:
+            continue
+        moved = total - len(final.stream(tile, crfs[i])) + len(final.stream(tile, crf))
+        if abs(moved - budget) < abs(total - budget):
+            crfs[i], total = crf, moved
+    return crfs
+
+def crf_for_quality(encode_psnr: Callable[[int], float], target_db: float,
+                    lo: int = av1.MIN_CRF, hi: int = av1.MAX_CRF) -> int:
+    """The highest CRF (smallest stream) in ``lo..hi`` whose decode reaches ``target_db``, the
+    range widened down to MIN_CRF when ``lo`` does not reach it; MIN_CRF if none does."""
+    lo, hi = max(lo, av1.MIN_CRF), min(hi, av1.MAX_CRF)
     if encode_psnr(hi) >= target_db:
         return hi
+    while lo > av1.MIN_CRF and encode_psnr(lo) < target_db:
+        lo, hi = max(av1.MIN_CRF, lo - max(hi - lo, 4)), lo
     while hi - lo > 1:  # invariant: hi fails; lo passes or is the floor
         mid = (lo + hi) // 2
         if encode_psnr(mid) >= target_db:
