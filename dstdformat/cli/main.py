@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the bundled model; 'none' codes without (default: the bundled "
                                    "model on the SPERR base, none on AV1, where it gains <5%%)")
     p.add_argument("--base", choices=("auto", "av1", "sperr"),
-                   help="deepstd: base layer under the refinement (default auto: AV1 from 48x, "
+                   help="deepstd: base layer under the refinement (default auto: AV1 from 24x, "
                         "SPERR below and for --max-error)")
     p.add_argument("--shape", metavar="TEMPLATE",
                    help="deepstd: also code the scan's shape against a reference template "

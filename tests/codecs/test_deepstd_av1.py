@@ -24,9 +24,9 @@ def real_ct() -> np.ndarray:
     return dstdformat.read_scan(BUNDLED_CT).array
 
 
-def test_auto_picks_av1_from_48x_and_sperr_below_and_for_max_error():
-    assert resolve("auto", "ratio", AV1_MIN_RATIO) == "av1"
-    assert resolve("auto", "ratio", 32.0) == "sperr"
+def test_auto_picks_av1_from_24x_and_sperr_below_and_for_max_error():
+    assert resolve("auto", "ratio", AV1_MIN_RATIO) == "av1" and AV1_MIN_RATIO == 24.0
+    assert resolve("auto", "ratio", 32.0) == "av1" and resolve("auto", "ratio", 16.0) == "sperr"
     assert resolve("auto", "quality", 40.0) == "av1" and resolve("auto", "quality", 60.0) == "sperr"
     assert resolve("auto", "max_error", 5.0) == "sperr"
     assert resolve("sperr", "ratio", 256.0) == "sperr" and resolve("av1", "ratio", 8.0) == "av1"

@@ -63,7 +63,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
     - ``model``: id of the refinement network (or a ``.safetensors`` path); None codes without;
       ``"default"`` the shipped network for the base layer; ``"auto"`` (default) that network where
       it pays, i.e. on the SPERR base (on AV1 it gained under 5%: docs/benchmarks.md).
-    - ``base``: the base layer, ``"av1"``, ``"sperr"`` or ``"auto"`` (AV1 from 48x, SPERR below
+    - ``base``: the base layer, ``"av1"``, ``"sperr"`` or ``"auto"`` (AV1 from 24x, SPERR below
       and for ``max_error``).
     """
 

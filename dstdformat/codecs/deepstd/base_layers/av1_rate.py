@@ -8,7 +8,8 @@ budget as one tile's step allows. Each (tile, CRF) is encoded at most once per p
 The search runs on a fast probe preset, whose streams are 10-20% smaller than the kept preset's
 at the same CRF; the kept preset then codes the probe's answer once, and where the total misses
 the budget the probe's budget is scaled by the measured factor and only tiles whose CRF moved are
-coded again (:func:`code_ratio_staged`). Quality searches bisect on the probe and then on the
+coded again; should that still miss, the search runs on the kept preset
+(:func:`code_ratio_staged`). Quality searches bisect on the probe and then on the
 kept preset near the probe's answer.
 """
 
@@ -122,8 +123,8 @@ STAGED_ROUNDS = 2
 #: Kept-preset bytes per probe byte at the same CRF, the first round's guess (measured on training
 #: CT, preset 3 against 10: 0.82-0.87 at CRF 15-28); later rounds use the measured factor.
 PROBE_SIZE_FACTOR = 0.84
-#: Past this miss after the rounds, single tiles are moved a CRF step with the kept preset.
-NUDGE_TOLERANCE = 0.045
+#: Past this miss after the rounds, the search runs on the kept preset itself.
+FALLBACK_TOLERANCE = 0.045
 
 
 def code_ratio_staged(probe: TileEncoder, final: TileEncoder, budget: float, first_crf: int,
@@ -142,33 +143,17 @@ def code_ratio_staged(probe: TileEncoder, final: TileEncoder, budget: float, fir
         probe_budget *= budget / total
         first_crf = int(np.median(crfs))
     assert best is not None
-    crfs = _nudge(final, best[2], budget)
-    streams = [final.stream(t, c) for t, c in zip(final.tiles, crfs)]
-    if not clamp and sum(map(len, streams)) > budget * (1 + 2 * STAGED_TOLERANCE) \
-            and min(crfs) == av1.MAX_CRF:
-        raise InvalidInputError(
-            f"the asked ratio is out of reach: the AV1 base layer at crf {av1.MAX_CRF} takes "
-            f"{sum(map(len, streams))} bytes, more than the budget of {budget:.0f}")
+    miss, streams, crfs = best
+    if miss > FALLBACK_TOLERANCE * budget:
+        # The probe misled (content where the presets' sizes do not keep their usual ratio):
+        # search on the kept preset itself, from where the probe ended.
+        searched, searched_crfs = code_ratio(final, budget, int(np.median(crfs)), clamp)
+        if abs(sum(map(len, searched)) - budget) < miss:
+            streams, crfs = searched, searched_crfs
+    elif not clamp and min(crfs) == av1.MAX_CRF and sum(map(len, streams)) > budget:
+        code_ratio(final, budget, av1.MAX_CRF, clamp)  # raises: out of reach
     return streams, crfs
 
-
-def _nudge(final: TileEncoder, crfs: list[int], budget: float) -> list[int]:
-    """Single tiles one CRF step toward the budget (largest tiles first), coded with the kept
-    preset, while that brings the total closer: the probe's answer can miss by a tile's step."""
-    crfs = list(crfs)
-    total = sum(len(final.stream(t, c)) for t, c in zip(final.tiles, crfs))
-    direction = 1 if total > budget else -1
-    order = sorted(range(len(crfs)), key=lambda i: -len(final.stream(final.tiles[i], crfs[i])))
-    for i in order:
-        if abs(total - budget) <= NUDGE_TOLERANCE * budget:
-            break
-        tile, crf = final.tiles[i], crfs[i] + direction
-        if not av1.MIN_CRF <= crf <= av1.MAX_CRF:
-            continue
-        moved = total - len(final.stream(tile, crfs[i])) + len(final.stream(tile, crf))
-        if abs(moved - budget) < abs(total - budget):
-            crfs[i], total = crf, moved
-    return crfs
 
 def crf_for_quality(encode_psnr: Callable[[int], float], target_db: float,
                     lo: int = av1.MIN_CRF, hi: int = av1.MAX_CRF) -> int:
