@@ -59,3 +59,18 @@ def test_a_helper_that_cannot_start_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(isolated._pool, "_idle", [])
     with pytest.raises(CodecError, match="could not start the isolated SPERR decoder"):
         isolated.decode_isolated(b"x" * 30, (4, 4, 4), "texture section of tile 0")
+
+
+@pytest.mark.parametrize("how", ["close", "kill"])
+def test_helpers_leave_no_unclosed_pipes(how):
+    """A helper closed or killed closes both its pipes (no ResourceWarning when it is collected)."""
+    import gc
+    import warnings
+
+    helper = isolated._Helper()
+    getattr(helper, how)()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del helper
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

@@ -147,10 +147,21 @@ class _Helper:
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait()
+        self._close_pipes()
 
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        """Both pipe ends, so that no ``ResourceWarning: unclosed file`` is left behind."""
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
 
 
 class _Pool:
