@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import permutations
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,47 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
     norms = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
     return tuple(float(n) for n in norms)  # type: ignore[return-value]
 
+
+#: Names of the world axes, the affine's rows (RAS+ as NIfTI defines it: +x right, +y anterior, +z superior).
+WORLD_AXES = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class AxisGeometry:
+    """Where each array axis lies in the world, for formats that only know a per-axis scale and
+    translation (OME-Zarr, xarray coordinates).
+
+    Array axis ``a`` runs along world axis ``world_axes[a]``; index ``n`` along it sits at
+    ``origin[a] + step[a] * n`` mm on that world axis (``step`` is negative for a flipped axis).
+    Exact for affines that only permute, flip and scale the axes; for ``oblique`` ones it is the
+    nearest such reading and the affine remains the truth.
+    """
+
+    origin: tuple[float, float, float]
+    step: tuple[float, float, float]
+    world_axes: tuple[str, str, str]
+    oblique: bool
+
+
+def axis_geometry(affine: np.ndarray, tolerance: float = 1e-6) -> AxisGeometry:
+    """The :class:`AxisGeometry` of a 4x4 affine mapping (k, j, i, 1) to world millimetres."""
+    matrix = np.asarray(affine, dtype=np.float64)
+    rotation = matrix[:3, :3]
+    rows = [int(np.argmax(np.abs(rotation[:, axis]))) for axis in range(3)]
+    if len(set(rows)) != 3:  # two array axes closest to one world axis: take the best assignment
+        rows = list(max(permutations(range(3)),
+                        key=lambda order: sum(abs(rotation[order[a], a]) for a in range(3))))
+    kept = np.zeros_like(rotation)
+    for axis, row in enumerate(rows):
+        kept[row, axis] = rotation[row, axis]
+    scale = float(np.abs(rotation).max()) or 1.0
+    oblique = bool(np.abs(rotation - kept).max() > tolerance * scale)
+    return AxisGeometry(
+        origin=tuple(float(matrix[row, 3]) for row in rows),  # type: ignore[arg-type]
+        step=tuple(float(rotation[row, axis]) for axis, row in enumerate(rows)),  # type: ignore[arg-type]
+        world_axes=tuple(WORLD_AXES[row] for row in rows),  # type: ignore[arg-type]
+        oblique=oblique,
+    )
 
 @dataclass
 class ScanMetadata:

@@ -1,7 +1,8 @@
 """Converting a scan into a zarr group that other tools read: OME-Zarr layout, DeepSTD chunks.
 
 The group holds the volume as array ``0`` (axes k, j, i) and OME-Zarr ``multiscales`` metadata
-(one scale: voxel spacing and origin in millimetres) so OME-Zarr viewers place it; the full affine,
+(one scale and translation in the axes' order: the signed voxel step and the origin in millimetres
+along the world axis each array axis runs on) so OME-Zarr viewers place it; the full affine,
 intensity scaling and modality are kept under the ``dstdformat`` attribute so nothing of the
 source's geometry is lost. Dimension names let xarray open it directly.
 """
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..metadata import Scan
+from ..metadata import Scan, axis_geometry
 from ..progress import track
 
 DEFAULT_CHUNKS = (64, 512, 512)
@@ -59,18 +60,23 @@ def scan_to_zarr(scan: Scan, store: str | os.PathLike[str], *, zarr_format: int 
 def _group_attributes(scan: Scan, zarr_format: int) -> dict[str, Any]:
     meta = scan.metadata
     spacing = [float(s) for s in scan.spacing]
-    origin = [float(v) for v in np.asarray(scan.affine)[:3, 3]]
+    # OME-Zarr places index n of axis a at translation[a] + scale[a] * n, in the axes' order: the
+    # signed step and the origin along the world axis each array axis runs on (a flip keeps its
+    # sign). An oblique affine has no such form; the full affine below stays the truth.
+    geometry = axis_geometry(np.asarray(scan.affine))
     multiscales = [{
         "version": "0.4" if zarr_format == 2 else "0.5",
         "name": "ct",
         "axes": [{"name": a, "type": "space", "unit": "millimeter"} for a in AXES],
         "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": spacing}, {"type": "translation", "translation": origin}]}],
+            {"type": "scale", "scale": list(geometry.step)},
+            {"type": "translation", "translation": list(geometry.origin)}]}],
     }]
     ours = {"spacing": spacing, "affine": np.asarray(scan.affine).tolist(), "slope": meta.slope,
             "intercept": meta.intercept, "modality": meta.modality,
             "original_dtype": meta.original_dtype or scan.array.dtype.name,
-            "axes": "array axes k, j, i; affine maps (k, j, i, 1) to RAS+ millimetres"}
+            "axes": "array axes k, j, i; affine maps (k, j, i, 1) to RAS+ millimetres",
+            "world_axes": list(geometry.world_axes), "oblique": geometry.oblique}
     if zarr_format == 3:
         return {"ome": {"version": "0.5", "multiscales": multiscales}, "dstdformat": ours}
     return {"multiscales": multiscales, "dstdformat": ours}

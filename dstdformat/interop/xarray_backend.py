@@ -1,9 +1,11 @@
 """xarray backend: ``xr.open_dataset("scan.dstd", engine="dstd")`` gives a lazy DataArray.
 
 Registered through the ``xarray.backends`` entry point. The variable ``ct`` has dimensions
-(k, j, i) and coordinates in millimetres (distance from the first voxel along each array axis);
-the affine, spacing and intensity scaling are attributes. Only the tiles under what is indexed are
-fetched and decoded.
+(k, j, i) and coordinates in world millimetres: along each array axis, the position on the world
+axis (RAS+ x, y or z, in the coordinate's ``world_axis`` attribute) that the axis runs on, so
+``.sel(k=-679.8)`` picks the slice at z = -679.8 mm and a flipped axis has decreasing coordinates.
+An oblique affine has no such form: the dataset's ``oblique`` attribute says so and the ``affine``
+attribute is the truth. Only the tiles under what is indexed are fetched and decoded.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 import dstdformat
+
+from ..metadata import axis_geometry
 
 DIMS = ("k", "j", "i")
 
@@ -42,9 +46,12 @@ class DstdBackendEntrypoint(BackendEntrypoint):
         volume = dstdformat.open(os.fspath(filename_or_obj), storage_options=storage_options)
         data = indexing.LazilyIndexedArray(_VolumeArray(volume))
         meta = volume.metadata
-        coords = {d: (d, np.arange(n) * float(s), {"units": "mm"})
-                  for d, n, s in zip(DIMS, volume.shape, volume.spacing)}
+        geometry = axis_geometry(np.asarray(volume.affine))
+        coords = {d: (d, origin + step * np.arange(n), {"units": "mm", "world_axis": axis})
+                  for d, n, origin, step, axis in zip(DIMS, volume.shape, geometry.origin,
+                                                      geometry.step, geometry.world_axes)}
         attrs = {"affine": np.asarray(volume.affine).tolist(), "spacing": list(volume.spacing),
+                 "oblique": int(geometry.oblique),
                  "slope": meta.slope, "intercept": meta.intercept, "modality": meta.modality or "",
                  "codec": volume.codec_id}
         variable = xr.Variable(DIMS, data, attrs={"units": "stored value (HU = value x slope + "

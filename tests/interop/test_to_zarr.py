@@ -44,3 +44,28 @@ def test_to_zarr_keeps_geometry_and_reads_lazily(tmp_path, zarr_format):
     assert variable.dims == ("k", "j", "i") and variable.dtype == np.int16
     assert variable.chunks is not None  # dask-backed, not loaded
     np.testing.assert_array_equal(variable.isel(k=56).values, middle)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_ome_zarr_transformations_are_in_axis_order_and_keep_flips(tmp_path, zarr_format):
+    """k along z, j along y flipped, i along x: OME-Zarr's translation + scale x index must give
+    each axis' world position (the affine's translation is in x, y, z order, not k, j, i)."""
+    from dstdformat.interop.to_zarr import scan_to_zarr
+
+    affine = np.array([[0, 0, 0.8, 201.0], [0, -0.8, 0, 59.0], [2.5, 0, 0, -679.8], [0, 0, 0, 1]])
+    rng = np.random.default_rng(0)
+    scan = dstdformat.Scan(rng.normal(0, 50, (16, 32, 32)).astype(np.int16),
+                           dstdformat.ScanMetadata(affine=affine))
+    store = tmp_path / "flipped.zarr"
+    scan_to_zarr(scan, store, zarr_format=zarr_format, codec_options={"ratio": 8})
+    attrs = zarr.open_group(store, mode="r").attrs.asdict()
+    multiscales = attrs["multiscales"] if zarr_format == 2 else attrs["ome"]["multiscales"]
+    scale, translation = multiscales[0]["datasets"][0]["coordinateTransformations"]
+    assert translation["translation"] == [-679.8, 59.0, 201.0]
+    assert scale["scale"] == [2.5, -0.8, 0.8]
+    index = np.array([3, 5, 7])
+    world = affine @ np.append(index, 1)
+    placed = np.array(translation["translation"]) + np.array(scale["scale"]) * index
+    np.testing.assert_allclose(placed, world[[2, 1, 0]])  # axis k on z, j on y, i on x
+    assert attrs["dstdformat"]["world_axes"] == ["z", "y", "x"] and not attrs["dstdformat"]["oblique"]
+    np.testing.assert_allclose(attrs["dstdformat"]["affine"], affine)
