@@ -184,7 +184,9 @@ def test_damaged_headers_of_av1_files_are_refused(tmp_path):
     vol = ct_volume(shape=(10, 32, 40))
     path = tmp_path / "a.dstd"
     dstdformat.save(vol, path, codec=Codec(ratio=8, model=None, base="av1"))
-    for change in ({"codec": "h264"}, {"crf": [0]}, {"samples": {"bit_depth": 12, "low": 0, "step": 1}}):
+    for change in ({"codec": "h264"}, {"crf": [0]}, {"samples": {"bit_depth": 12, "low": 0, "step": 1}},
+                   {"samples": {"bit_depth": 10, "low": 1e300, "step": 4.0}},  # float32 overflow
+                   {"samples": {"bit_depth": 10, "low": 0.0, "step": 1e11}}):
         damaged = tmp_path / "damaged.dstd"
         damaged.write_bytes(path.read_bytes())
 

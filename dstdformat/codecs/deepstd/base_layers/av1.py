@@ -127,7 +127,8 @@ class SampleMap:
         if not isinstance(record, dict) or record.get("bit_depth") != BIT_DEPTH:
             raise ValueError(f"AV1 sample map must be 10-bit {{bit_depth, low, step}}, got {record!r}")
         low, step = float(record["low"]), float(record["step"])
-        if not (math.isfinite(low) and math.isfinite(step) and 0 < step < 1e12):
+        # Bounds that keep low + 1023 x step well inside float32 (a forged map cannot overflow).
+        if not (math.isfinite(low) and abs(low) < 1e9 and math.isfinite(step) and 0 < step < 1e6):
             raise ValueError(f"AV1 sample map has a bad low {low!r} or step {step!r}")
         return cls(low, step)
 
