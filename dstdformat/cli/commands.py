@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from importlib import resources
@@ -38,6 +39,21 @@ def _load(path: str, args: argparse.Namespace):
     return io.read_scan(path, **options)
 
 
+def check_destination(path: str, force: bool) -> None:
+    """Refuse, before any decoding or encoding, an output whose folder is missing or not writable,
+    and an existing output unless ``--force`` (as gzip does). URLs are checked by their writer."""
+    if "://" in path and not path.startswith("file://"):
+        return
+    target = Path(path.removeprefix("file://")).expanduser()
+    folder = target.parent
+    if not folder.is_dir():
+        raise InvalidInputError(f"cannot write {path}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"cannot write {path}: the folder {str(folder)!r} is not writable")
+    if target.exists() and not force:
+        raise InvalidInputError(f"{path} already exists; use --force (-f) to overwrite it")
+
+
 def compress(args: argparse.Namespace) -> int:
     from .. import save
     from ..codecs.registry import get_codec_class
@@ -60,6 +76,7 @@ def compress(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"{flag} applies to the deepstd codec only")
     if not args.output.lower().endswith(".dstd"):
         raise InvalidInputError(f"output must end in .dstd, got {args.output!r}")
+    check_destination(args.output, args.force)
     started = time.perf_counter()
     scan = _load(args.input, args)
     result = save(scan, args.output, codec=args.codec, codec_options=options,
@@ -78,6 +95,7 @@ def to_zarr(args: argparse.Namespace) -> int:
         if value is not None}
     if args.model is not None:
         options["model"] = None if args.model == "none" else args.model
+    check_destination(args.output, args.force)
     started = time.perf_counter()
     scan = _load(args.input, args)
     array = scan_to_zarr(scan, args.output, zarr_format=args.zarr_format,
@@ -96,6 +114,7 @@ def decompress(args: argparse.Namespace) -> int:
     fmt = io.format_for_path(args.output)  # fail on a bad suffix before decoding anything
     if fmt == "dicom":
         raise InvalidInputError("writing DICOM is not supported; use .nii.gz, .h5 or .npy")
+    check_destination(args.output, args.force)
     with open(args.input) as volume:
         scan = Scan(volume.read(progress=not args.quiet, refine=not args.no_refine), volume.metadata)
     io.write_scan(scan, args.output)

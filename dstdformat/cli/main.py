@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, nargs=3, metavar=("K", "J", "I"),
                    help="tile shape in voxels (default: the codec's choice)")
     p.add_argument("--dataset", help="HDF5 dataset to read (default: the only 3D dataset)")
+    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.compress)
 
     p = add("to-zarr", "convert a scan into a zarr group (OME-Zarr layout) with DeepSTD chunks")
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-error", type=float, metavar="HU", help="guaranteed bound on the error")
     p.add_argument("--model", help="refinement model id ('none': without)")
     p.add_argument("--dataset", help="HDF5 dataset to read")
+    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.to_zarr)
 
     p = add("decompress", "decode a .dstd into NIfTI (.nii/.nii.gz), HDF5 (.h5) or .npy")
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="output file; its suffix picks the format")
     p.add_argument("--no-refine", action="store_true",
                    help="skip the learned refinement (deepstd): a faster, slightly coarser decode")
+    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.decompress)
 
     p = add("info", "print a .dstd file's header and layout")

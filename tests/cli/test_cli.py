@@ -115,6 +115,13 @@ def test_demo_runs_and_reports(tmp_path):
         (("decompress", "{tmp}/notdstd.dstd", "{tmp}/o.nii.gz"), "not a .dstd file"),
         (("decompress", "{tmp}/ok.dstd", "{tmp}/o.xyz"), "suffix|format"),
         (("compress", "{tmp}/4d.nii.gz", "{tmp}/o.dstd"), "4 dimensions"),
+        # Bad destinations are refused before any decoding or encoding, naming the user's path.
+        (("compress", "{bundled}", "{tmp}/nodir/sub/o.dstd"), r"nodir/sub/o\.dstd.*does not exist"),
+        (("decompress", "{tmp}/ok.dstd", "{tmp}/nodir/o.nii.gz"), "does not exist"),
+        (("to-zarr", "{bundled}", "{tmp}/nodir/o.zarr"), "does not exist"),
+        (("compress", "{bundled}", "{tmp}/ok.dstd"), r"ok\.dstd already exists; use --force"),
+        (("decompress", "{tmp}/ok.dstd", "{tmp}/4d.nii.gz"), "already exists"),
+        (("to-zarr", "{bundled}", "{tmp}"), "already exists"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
@@ -132,6 +139,17 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
     import re
 
     assert re.search(message, lines[0], re.IGNORECASE), lines[0]
+
+
+def test_force_overwrites_an_existing_output(tmp_path):
+    target = tmp_path / "o.dstd"
+    target.write_bytes(b"an older file")
+    dstd("compress", str(BUNDLED_CT), str(target), "--codec", "lossless", "-q", "--force")
+    assert dstdformat.open(target).shape == (112, 101, 122)
+    out = tmp_path / "o.npy"
+    out.write_bytes(b"older")
+    dstd("decompress", str(target), str(out), "-q", "-f")
+    np.testing.assert_array_equal(np.load(out), dstdformat.read_scan(BUNDLED_CT).array)
 
 
 def test_usage_errors_exit_2():
