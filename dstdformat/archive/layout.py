@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from ..errors import StorageError
+from ..storage.filesystems import url_to_fs
 from ..storage.sources import local_path
 from ..storage.writing import atomic_output
 
@@ -37,14 +38,9 @@ class ArchiveLocation:
     """A folder on any fsspec filesystem, addressed by paths relative to its root."""
 
     def __init__(self, url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None):
-        import fsspec.core
-
         self.url = os.fspath(url).rstrip("/")
         self.storage_options = dict(storage_options or {})
-        try:
-            self.fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
-        except (ValueError, ImportError) as exc:
-            raise StorageError(f"cannot use {self.url}: {exc}") from exc
+        self.fs, root = url_to_fs(self.url, self.storage_options)
         self.root = root.rstrip("/")
         self.local = local_path(self.url, self.storage_options) is not None
 

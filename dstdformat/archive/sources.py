@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, StorageError
+from ..storage.filesystems import url_to_fs
 
 #: Suffix -> format of the files read as one scan each.
 SCAN_SUFFIXES = {".nii.gz": "nifti", ".nii": "nifti", ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5"}
@@ -58,12 +59,7 @@ def _scan_suffix(name: str) -> str | None:
 
 
 def _open_fs(url: str, storage_options: dict[str, Any] | None):
-    import fsspec.core
-
-    try:
-        return fsspec.core.url_to_fs(url, **(storage_options or {}))
-    except (ValueError, ImportError) as exc:
-        raise StorageError(f"cannot use {url}: {exc}") from exc
+    return url_to_fs(url, storage_options)
 
 
 def discover(source: str | os.PathLike[str],

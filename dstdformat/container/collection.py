@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import StorageError
+from ..storage.filesystems import url_to_fs
 from .volume import Volume, open_volume
 
 
@@ -43,11 +44,9 @@ class VolumeCollection(Mapping[str, Volume]):
 def open_collection(pattern: str | os.PathLike[str],
                     storage_options: dict[str, Any] | None = None) -> VolumeCollection:
     """Every ``.dstd`` file matching ``pattern`` (a glob, local or any fsspec URL), lazily."""
-    import fsspec.core
-
     text = os.fspath(pattern)
     try:
-        fs, path = fsspec.core.url_to_fs(text, **(storage_options or {}))
+        fs, path = url_to_fs(text, storage_options)
         found = sorted(fs.glob(path))
     except (OSError, ValueError) as exc:
         raise StorageError(f"cannot list {text}: {exc}") from exc

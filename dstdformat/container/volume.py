@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..codecs.base import DecodeContext, VolumeCodec
-from ..errors import CodecError, InvalidInputError
+from ..errors import CodecError, DstdError, InvalidInputError
 from ..metadata import ScanMetadata
 from ..progress import track
 from ..storage.retry import RetryPolicy
@@ -172,7 +172,10 @@ class Volume:
     def to_dask(self, chunks: tuple[int, int, int] | None = None):
         """A lazy dask array over this volume; chunks default to the file's tiles, so each dask
         task decodes whole tiles and reads them once."""
-        import dask.array as da
+        try:
+            import dask.array as da
+        except ImportError:
+            raise DstdError("Volume.to_dask() needs dask: pip install 'dstdformat[dask]'") from None
 
         return da.from_array(self, chunks=chunks or self.tile_shape, lock=False, asarray=True,
                              fancy=False, name=f"dstd-{self.header.get('original_sha256', id(self))}")

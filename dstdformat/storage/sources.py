@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ..errors import StorageError
+from .filesystems import url_to_fs
 from .retry import RetryPolicy, ShortReadError, call_with_retries, is_transient
 
 T = TypeVar("T")
@@ -176,15 +177,13 @@ class FsspecSource(_RangeReader):
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None,
                  retry: RetryPolicy | None = None) -> None:
         super().__init__()
-        import fsspec.core
-
         self.description = url
         self.size = None
         self.retry = retry or RetryPolicy()
         #: Requests that failed transiently and were made again.
         self.retries = 0
         with self._errors_named():
-            self.fs, self.path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            self.fs, self.path = url_to_fs(url, storage_options)
 
     def _call(self, call: Callable[[], T]) -> T:
         """``call()`` under the retry policy, its final failure named for the user."""

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from .filesystems import url_to_fs
 from .sources import local_path
 
 #: Suffixes that only say how the real format is compressed (``.nii.gz`` is NIfTI, gzipped).
@@ -101,9 +102,7 @@ def atomic_output(path_or_url: str | os.PathLike[str],
         with atomic_path(os.path.abspath(local)) as temp, open(temp, "wb") as fh:
             yield fh
         return
-    import fsspec.core
-
-    fs, remote = fsspec.core.url_to_fs(os.fspath(path_or_url), **(storage_options or {}))
+    fs, remote = url_to_fs(os.fspath(path_or_url), storage_options)
     with tempfile.NamedTemporaryFile(suffix=".dstd") as fh:
         yield fh
         fh.flush()

@@ -62,3 +62,16 @@ def test_array_protocol_and_len(stored):
     np.testing.assert_array_equal(np.asarray(volume), array)
     assert np.asarray(volume, dtype=np.float32).dtype == np.float32
     assert len(volume) == 23
+
+
+def test_to_dask_without_dask_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    from dstdformat.errors import DstdError
+
+    dstdformat.save(np.zeros((2, 3, 4), np.int16), tmp_path / "z.dstd")
+    volume = dstdformat.open(tmp_path / "z.dstd")
+    monkeypatch.setitem(sys.modules, "dask", None)
+    monkeypatch.setitem(sys.modules, "dask.array", None)
+    with pytest.raises(DstdError, match=r"pip install 'dstdformat\[dask\]'"):
+        volume.to_dask()

@@ -77,3 +77,21 @@ def test_atomic_output_respects_umask_and_existing_mode(tmp_path):
         assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
+
+
+def test_missing_backends_name_the_install(monkeypatch):
+    """fsspec's bare ImportError for a protocol without its backend becomes one StorageError that
+    says what to pip install (here HTTP as if aiohttp were missing, and gcsfs)."""
+    import fsspec.core
+
+    import dstdformat
+
+    def missing(url, **options):
+        raise ImportError('HTTPFileSystem requires "requests" and "aiohttp" to be installed')
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", missing)
+    with pytest.raises(StorageError, match=r"http:// URLs needs.*pip install aiohttp requests"):
+        dstdformat.open("http://127.0.0.1:9/scan.dstd")
+    with pytest.raises(StorageError, match="pip install gcsfs"):
+        dstdformat.open_collection("gs://bucket/*.dstd")
+

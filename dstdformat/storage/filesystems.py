@@ -1,0 +1,46 @@
+"""One way to turn a URL into an fsspec filesystem, with errors that say what to install.
+
+fsspec raises a bare ``ImportError`` (``HTTPFileSystem requires "requests" and "aiohttp"``) when a
+protocol's backend is missing; users get a one-line :class:`~dstdformat.errors.StorageError`
+naming the ``pip install`` that fixes it instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import StorageError
+
+#: What to install for each protocol whose backend is not part of fsspec itself.
+BACKEND_INSTALL = {
+    "http": "pip install aiohttp requests",
+    "https": "pip install aiohttp requests",
+    "s3": "pip install 'dstdformat[s3]' (s3fs)",
+    "s3a": "pip install 'dstdformat[s3]' (s3fs)",
+    "gs": "pip install gcsfs",
+    "gcs": "pip install gcsfs",
+    "az": "pip install adlfs",
+    "abfs": "pip install adlfs",
+    "abfss": "pip install adlfs",
+}
+
+
+def protocol_of(url: str) -> str:
+    """The outermost protocol of ``url`` (``file`` for plain paths; ``simplecache::s3://`` -> s3)."""
+    last = url.split("::")[-1]
+    return last.split("://", 1)[0].lower() if "://" in last else "file"
+
+
+def url_to_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """``fsspec.core.url_to_fs`` with missing backends and bad URLs as StorageError."""
+    import fsspec.core
+
+    try:
+        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except ImportError as exc:
+        protocol = protocol_of(url)
+        fix = BACKEND_INSTALL.get(protocol, f"install the fsspec backend for {protocol}://")
+        raise StorageError(f"reading {protocol}:// URLs needs a package that is not installed "
+                           f"({exc}); {fix}") from None
+    except ValueError as exc:
+        raise StorageError(f"cannot use {url}: {exc}") from exc
