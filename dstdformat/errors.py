@@ -63,6 +63,11 @@ class StorageError(DstdError):
     """Reading or writing bytes through a storage backend failed."""
 
 
+class FileMissingError(StorageError, FileNotFoundError):
+    """No file (or folder) at the given path or URL; also a ``FileNotFoundError``, so code that
+    catches the built-in one keeps working."""
+
+
 __all__ = [
     "ChecksumError",
     "CodecError",
@@ -71,6 +76,7 @@ __all__ = [
     "CorruptIndexError",
     "CorruptSectionError",
     "DstdError",
+    "FileMissingError",
     "InvalidInputError",
     "NotADstdFileError",
     "StorageError",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..codecs.base import DecodeContext, VolumeCodec
-from ..errors import CodecError, DstdError, InvalidInputError
+from ..errors import CodecError, DstdError, InvalidInputError, StorageError
 from ..metadata import ScanMetadata
 from ..progress import track
 from ..storage.retry import RetryPolicy
@@ -28,6 +28,7 @@ class Volume:
 
     def __init__(self, source: ByteSource) -> None:
         self._source = source
+        self._closed = False
         self._reader = DstdReader(source)
         self._codec: VolumeCodec | None = None
         self._unrefined: VolumeCodec | None = None
@@ -136,6 +137,8 @@ class Volume:
     def read_region(self, region: Region, *, refine: bool = True) -> np.ndarray:
         """Decode a step-1 region given as three slices inside the volume; ``refine=False``
         skips the learned refinement (the base layer and exact voxels only)."""
+        if self._closed:
+            raise StorageError(f"{self._source.description} is closed; open it again to read")
         out = self._decoder(refine).decode_region(self._ctx, region, self._reader.read_sections)
         expected = tuple(r.stop - r.start for r in region)
         if out.shape != expected or out.dtype != self.dtype:
@@ -189,6 +192,7 @@ class Volume:
 
     # -- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
+        self._closed = True
         self._source.close()
 
     def __enter__(self) -> Volume:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import FileMissingError, InvalidInputError
 from ..metadata import Scan
 
 #: format name -> (suffixes, can write)
@@ -28,22 +28,35 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     name = p.name.lower()
     if p.is_dir():
+        if (p / "zarr.json").exists() or (p / ".zgroup").exists() or (p / ".zarray").exists():
+            raise InvalidInputError(f"{str(path)!r} is a zarr store, not a DICOM folder; turn it "
+                                    "into a scan with `dstd from-zarr` or "
+                                    "dstdformat.interop.to_zarr.zarr_to_scan")
+        if not any(child.is_file() for child in p.rglob("*")):
+            raise InvalidInputError(f"{str(path)!r} is an empty folder, not a DICOM series")
         return "dicom"
+    if name.endswith(".dstd"):
+        return "dstd"
     for fmt, (suffixes, _) in FORMATS.items():
         if any(name.endswith(s) for s in suffixes if s.startswith(".")):
             return fmt
     if _is_dicom_file(p):  # DICOM files are often named by UID, with no suffix
         return "dicom"
-    known = ", ".join(s for suffixes, _ in FORMATS.values() for s in suffixes)
+    known = ", ".join([s for suffixes, _ in FORMATS.values() for s in suffixes] + [".dstd"])
     raise InvalidInputError(f"unknown file format for {str(path)!r} (by its suffix); known: {known}")
 
 
 def read_scan(path: str | os.PathLike[str], **options: Any) -> Scan:
-    """Read a NIfTI file, DICOM series folder, HDF5 file or ``.npy`` array.
+    """Read a NIfTI file, DICOM series folder, HDF5 file, ``.npy`` array or ``.dstd`` volume.
 
-    Options: ``dataset=`` (HDF5), ``series_uid=``, ``keep_identifiers=``, ``progress=`` (DICOM).
+    Options: ``dataset=`` (HDF5), ``series_uid=``, ``keep_identifiers=``, ``progress=`` (DICOM),
+    ``refine=``, ``progress=`` (.dstd).
     """
+    if not Path(path).exists():
+        raise FileMissingError(2, "No such file or directory", os.fspath(path))
     fmt = format_for_path(path)
+    if fmt == "dstd":
+        return _read_dstd(path, **options)
     if fmt == "nifti":
         from .nifti import read_nifti as reader
     elif fmt == "hdf5":
@@ -59,6 +72,9 @@ def read_scan(path: str | os.PathLike[str], **options: Any) -> Scan:
 def write_scan(scan: Scan, path: str | os.PathLike[str], **options: Any) -> None:
     """Write ``scan`` in the format ``path``'s suffix names (NIfTI, HDF5 or ``.npy``)."""
     fmt = format_for_path(path)
+    if fmt == "dstd":
+        raise InvalidInputError("write .dstd files with dstdformat.save(); write_scan writes "
+                                "NIfTI, HDF5 and .npy")
     if not FORMATS[fmt][1]:
         raise InvalidInputError(f"writing {fmt} is not supported; use .nii.gz, .h5 or .npy")
     if fmt == "nifti":
@@ -69,6 +85,17 @@ def write_scan(scan: Scan, path: str | os.PathLike[str], **options: Any) -> None
         from .numpy_io import write_npy as writer
     _check_options(writer, fmt, "writing", options)
     writer(scan, path, **options)
+
+
+def _read_dstd(path: str | os.PathLike[str], *, refine: bool = True, progress: bool = False,
+               **options: Any) -> Scan:
+    """A whole ``.dstd`` volume as a Scan (what the CLI accepts wherever it takes a scan)."""
+    from ..container.volume import open_volume
+
+    if options:
+        raise InvalidInputError(f"reading .dstd takes refine= and progress=, not {sorted(options)}")
+    with open_volume(path) as volume:
+        return Scan(volume.read(progress=progress, refine=refine), volume.metadata)
 
 
 def _is_dicom_file(path: Path) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UnsupportedImageError
+from ..errors import FileMissingError, UnsupportedImageError
 from ..metadata import Scan, ScanMetadata
 from ..progress import track
 
@@ -86,7 +86,7 @@ def _files(folder: Path) -> list[Path]:
     if folder.is_file():
         folder = folder.parent
     if not folder.is_dir():
-        raise FileNotFoundError(2, "No such file or directory", str(folder))
+        raise FileMissingError(2, "No such file or directory", str(folder))
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import InvalidInputError, UnsupportedImageError
+from ..errors import FileMissingError, InvalidInputError, UnsupportedImageError
 from ..metadata import Scan, ScanMetadata
 from ..storage.writing import atomic_path
 from ._checks import IMPORTABLE_DTYPES, check_volume
@@ -32,7 +32,7 @@ def read_hdf5(path: str | os.PathLike[str], dataset: str | None = None) -> Scan:
     """Read one 3D dataset: ``dataset`` if given, else the file's only 3D numeric dataset."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+        raise FileMissingError(2, "No such file or directory", str(path))
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:

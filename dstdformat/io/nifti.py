@@ -20,7 +20,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.openers import ImageOpener
 from nibabel.volumeutils import array_to_file
 
-from ..errors import UnsupportedImageError
+from ..errors import FileMissingError, UnsupportedImageError
 from ..metadata import IJK_TO_KJI, Scan, ScanMetadata
 from ..storage.writing import atomic_path
 from ._checks import check_volume
@@ -30,7 +30,7 @@ def _load(path: Path) -> Any:
     try:
         image = nib.load(path)
     except FileNotFoundError:
-        raise
+        raise FileMissingError(2, "No such file or directory", str(path)) from None
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise UnsupportedImageError(f"{path}: not a readable NIfTI image ({exc})") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UnsupportedImageError
+from ..errors import FileMissingError, UnsupportedImageError
 from ..metadata import Scan, ScanMetadata
 from ..storage.writing import atomic_path
 from ._checks import check_volume
@@ -18,7 +18,7 @@ def read_npy(path: str | os.PathLike[str]) -> Scan:
     try:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise
+        raise FileMissingError(2, "No such file or directory", str(path)) from None
     except (ValueError, OSError, EOFError) as exc:
         raise UnsupportedImageError(f"{path}: not a readable .npy array ({exc})") from None
     if not isinstance(array, np.ndarray):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ..errors import StorageError
+from ..errors import FileMissingError, StorageError
 from .filesystems import url_to_fs
 from .retry import RetryPolicy, ShortReadError, call_with_retries, is_transient
 
@@ -144,7 +144,10 @@ class LocalFileSource(_RangeReader):
         self.description = str(self.path)
         if self.path.is_dir():
             raise StorageError(f"{self.path} is a directory, not a .dstd file")
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            raise FileMissingError(2, "No such file or directory", str(self.path)) from None
         self.size = os.fstat(self._fd).st_size
 
     def _fetch(self, merged: Sequence[ByteRange]) -> list[bytes]:
@@ -218,8 +221,8 @@ class FsspecSource(_RangeReader):
             raise StorageError(f"{exc} (after {getattr(exc, 'attempts', 1)} attempts)") from None
         except FileNotFoundError:
             # HTTP servers answer 403 and 404 alike through fsspec; say both.
-            raise FileNotFoundError(f"no file at {url} (it does not exist, or the server refuses "
-                                    "access)") from None
+            raise FileMissingError(f"no file at {url} (it does not exist, or the server refuses "
+                                   "access)") from None
         except PermissionError as exc:
             raise StorageError(f"no permission to read {url}: {exc}") from None
         except StorageError:

@@ -44,3 +44,43 @@ def test_single_file_reads_its_own_series(tmp_path):
     assert read_scan(tmp_path).shape == (2, 512, 512)  # the largest series
     assert read_scan(tmp_path / "s0.dcm").shape == (1, 512, 512)  # the series of the file
     assert read_scan(tmp_path, series_uid="1.2.3.4").shape == (1, 512, 512)
+
+
+def test_missing_files_are_dstd_errors_and_file_not_found_errors(tmp_path):
+    import dstdformat
+    from dstdformat.errors import DstdError
+
+    for call in (lambda: dstdformat.open(tmp_path / "missing.dstd"),
+                 lambda: read_scan(tmp_path / "missing.nii.gz"),
+                 lambda: read_scan(tmp_path / "missing")):
+        with pytest.raises(DstdError, match="missing") as caught:
+            call()
+        assert isinstance(caught.value, FileNotFoundError)
+
+
+def test_read_scan_reads_dstd_and_names_folders_that_are_not_dicom(tmp_path):
+    import zarr
+
+    import dstdformat
+
+    array = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    dstdformat.save(array, tmp_path / "a.dstd", spacing=(2.0, 1.0, 1.0))
+    scan = read_scan(tmp_path / "a.dstd")
+    np.testing.assert_array_equal(scan.array, array)
+    assert scan.spacing == (2.0, 1.0, 1.0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInputError, match="empty folder"):
+        read_scan(tmp_path / "empty")
+    zarr.open_group(tmp_path / "s.zarr", mode="w").create_array("0", shape=(2, 2, 2), dtype="i2")
+    with pytest.raises(InvalidInputError, match="zarr store, not a DICOM folder"):
+        read_scan(tmp_path / "s.zarr")
+
+
+def test_reading_a_closed_volume_says_it_is_closed(tmp_path):
+    import dstdformat
+
+    dstdformat.save(np.zeros((2, 3, 4), np.int16), tmp_path / "c.dstd")
+    volume = dstdformat.open(tmp_path / "c.dstd")
+    volume.close()
+    with pytest.raises(dstdformat.DstdError, match="is closed"):
+        volume[0]

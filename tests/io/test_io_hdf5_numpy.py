@@ -54,7 +54,9 @@ def test_npy_roundtrip_and_refusals(tmp_path, scan):
 def test_format_dispatch(tmp_path, scan):
     assert format_for_path("a/b.NII.GZ") == "nifti"
     assert format_for_path("x.hdf5") == "hdf5"
-    assert format_for_path(tmp_path) == "dicom"
+    (tmp_path / "series").mkdir()
+    (tmp_path / "series" / "1.dcm").write_bytes(b"")
+    assert format_for_path(tmp_path / "series") == "dicom"
     with pytest.raises(InvalidInputError, match="unknown file format"):
         format_for_path("scan.mha")
     with pytest.raises(InvalidInputError, match="writing dicom"):
