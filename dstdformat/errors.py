@@ -55,6 +55,11 @@ class InvalidInputError(DstdError, ValueError):
     """An array, metadata value or argument is not acceptable."""
 
 
+class UnsupportedDtypeError(InvalidInputError, TypeError):
+    """An array's dtype is not one the codec codes; also a ``TypeError``, numcodecs' convention
+    for codecs given an object array."""
+
+
 class UnsupportedImageError(InvalidInputError):
     """An input image file cannot be imported (not an image, wrong dimensionality, ...)."""
 
@@ -82,6 +87,7 @@ __all__ = [
     "StorageError",
     "TruncatedFileError",
     "UnknownCodecError",
+    "UnsupportedDtypeError",
     "UnsupportedImageError",
     "UnsupportedVersionError",
 ]

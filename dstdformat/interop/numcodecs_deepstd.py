@@ -14,7 +14,7 @@ import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray, ndarray_copy
 
-from ..errors import CodecError, InvalidInputError
+from ..errors import CodecError, InvalidInputError, UnsupportedDtypeError
 
 #: Chunk dtypes accepted (CT is int16 or uint16; uint8 for windowed exports; float32 in HU).
 CHUNK_DTYPES = ("int16", "uint16", "uint8", "float32")
@@ -94,6 +94,8 @@ class DeepSTD(Codec):
         array = self.decode_many([buf])[0]
         if out is None:
             return array
+        if isinstance(out, np.ndarray) and out.dtype == object:
+            raise UnsupportedDtypeError("DeepSTD cannot decode into an object array")
         if isinstance(out, np.ndarray) and out.shape == array.shape:
             np.copyto(out, array, casting="no")  # any memory order
             return out
@@ -145,7 +147,8 @@ class DeepSTD(Codec):
     def __repr__(self) -> str:
         config = self.get_config()
         config.pop("id")
-        return "DeepSTD(" + ", ".join(f"{k}={v!r}" for k, v in config.items() if v is not None) + ")"
+        # Every parameter, None included: model=None (no network) is not the default "auto".
+        return "DeepSTD(" + ", ".join(f"{k}={v!r}" for k, v in config.items()) + ")"
 
 
 def trailing_fill(volume: np.ndarray) -> tuple[tuple[int, int, int], Any]:
@@ -178,7 +181,7 @@ def _chunk_layout(attributes: dict, stored: tuple[int, ...]):
 def check_chunk(chunk: np.ndarray) -> np.ndarray:
     """A 2D or 3D chunk of a supported dtype, or a clear error."""
     if chunk.dtype.name not in CHUNK_DTYPES:
-        raise InvalidInputError(
+        raise UnsupportedDtypeError(
             f"DeepSTD codes {', '.join(CHUNK_DTYPES)} chunks, got {chunk.dtype.name}; "
             "cast first (CT is usually int16) or use a lossless compressor"
         )

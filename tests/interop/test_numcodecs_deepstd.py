@@ -186,3 +186,18 @@ def test_the_base_layer_can_be_chosen_and_is_recorded(base):
 
     state = DstdReader(MemorySource(bytes(encoded))).header.codec_state
     assert state.get("base", {"codec": "sperr"})["codec"] == base
+
+
+def test_numcodecs_own_checks_that_apply_to_a_ct_codec():
+    """numcodecs' shared helpers (numcodecs.tests.common): object arrays are a TypeError both
+    ways, the config round-trips through the registry; the repr rebuilds the same codec."""
+    from numcodecs.tests.common import check_config, check_err_encode_object_buffer
+
+    codec = DeepSTD(ratio=16, model=None)
+    check_err_encode_object_buffer(codec)
+    check_config(codec)
+    rebuilt = eval(repr(codec), {"DeepSTD": DeepSTD})
+    assert rebuilt == codec and rebuilt.model is None and repr(rebuilt) == repr(codec)
+    encoded = codec.encode(ct_chunk())
+    with pytest.raises(TypeError):
+        codec.decode(encoded, out=np.empty(ct_chunk().shape, dtype=object))
