@@ -21,11 +21,13 @@ from .errors import (
     CorruptIndexError,
     CorruptSectionError,
     DstdError,
+    FileMissingError,
     InvalidInputError,
     NotADstdFileError,
     StorageError,
     TruncatedFileError,
     UnknownCodecError,
+    UnsupportedDtypeError,
     UnsupportedImageError,
     UnsupportedVersionError,
 )
@@ -118,6 +120,7 @@ __all__ = [
     "CorruptIndexError",
     "CorruptSectionError",
     "DstdError",
+    "FileMissingError",
     "InvalidInputError",
     "NotADstdFileError",
     "Scan",
@@ -125,6 +128,7 @@ __all__ = [
     "StorageError",
     "TruncatedFileError",
     "UnknownCodecError",
+    "UnsupportedDtypeError",
     "UnsupportedImageError",
     "UnsupportedVersionError",
     "Volume",
@@ -136,3 +140,8 @@ __all__ = [
     "save",
     "write_scan",
 ]
+
+
+def __dir__() -> list[str]:
+    """The public names only (not ``os``, ``Any`` or ``annotations``), lazy ones included."""
+    return sorted(__all__)

@@ -111,15 +111,15 @@ def decompress(args: argparse.Namespace) -> int:
     from .. import io, open
     from ..metadata import Scan
 
-    fmt = io.format_for_path(args.output)  # fail on a bad suffix before decoding anything
-    if fmt == "dicom":
-        raise InvalidInputError("writing DICOM is not supported; use .nii.gz, .h5 or .npy")
+    fmt = io.format_for_output(args.output)  # fail on a bad suffix before decoding anything
     check_destination(args.output, args.force)
     with open(args.input) as volume:
         scan = Scan(volume.read(progress=not args.quiet, refine=not args.no_refine), volume.metadata)
     io.write_scan(scan, args.output)
     if not args.quiet:
-        print(f"{args.output}: {scan.array.shape} {scan.array.dtype} ({fmt})")
+        k, j, i = scan.array.shape
+        layout = f"(i, j, k) = {(i, j, k)}" if fmt == "nifti" else f"(k, j, i) = {(k, j, i)}"
+        print(f"{args.output}: {fmt}, {layout} {scan.array.dtype}")
     return 0
 
 

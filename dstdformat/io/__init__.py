@@ -46,6 +46,17 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
     raise InvalidInputError(f"unknown file format for {str(path)!r} (by its suffix); known: {known}")
 
 
+def format_for_output(path: str | os.PathLike[str]) -> str:
+    """The format an output path's suffix names, among those :func:`write_scan` writes."""
+    name = Path(path).name.lower()
+    for fmt, (suffixes, writable) in FORMATS.items():
+        if writable and any(name.endswith(s) for s in suffixes):
+            return fmt
+    known = ", ".join(s for suffixes, writable in FORMATS.values() if writable for s in suffixes)
+    raise InvalidInputError(f"cannot write {str(path)!r}: its suffix names no format written "
+                            f"here; use {known} (DICOM is read only; .dstd: dstdformat.save)")
+
+
 def read_scan(path: str | os.PathLike[str], **options: Any) -> Scan:
     """Read a NIfTI file, DICOM series folder, HDF5 file, ``.npy`` array or ``.dstd`` volume.
 
@@ -71,12 +82,7 @@ def read_scan(path: str | os.PathLike[str], **options: Any) -> Scan:
 
 def write_scan(scan: Scan, path: str | os.PathLike[str], **options: Any) -> None:
     """Write ``scan`` in the format ``path``'s suffix names (NIfTI, HDF5 or ``.npy``)."""
-    fmt = format_for_path(path)
-    if fmt == "dstd":
-        raise InvalidInputError("write .dstd files with dstdformat.save(); write_scan writes "
-                                "NIfTI, HDF5 and .npy")
-    if not FORMATS[fmt][1]:
-        raise InvalidInputError(f"writing {fmt} is not supported; use .nii.gz, .h5 or .npy")
+    fmt = format_for_output(path)
     if fmt == "nifti":
         from .nifti import write_nifti as writer
     elif fmt == "hdf5":

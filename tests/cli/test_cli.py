@@ -152,6 +152,23 @@ def test_force_overwrites_an_existing_output(tmp_path):
     np.testing.assert_array_equal(np.load(out), dstdformat.read_scan(BUNDLED_CT).array)
 
 
+def test_bare_dstd_prints_the_help_and_the_package_shows_public_names():
+    result = dstd(check=False)
+    assert result.returncode == 0 and "COMMAND" in result.stdout and "compress" in result.stdout
+    assert not result.stderr
+    assert {"os", "Any", "annotations"}.isdisjoint(dir(dstdformat))
+    assert {"open", "save", "read_scan", "DeepSTD", "FileMissingError"} <= set(dir(dstdformat))
+
+
+def test_decompress_names_writable_formats_and_the_nifti_axis_order(tmp_path):
+    dstdformat.save(np.zeros((2, 3, 4), np.int16), tmp_path / "a.dstd")
+    result = dstd("decompress", str(tmp_path / "a.dstd"), str(tmp_path / "a.dcm"), check=False)
+    assert result.returncode == 1 and ".nii.gz" in result.stderr and "<folder>" not in result.stderr
+    result = dstd("decompress", str(tmp_path / "a.dstd"), str(tmp_path / "a.nii.gz"))
+    assert "(i, j, k) = (4, 3, 2)" in result.stdout
+    assert nib.load(tmp_path / "a.nii.gz").shape == (4, 3, 2)
+
+
 def test_usage_errors_exit_2():
     result = dstd("compress", check=False)
     assert result.returncode == 2 and "usage" in result.stderr
