@@ -107,6 +107,28 @@ def to_zarr(args: argparse.Namespace) -> int:
     return 0
 
 
+def from_zarr(args: argparse.Namespace) -> int:
+    from .. import io, save
+    from ..interop.to_zarr import zarr_to_scan
+
+    to_dstd = _is_dstd(args.output)
+    fmt = "dstd" if to_dstd else io.format_for_output(args.output)
+    if args.ratio is not None and not (to_dstd and args.codec != "lossless"):
+        raise InvalidInputError("--ratio applies to .dstd output with a lossy --codec")
+    check_destination(args.output, args.force)
+    started = time.perf_counter()
+    scan = zarr_to_scan(args.input)
+    if to_dstd:
+        options = {"ratio": args.ratio} if args.ratio is not None else {}
+        save(scan, args.output, codec=args.codec, codec_options=options, progress=not args.quiet)
+    else:
+        io.write_scan(scan, args.output)
+    if not args.quiet:
+        print(f"{args.output}: {fmt}, {scan.array.shape} {scan.array.dtype} from {args.input} in "
+              f"{time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def decompress(args: argparse.Namespace) -> int:
     from .. import io, open
     from ..metadata import Scan

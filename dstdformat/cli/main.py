@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.to_zarr)
 
+    p = add("from-zarr", "turn a zarr group made by to-zarr back into .dstd, NIfTI, HDF5 or .npy")
+    p.add_argument("input", help="zarr store (folder or fsspec URL) written by `dstd to-zarr`")
+    p.add_argument("output", help="output file; its suffix picks the format (.dstd, .nii.gz, .h5, "
+                                  ".npy)")
+    p.add_argument("--codec", default="lossless", choices=available_codecs(),
+                   help=".dstd output: codec (default lossless: the voxels as the zarr decodes "
+                        "them, no further loss)")
+    p.add_argument("--ratio", type=float, help=".dstd output with a lossy codec: target ratio")
+    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=commands.from_zarr)
+
     p = add("decompress", "decode a .dstd into NIfTI (.nii/.nii.gz), HDF5 (.h5) or .npy")
     p.add_argument("input", help=".dstd path or URL")
     p.add_argument("output", help="output file; its suffix picks the format")

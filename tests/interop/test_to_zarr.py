@@ -69,3 +69,25 @@ def test_ome_zarr_transformations_are_in_axis_order_and_keep_flips(tmp_path, zar
     np.testing.assert_allclose(placed, world[[2, 1, 0]])  # axis k on z, j on y, i on x
     assert attrs["dstdformat"]["world_axes"] == ["z", "y", "x"] and not attrs["dstdformat"]["oblique"]
     np.testing.assert_allclose(attrs["dstdformat"]["affine"], affine)
+
+
+def test_from_zarr_turns_the_store_back_into_dstd_and_nifti(tmp_path):
+    import nibabel as nib
+
+    scan = dstdformat.read_scan(BUNDLED_CT)
+    store = tmp_path / "ct.zarr"
+    dstd = [sys.executable, "-m", "dstdformat"]
+    subprocess.run([*dstd, "to-zarr", str(BUNDLED_CT), str(store), "--ratio", "32", "-q"],
+                   check=True, timeout=300)
+    decoded = zarr.open_group(store, mode="r")["0"][...]
+    result = subprocess.run([*dstd, "from-zarr", str(store), str(tmp_path / "back.dstd")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with dstdformat.open(tmp_path / "back.dstd") as volume:  # lossless: the zarr's own voxels
+        np.testing.assert_array_equal(volume.read(), decoded)
+        np.testing.assert_allclose(volume.affine, scan.affine)
+    subprocess.run([*dstd, "from-zarr", str(store), str(tmp_path / "back.nii.gz"), "-q"],
+                   check=True, timeout=300)
+    image = nib.load(tmp_path / "back.nii.gz")
+    np.testing.assert_allclose(image.affine, nib.load(BUNDLED_CT).affine)
+    np.testing.assert_array_equal(dstdformat.read_scan(tmp_path / "back.nii.gz").array, decoded)
