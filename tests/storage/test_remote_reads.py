@@ -12,6 +12,7 @@ from helpers import BUNDLED_CT
 from servers import http_server, s3_server
 
 import dstdformat
+from dstdformat.container.reader import PROBE_SIZE
 from dstdformat.errors import ChecksumError, StorageError
 
 
@@ -24,6 +25,19 @@ def files(tmp_path_factory):
     dstdformat.save(scan, root / "ct256.dstd", codec="deepstd", codec_options={"ratio": 128})
     return root, scan.array
 
+
+
+def test_opening_a_file_with_a_large_header_costs_one_more_round_trip(tmp_path):
+    """The probe covers typical headers; a larger one is fetched in one more request, exactly
+    the missing bytes, never the probe's 2 x 64 KiB of the past."""
+    notes = {"note": "x" * (3 * PROBE_SIZE)}  # a header three probes long
+    dstdformat.save(np.zeros((4, 8, 8), np.int16), tmp_path / "big.dstd", attributes=notes)
+    with http_server(tmp_path) as server:
+        volume = dstdformat.open(f"{server.url}/big.dstd")
+        assert volume.metadata.attributes["note"] == notes["note"]
+        header_end = volume.reader.preamble.header_offset + volume.reader.preamble.header_length
+        assert volume.io_stats.requests == 3
+        assert volume.io_stats.bytes_fetched == 2 * PROBE_SIZE + header_end - PROBE_SIZE
 
 def _slice_cost(volume, key):
     before = (volume.io_stats.bytes_fetched, volume.io_stats.requests)
@@ -38,7 +52,8 @@ def test_http_reads_fetch_only_what_a_slice_needs(files):
         volume = dstdformat.open(f"{server.url}/ct.dstd")
         # Opening is two concurrent range requests, the second a suffix range: no HEAD for the size.
         assert volume.io_stats.requests == 2
-        assert sorted(server.requests) == [("GET", "bytes=-65536"), ("GET", "bytes=0-65535")]
+        assert sorted(server.requests) == [("GET", f"bytes=-{PROBE_SIZE}"),
+                                           ("GET", f"bytes=0-{PROBE_SIZE - 1}")]
         assert volume.reader.file_size == size
         data, fetched, requests = _slice_cost(volume, 56)
         np.testing.assert_array_equal(data, array[56])

@@ -113,7 +113,7 @@ def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
         passes += 1
         textures.clear()
         desc = f"wavelet layer (pass {passes})"
-        for tile in track(tiles, enabled=progress, desc=desc, unit="tile"):
+        for tile in track(tiles, enabled=progress, desc=desc, unit="tile", leave=False):
             textures.append(wavelet.encode_bits_per_voxel(tile_block(tile)[1], bpv))
         return sum(map(len, textures))
 

@@ -51,7 +51,8 @@ class TileEncoder:
         self.passes += 1
         desc = f"{self.label}, pass {self.passes}, crf {crf})"
         return sum(len(self.stream(t, crf))
-                   for t in track(self.tiles, enabled=self.progress, desc=desc, unit="tile"))
+                   for t in track(self.tiles, enabled=self.progress, desc=desc, unit="tile",
+                                  leave=False))
 
 
 def _bracket(sizes: dict[int, int], budget: float) -> tuple[int | None, int | None]:
