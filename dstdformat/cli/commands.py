@@ -363,9 +363,11 @@ def demo(args: argparse.Namespace) -> int:
             f"{human_bytes(source_size)})",
             f"  .dstd         {human_bytes(result.file_size)}   ratio {result.ratio:.2f}x   "
             f"codec {codec}   encoded in {encode_s:.2f} s",
-            f"  lazy read     axial slice {z}: {axial.shape}, fetched {human_bytes(fetched)} "
-            f"of {human_bytes(result.file_size)} in {read_s * 1000:.1f} ms "
-            f"(opening read {human_bytes(opened)}: header and index)",
+            f"  open          read {human_bytes(opened)}: preamble, header and section index"
+            + (" (this small file: all of it)" if opened >= result.file_size else ""),
+            f"  lazy read     axial slice {z}: {axial.shape}, decoded from {human_bytes(fetched)} "
+            f"of the file's {human_bytes(result.file_size)} (its tiles' sections) in "
+            f"{read_s * 1000:.1f} ms",
             f"  error         max {error.max():.1f} HU, mean {error.mean():.2f} HU",
             f"  written to    {target}" if args.out else "  (written to a temporary folder; "
             "use --out DIR to keep it)",

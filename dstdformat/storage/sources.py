@@ -90,10 +90,15 @@ class _RangeReader:
 
     size: int | None
     description: str
+    #: Keep a file that opening read whole (remote sources, where a request costs a round trip).
+    keeps_small_files = False
 
     def __init__(self) -> None:
         self.stats = IOStats()
         self._lock = threading.Lock()
+        #: The whole file when opening read all of it (a small file) and the source is remote:
+        #: later reads are served from it, so a slice costs no second request.
+        self._whole: bytes | None = None
 
     def read_ends(self, length: int) -> tuple[bytes, bytes]:
         """The first and the last ``length`` bytes (the whole file for both when it is shorter),
@@ -101,6 +106,8 @@ class _RangeReader:
         assert self.size is not None
         if self.size <= 2 * length:
             whole = self.read_ranges([(0, self.size)])[0]
+            if self.keeps_small_files:
+                self._whole = whole
             return whole, whole[-length:] if length else b""
         head, tail = self.read_ranges([(0, length), (self.size - length, self.size)], max_gap=0)
         return head, tail
@@ -126,6 +133,8 @@ class _RangeReader:
                 )
         if not ranges:
             return []
+        if self._whole is not None:
+            return [self._whole[start:end] for start, end in ranges]
         merged = coalesce(ranges, max_gap)
         blobs = self._fetch_checked(merged)
         self._account(blobs)
@@ -176,6 +185,8 @@ class FsspecSource(_RangeReader):
     last N bytes) together, and the reader derives the file size from the footer, so a remote
     open is exactly two concurrent range requests.
     """
+
+    keeps_small_files = True
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None,
                  retry: RetryPolicy | None = None) -> None:
@@ -260,6 +271,7 @@ class FsspecSource(_RangeReader):
             if tail != head:
                 raise StorageError(f"{self.description} changed while it was being opened")
             self.size = len(head)
+            self._whole = head
         return head, tail
 
     def _ask_size(self) -> int:

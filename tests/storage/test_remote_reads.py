@@ -39,6 +39,17 @@ def test_opening_a_file_with_a_large_header_costs_one_more_round_trip(tmp_path):
         assert volume.io_stats.requests == 3
         assert volume.io_stats.bytes_fetched == 2 * PROBE_SIZE + header_end - PROBE_SIZE
 
+
+def test_a_small_remote_file_read_whole_at_open_costs_no_more_requests(tmp_path):
+    array = np.arange(4 * 16 * 16, dtype=np.int16).reshape(4, 16, 16)
+    dstdformat.save(array, tmp_path / "small.dstd")
+    assert (tmp_path / "small.dstd").stat().st_size < PROBE_SIZE
+    with http_server(tmp_path) as server:
+        volume = dstdformat.open(f"{server.url}/small.dstd")
+        np.testing.assert_array_equal(volume[2], array[2])
+        np.testing.assert_array_equal(volume.read(), array)
+        assert volume.io_stats.requests == 2 and len(server.requests) == 2
+
 def _slice_cost(volume, key):
     before = (volume.io_stats.bytes_fetched, volume.io_stats.requests)
     data = volume[key]
