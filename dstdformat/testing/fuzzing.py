@@ -354,7 +354,8 @@ class Mutator:
             how = f"payloads of sections {a} and {b} swapped"
         elif roll < 0.6 and sections:
             entry, payload = rng.choice(sections)
-            tile = rng.choice((entry.tile + 10_000, 0xFFFFFFFE))
+            # (tile + 10,000 wraps: file-wide sections carry the u32 NO_TILE, 0xFFFFFFFF)
+            tile = rng.choice(((entry.tile + 10_000) % 0xFFFFFFFF, 0xFFFFFFFE))
             sections.append((SectionEntry(entry.kind, tile, 0, 0, 0, entry.flags), payload))
             how = "section copied under another tile number"
         elif roll < 0.75:
