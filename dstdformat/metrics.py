@@ -62,6 +62,26 @@ def max_error(original: Any, decoded: Any) -> float:
     return max(float(np.abs(a[s].astype(np.float64) - b[s]).max()) for s in _slabs(a.shape[0]))
 
 
+
+def error_summary(original: np.ndarray, decoded: np.ndarray, slope: float = 1.0,
+                  intercept: float = 0.0) -> dict[str, Any]:
+    """MAE, largest error (HU) and PSNR (dB, clipped to :data:`HU_CLIP`, range 4095) of stored
+    values under ``value * slope + intercept``, in one slab-wise pass; what a lossy file records
+    about itself (``stats.error``). PSNR is None for identical volumes."""
+    a, b = _pair(original, decoded)
+    total = largest = squares = 0.0
+    for s in _slabs(a.shape[0]):
+        x = a[s].astype(np.float64) * slope + intercept
+        y = b[s].astype(np.float64) * slope + intercept
+        difference = np.abs(x - y)
+        total += float(difference.sum())
+        largest = max(largest, float(difference.max()))
+        squares += float(np.square(np.clip(x, *HU_CLIP) - np.clip(y, *HU_CLIP)).sum())
+    mse = squares / a.size
+    return {"mae_hu": round(total / a.size, 4), "max_error_hu": round(largest, 4),
+            "psnr_db": None if mse == 0 else round(float(10 * np.log10(DATA_RANGE**2 / mse)), 4),
+            "psnr_window_hu": list(HU_CLIP)}
+
 def psnr(original: Any, decoded: Any, data_range: float = DATA_RANGE,
          clip: tuple[float, float] | None = HU_CLIP) -> float:
     """Peak signal-to-noise ratio in dB after clipping; ``inf`` for identical volumes."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInputError
-from .format import human_bytes, info_text
+from .format import error_text, human_bytes, info_text
 
 
 def _is_dstd(path: str) -> bool:
@@ -82,8 +82,10 @@ def compress(args: argparse.Namespace) -> int:
     result = save(scan, args.output, codec=args.codec, codec_options=options,
                   tile_shape=tuple(args.tile) if args.tile else None, progress=not args.quiet)
     if not args.quiet:
+        error = result.header["stats"].get("error")
         print(f"{args.output}: {human_bytes(result.raw_nbytes)} -> {human_bytes(result.file_size)} "
-              f"({result.ratio:.2f}x, codec {args.codec}) in {time.perf_counter() - started:.1f} s")
+              f"({result.ratio:.2f}x, codec {args.codec}) in {time.perf_counter() - started:.1f} s"
+              + (f"; {error_text(error)}" if error else ""))
     return 0
 
 

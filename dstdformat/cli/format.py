@@ -13,6 +13,13 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def error_text(error: dict[str, Any]) -> str:
+    """A lossy file's recorded error, as ``dstd compress`` and ``dstd info`` print it."""
+    psnr = error.get("psnr_db")
+    return (f"MAE {error.get('mae_hu', float('nan')):.2f} HU, max {error.get('max_error_hu', 0):.0f} HU, "
+            f"PSNR {'inf' if psnr is None else f'{psnr:.2f}'} dB")
+
+
 def info_text(name: str, summary: dict[str, Any]) -> str:
     h = summary["header"]
     meta, codec, tiles, array = h["metadata"], h["codec"], h["tiles"], h["array"]
@@ -45,9 +52,15 @@ def info_text(name: str, summary: dict[str, Any]) -> str:
     if "mode" in state and "bits_per_voxel" in state:
         rates = state["bits_per_voxel"]
         target = {"ratio": f"target {state.get('target_ratio', 0):g}x"}.get(state["mode"], state["mode"])
-        lines.insert(-2, f"lossy         {target}, wavelet layer {sum(rates) / max(len(rates), 1):.4f} "
+        base = state.get("base") if isinstance(state.get("base"), dict) else {"codec": "sperr"}
+        layer = {"av1": f"AV1 base layer (preset {base.get('preset', '?')})",
+                 "sperr": "SPERR base layer"}.get(str(base.get("codec")), "base layer")
+        lines.insert(-2, f"lossy         {target}, {layer} {sum(rates) / max(len(rates), 1):.4f} "
                          f"bits/voxel, {state.get('outlier_voxels', 0)} voxels stored exactly, "
                          f"refinement halo {state.get('halo', 0)}")
+    error = (h.get("stats") or {}).get("error")
+    if isinstance(error, dict):
+        lines.insert(-1, "error         " + error_text(error))
     if meta.get("attributes"):
         lines.append(f"attributes    {meta['attributes']}")
     return "\n".join(lines)

@@ -215,3 +215,10 @@ def test_compress_with_shape_records_the_outcome(tmp_path):
     result = dstd("compress", tmp_path / "crop.nii.gz", tmp_path / "t.dstd", "-q", "--codec",
                   "lossless", "--shape", "default", check=False)
     assert result.returncode == 1 and "lossy codecs" in result.stderr
+
+
+def test_compress_and_info_print_the_recorded_error(tmp_path):
+    result = dstd("compress", BUNDLED_CT, tmp_path / "e.dstd", "--ratio", "64")
+    assert re.search(r"MAE [0-9.]+ HU, max [0-9]+ HU, PSNR [0-9.]+ dB", result.stdout)
+    info = dstd("info", tmp_path / "e.dstd").stdout
+    assert re.search(r"error\s+MAE [0-9.]+ HU", info) and "AV1 base layer" in info

@@ -196,3 +196,25 @@ def test_in_memory_stream_round_trip(ct_like):
     np.testing.assert_array_equal(volume[3, 5:20], ct_like[3, 5:20])
     with pytest.raises(dstdformat.TruncatedFileError):
         dstdformat.open(stream[:-10])
+
+
+def test_lossy_files_record_the_error_a_reader_gets(tmp_path):
+    from helpers import ct_volume
+
+    from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
+    from dstdformat.metrics import mae, max_error, psnr
+
+    array = ((ct_volume(seed=3).astype(np.float64) + 1024) / 2).astype(np.int16)  # HU = 2v - 1024
+    path = tmp_path / "lossy.dstd"
+    result = dstdformat.save(array, path, codec=DeepSTDVolumeCodec(ratio=32, model=None),
+                             slope=2.0, intercept=-1024.0)
+    error = result.header["stats"]["error"]
+    with dstdformat.open(path) as volume:
+        assert volume.header["stats"]["error"] == error
+        decoded = volume.read()
+    hu, decoded_hu = array * 2.0 - 1024.0, decoded * 2.0 - 1024.0  # in value units, not stored
+    assert error["mae_hu"] == pytest.approx(mae(hu, decoded_hu), abs=1e-3) and error["mae_hu"] > 0
+    assert error["max_error_hu"] == pytest.approx(max_error(hu, decoded_hu))
+    assert error["psnr_db"] == pytest.approx(psnr(hu, decoded_hu), abs=1e-3)
+    exact = dstdformat.save(array, tmp_path / "exact.dstd")
+    assert "error" not in exact.header["stats"]  # lossless files say nothing
