@@ -261,3 +261,17 @@ def test_encoding_leaves_the_calling_threads_scheduling_as_it_was():
     assert not worker.is_alive() and len(seen) == 1 + len(VIDEO_CODECS)
     for name, policy, priority, policy_after, priority_after in seen:
         assert (policy_after, priority_after) == (policy, priority), name
+
+
+def test_auto_falls_back_to_sperr_where_av1_cannot_reach_the_ratio(tmp_path):
+    """AV1 streams have a floor (~30 bytes a frame); a tiny volume at 64x is below it, where SPERR
+    still lands. base='auto' codes it with SPERR (the state says so); base='av1' refuses."""
+    vol = ct_volume(shape=(16, 64, 64), seed=4)
+    path = tmp_path / "tiny.dstd"
+    dstdformat.save(vol, path, codec=Codec(ratio=64, model=None))
+    with dstdformat.open(path) as volume:
+        assert "base" not in volume.header["codec"]["state"]  # SPERR
+        assert abs(file_ratio(path, vol) / 64 - 1) < 0.1
+        assert np.abs(volume.read().astype(float) - vol).mean() < 80
+    with pytest.raises(InvalidInputError, match="out of reach"):
+        dstdformat.save(vol, tmp_path / "av1.dstd", codec=Codec(ratio=64, model=None, base="av1"))

@@ -115,6 +115,9 @@ class DeepSTDVolumeCodec(VolumeCodec):
             raise InvalidInputError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', "
                                     f"got {device!r}")
         self.base = base_layers.resolve(base, self.mode, self.value)
+        #: base="auto" may still code a volume with SPERR when AV1 cannot reach its ratio (a tiny
+        #: volume: AV1 streams have a floor of ~30 bytes a frame that SPERR does not).
+        self.base_fallback = base == "auto" and self.base == "av1"
         model = base_layers.default_model(model, self.base)
         # A bound is only a bound on what the wavelet layer decodes; refinement would move voxels.
         self.model = None if self.mode == "max_error" else model
@@ -285,7 +288,8 @@ class DeepSTDVolumeCodec(VolumeCodec):
         return Encoded(iter(sections), state)
 
     def _texture_settings(self) -> TextureSettings:
-        return TextureSettings(self.mode, self.value, self.base, self.clamp_ratio)
+        return TextureSettings(self.mode, self.value, self.base, self.clamp_ratio,
+                               sperr_fallback=self.base_fallback)
 
     def _state(self, base_state: dict, rates: list[float], exact: dict[int, bytes],
                base_record: dict | None) -> dict:

@@ -40,6 +40,8 @@ class TextureSettings:
     base: str
     clamp_ratio: bool = False
     preset: int = av1.DEFAULT_PRESET
+    #: Code with SPERR when AV1 cannot reach the ratio (base="auto" on a tiny volume).
+    sperr_fallback: bool = False
 
 
 @dataclass
@@ -101,9 +103,18 @@ def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
 
         probe = av1_rate.TileEncoder(tile_samples, tiles, av1.PROBE_PRESET, progress)
         final = av1_rate.TileEncoder(tile_samples, tiles, settings.preset, progress)
-        streams, crfs = av1_rate.code_ratio_staged(
-            probe, final, texture_budget, av1_rate.first_crf(settings.value), settings.clamp_ratio)
-        return CodedTexture(streams, _bits(streams, grid), base_record(settings, window, crfs))
+        try:
+            streams, crfs = av1_rate.code_ratio_staged(
+                probe, final, texture_budget, av1_rate.first_crf(settings.value),
+                settings.clamp_ratio and not settings.sperr_fallback)
+        except InvalidInputError:
+            if not settings.sperr_fallback:
+                raise
+        else:
+            return CodedTexture(streams, _bits(streams, grid), base_record(settings, window, crfs))
+        # AV1's smallest streams are over the budget: SPERR, whose rate goes down to nothing.
+        texture_budget += len(json.dumps(base_record(settings, window, []))) \
+            + AV1_STATE_PER_TILE * len(tiles)
     textures: list[bytes] = []
     voxels = sum(int(np.prod(wavelet.padded_shape(grid.tile_extent(t)))) for t in tiles)
     passes = 0
