@@ -95,15 +95,25 @@ def _keys_weights(t: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _outside(voxel: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Points more than half a voxel outside a grid of ``shape`` (fractional voxel indices)."""
+    """Points more than half a voxel outside a grid of ``shape`` (fractional voxel indices), or
+    not finite."""
     limit = torch.tensor(shape, dtype=voxel.dtype) - 0.5
-    return ((voxel < -0.5) | (voxel > limit)).any(dim=-1)
+    return ((voxel < -0.5) | (voxel > limit) | ~torch.isfinite(voxel)).any(dim=-1)
+
+
+def _bounded(voxel: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``voxel`` brought within [-2, n + 1] on each axis, NaN to -2: points that far out read
+    padding anyway, and a forged deformation's huge or non-finite positions must not overflow
+    the integer tap indices (they once made a tap fall outside the decoded box)."""
+    low = torch.full((3,), -2.0, dtype=voxel.dtype)
+    high = torch.tensor(shape, dtype=voxel.dtype) + 1.0
+    return torch.nan_to_num(voxel, nan=-2.0).clamp(min=low, max=high)
 
 
 def cubic_box(voxel: torch.Tensor, shape: Sequence[int]) -> list[slice]:
     """The voxel box of a grid of ``shape`` that :func:`sample_cubic_voxels` reads for ``voxel``
     (fractional indices, (N, 3)): every tap, after edge clamping."""
-    base = torch.floor(voxel)
+    base = torch.floor(_bounded(voxel, shape))
     first = (base.min(dim=0).values - 1).long()
     last = (base.max(dim=0).values + 2).long()
     return [slice(int(min(max(lo, 0), n - 1)), int(min(max(hi, 0), n - 1)) + 1)
@@ -118,8 +128,9 @@ def sample_cubic_voxels(volume: torch.Tensor, voxel: torch.Tensor, full_shape: S
     holds it: a region read equals that part of the full read."""
     full_shape = tuple(full_shape or volume.shape)
     box = list(box or [slice(0, n) for n in full_shape])
-    base = torch.floor(voxel)
-    frac = voxel - base
+    bounded = _bounded(voxel, full_shape)
+    base = torch.floor(bounded)
+    frac = bounded - base
     base = base.long()
     weights = [_keys_weights(frac[:, axis]) for axis in range(3)]
     strides = (volume.shape[1] * volume.shape[2], volume.shape[2], 1)

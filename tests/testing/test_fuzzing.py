@@ -68,6 +68,31 @@ def test_every_strategy_makes_an_input_from_every_seed():
     assert isinstance(v4.mutate(random.Random("21:66151")).data, bytes)
 
 
+def test_forged_texture_spacing_of_an_av1_shape_file_is_not_a_crash():
+    """Input 56,735 of the in-process run on the deepstd-v4 seeds (seed 23): a forged texture
+    spacing sent sampling positions far outside the texture; a tap indexed outside the decoded
+    box (IndexError)."""
+    v4 = Mutator(load_seeds(sorted((GOLDEN / "deepstd-v4").glob("*.dstd"))))
+    mutation = v4.mutate(random.Random("23:56735"))
+    assert "texture.spacing" in mutation.how
+    assert not judge(mutation).is_finding
+
+
+def test_sampling_far_outside_or_at_non_finite_positions_reads_padding():
+    import torch
+
+    from dstdformat.model.warp import cubic_box, sample_cubic_voxels
+
+    texture = torch.arange(4 * 5 * 6, dtype=torch.float32).reshape(4, 5, 6)
+    points = torch.tensor([[1.2, 2.5, 3.1], [1e30, 2.0, 2.0], [float("nan"), 1.0, 1.0],
+                           [-float("inf"), 0.0, 0.0], [2.0, -1e19, 4.0]])
+    box = cubic_box(points, texture.shape)
+    part = texture[tuple(box)]
+    values = sample_cubic_voxels(part, points, texture.shape, box, padding_value=-7.0)
+    assert torch.isfinite(values).all() and (values[1:] == -7.0).all()
+    assert values[0] == sample_cubic_voxels(texture, points[:1])[0]
+
+
 def test_reassembling_an_unchanged_file_gives_the_same_bytes():
     for path in default_seed_paths(ROOT / "spec"):
         data = path.read_bytes()
