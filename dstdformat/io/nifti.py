@@ -23,7 +23,7 @@ from nibabel.volumeutils import array_to_file
 from ..errors import FileMissingError, UnsupportedImageError
 from ..metadata import IJK_TO_KJI, Scan, ScanMetadata
 from ..storage.writing import atomic_path
-from ._checks import check_volume
+from ._checks import TWO_D, check_volume
 
 
 def _load(path: Path) -> Any:
@@ -64,6 +64,7 @@ def read_nifti(path: str | os.PathLike[str]) -> Scan:
     sform, scode = image.get_sform(coded=True)
     provenance = {
         "format": "nifti",
+        "ndim": min(len(shape), 3),
         "qform": None if qform is None else np.asarray(qform).tolist(),
         "qform_code": int(qcode),
         "sform": None if sform is None else np.asarray(sform).tolist(),
@@ -87,6 +88,8 @@ def write_nifti(scan: Scan, path: str | os.PathLike[str]) -> None:
     array = np.asarray(scan.array).transpose(2, 1, 0)
     meta = scan.metadata
     affine = np.asarray(meta.affine) @ IJK_TO_KJI
+    if meta.provenance.get("ndim") == TWO_D and array.shape[2] == 1:
+        array = array[:, :, 0]  # read from a 2D image: give it back as one
     image = nib.Nifti1Image(array, affine)
     header = image.header
     header.set_data_dtype(array.dtype)

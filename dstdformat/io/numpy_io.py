@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import FileMissingError, UnsupportedImageError
 from ..metadata import Scan, ScanMetadata
 from ..storage.writing import atomic_path
-from ._checks import check_volume
+from ._checks import TWO_D, as_one_slice, check_volume
 
 
 def read_npy(path: str | os.PathLike[str]) -> Scan:
@@ -23,10 +23,14 @@ def read_npy(path: str | os.PathLike[str]) -> Scan:
         raise UnsupportedImageError(f"{path}: not a readable .npy array ({exc})") from None
     if not isinstance(array, np.ndarray):
         raise UnsupportedImageError(f"{path}: holds several arrays, not one volume")
-    check_volume(array, str(path))
-    return Scan(array, ScanMetadata(original_dtype=array.dtype.name))
+    provenance = {"format": "numpy", "ndim": int(array.ndim)}
+    array = check_volume(as_one_slice(array), str(path))
+    return Scan(array, ScanMetadata(original_dtype=array.dtype.name, provenance=provenance))
 
 
 def write_npy(scan: Scan, path: str | os.PathLike[str]) -> None:
+    array = np.asarray(scan.array)
+    if scan.metadata.provenance.get("ndim") == TWO_D and array.shape[0] == 1:
+        array = array[0]  # read from a 2D image: give it back as one
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.asarray(scan.array), allow_pickle=False)
+        np.save(fh, array, allow_pickle=False)

@@ -84,3 +84,25 @@ def test_reading_a_closed_volume_says_it_is_closed(tmp_path):
     volume.close()
     with pytest.raises(dstdformat.DstdError, match="is closed"):
         volume[0]
+
+
+def test_2d_images_are_one_slice_and_come_back_2d(tmp_path):
+    """One rule for a 2D NIfTI and a 2D .npy: a volume of one slice (rows on axis 1, columns
+    on axis 2) that the writers give back 2D; the default codec says why 256x does not fit."""
+    import nibabel as nib
+
+    import dstdformat
+
+    image = np.arange(40 * 50, dtype=np.int16).reshape(40, 50)
+    nib.save(nib.Nifti1Image(image, np.diag([0.7, 0.8, 1.0, 1.0])), tmp_path / "a.nii.gz")
+    np.save(tmp_path / "a.npy", image)
+    from_nifti, from_npy = read_scan(tmp_path / "a.nii.gz"), read_scan(tmp_path / "a.npy")
+    assert from_nifti.array.shape == (1, 50, 40)  # NIfTI (i, j) -> [k, j, i]
+    assert from_npy.array.shape == (1, 40, 50)  # rows, columns
+    dstdformat.save(from_nifti, tmp_path / "a.dstd")
+    write_scan(dstdformat.read_scan(tmp_path / "a.dstd"), tmp_path / "b.nii.gz")
+    np.testing.assert_array_equal(np.asanyarray(nib.load(tmp_path / "b.nii.gz").dataobj), image)
+    write_scan(from_npy, tmp_path / "b.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), image)
+    with pytest.raises(InvalidInputError, match="out of reach.*one slice"):
+        dstdformat.save(from_npy, tmp_path / "c.dstd", codec="deepstd")

@@ -47,8 +47,10 @@ def test_npy_roundtrip_and_refusals(tmp_path, scan):
     with pytest.raises(UnsupportedImageError, match="obj.npy"):
         read_scan(tmp_path / "obj.npy")
     np.save(tmp_path / "two.npy", np.zeros((3, 3)))
-    with pytest.raises(UnsupportedImageError, match="2 dimensions"):
-        read_scan(tmp_path / "two.npy")
+    assert read_scan(tmp_path / "two.npy").shape == (1, 3, 3)  # a 2D image is one slice
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(UnsupportedImageError, match="1 dimensions"):
+        read_scan(tmp_path / "one.npy")
 
 
 def test_format_dispatch(tmp_path, scan):

@@ -93,6 +93,9 @@ def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
             f"{budget:.0f} bytes is taken by {masks_bytes} bytes of exact out-of-window "
             f"voxels and {overhead - masks_bytes} bytes of headers and shape code; ask for at "
             f"most {raw_bytes / (overhead + floor_bytes):.0f}x"
+            + ("; this is one slice (a 2D image is stored as a volume of one slice), where a "
+               "file's fixed costs weigh most: a lower ratio or the lossless codec suits it"
+               if grid.shape[0] == 1 else "")
         )
     if settings.base == "av1":
         samples = av1.SampleMap.for_window(*window)
