@@ -156,8 +156,13 @@ def test_framing_is_checked_before_any_decoder_sees_the_bytes():
         assert name
 
 
-@pytest.mark.parametrize("trusted", [True, False])
-def test_forged_packets_are_corrupt_sections_in_process_and_in_helpers(trusted):
+@pytest.mark.parametrize(("trusted", "helpers"), [(True, "0"), (False, "0"), (False, "1")])
+def test_forged_packets_are_corrupt_sections_in_process_and_in_helpers(trusted, helpers,
+                                                                       monkeypatch):
+    from dstdformat.codecs.deepstd import isolated
+
+    monkeypatch.setenv(isolated.ISOLATE_AV1_ENV, helpers)
+    assert isolated.av1_isolation_enabled() == (helpers == "1")
     layer = BaseLayer("av1", av1.SampleMap.for_window(-1024, 3071))
     payload = bytearray(_stream())
     rng = np.random.default_rng(1)

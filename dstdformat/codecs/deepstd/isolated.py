@@ -8,8 +8,10 @@ from files are therefore decoded in long-lived helper processes (one per concurr
 on first use with ``python -m dstdformat.codecs.deepstd.isolated``): a helper that dies or runs
 past its time limit becomes a :class:`~dstdformat.errors.CorruptSectionError` and is replaced.
 Helpers also run under an address-space limit, so a hostile stream cannot exhaust memory either.
-Streams the encoder just wrote are decoded in process. AV1 streams go the same way: dav1d has not
-been fuzzed through our sections yet, so it is given the same protection.
+Streams the encoder just wrote are decoded in process. AV1 streams decode in process too: with
+dav1d single-threaded, the structure-aware fuzzer ran 100,000 forged files of the AV1 golden set
+through the in-process decoder without a crash, hang or abort (SECURITY.md);
+``DSTD_ISOLATE_AV1=1`` sends them to the helpers as well.
 
 The pipe protocol is little-endian: a request is ``u64 length`` + ``u8 itemsize`` (4: float32,
 what the codec keeps, half the bytes to move; 8: float64, as SPERR decodes; 2: uint16, AV1's
@@ -36,6 +38,7 @@ import numpy as np
 from ...errors import CodecError, CorruptSectionError
 
 ISOLATE_ENV = "DSTD_ISOLATE_DECODER"
+ISOLATE_AV1_ENV = "DSTD_ISOLATE_AV1"
 #: Seconds one decode may take before its helper is killed (SPERR decodes a 64x512x512 tile in
 #: about 2 s on one core).
 DECODE_TIME_LIMIT = 300.0
@@ -60,6 +63,12 @@ def isolation_enabled() -> bool:
     if os.name != "posix":
         return False
     return os.environ.get(ISOLATE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def av1_isolation_enabled() -> bool:
+    """True when AV1 streams from files should decode in the helpers too (off by default)."""
+    return isolation_enabled() and \
+        os.environ.get(ISOLATE_AV1_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 class _Helper:

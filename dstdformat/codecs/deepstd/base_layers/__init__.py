@@ -83,7 +83,8 @@ class BaseLayer:
 
     def decode(self, payload: bytes, shape: tuple[int, int, int], *, what: str,
                trusted: bool = False, dtype=np.float32) -> np.ndarray:
-        """The tile's base layer in stored units; streams from files decode in helper processes."""
+        """The tile's base layer in stored units. SPERR streams from files decode in helper
+        processes; AV1 streams in this process (helpers with ``DSTD_ISOLATE_AV1=1``)."""
         if self.name == "sperr":
             from .. import wavelet
 
@@ -93,7 +94,7 @@ class BaseLayer:
         assert self.samples is not None
         try:
             coded = av1.check(payload, shape)
-            if not trusted and isolated.isolation_enabled():
+            if not trusted and isolated.av1_isolation_enabled():
                 av1._av()  # a missing PyAV names the package here, not as a corrupt section
                 samples = isolated.decode_isolated(payload, coded, what, dtype=np.uint16,
                                                    decoder=isolated.AV1)
