@@ -75,7 +75,12 @@ class _Handler(SimpleHTTPRequestHandler):
             self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         if not head:
-            self.wfile.write(body)
+            for at in range(0, len(body), 1 << 16):  # counted, so tests see a client hang up
+                try:
+                    self.wfile.write(body[at:at + (1 << 16)])
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                self.server.bytes_sent += len(body[at:at + (1 << 16)])
 
 
 class _LoopbackServer(ThreadingHTTPServer):
@@ -88,6 +93,8 @@ class _LoopbackServer(ThreadingHTTPServer):
         self.faults: deque[str] = deque()
         self.faults_done: list[str] = []
         self.stall_seconds = 3.0
+        #: Body bytes the handlers managed to send.
+        self.bytes_sent = 0
 
     @property
     def url(self) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import fsspec
 import numpy as np
@@ -76,11 +77,20 @@ def test_http_reads_fetch_only_what_a_slice_needs(files):
         np.testing.assert_array_equal(remote[40:44, 10:60], local[40:44, 10:60])
 
 
-def test_a_server_that_ignores_range_is_refused(files):
+def test_a_server_that_ignores_range_is_refused(files, tmp_path):
+    """Refused on the first responses' status lines, without reading their bodies (a 64 MB file
+    is not downloaded twice), with what to do instead."""
     root, _ = files
     with http_server(root, ignore_range=True) as server, \
-            pytest.raises(StorageError, match="ignores range requests"):
+            pytest.raises(StorageError, match="ignores range requests.*simplecache::"):
         dstdformat.open(f"{server.url}/ct.dstd")[0]
+    big = tmp_path / "big.dstd"
+    big.write_bytes((root / "ct.dstd").read_bytes() + bytes(64 << 20))
+    with http_server(tmp_path, ignore_range=True) as server:
+        with pytest.raises(StorageError, match="ignores range requests"):
+            dstdformat.open(f"{server.url}/big.dstd")
+        time.sleep(0.5)  # let the handlers notice the closed connections
+        assert len(server.requests) == 2 and server.bytes_sent < big.stat().st_size / 2
 
 
 def test_missing_objects_and_objects_that_change_after_open(files, tmp_path):
