@@ -113,3 +113,10 @@ def scan_destination(name: str, zarr: bool) -> str:
 
 def record_path(name: str) -> str:
     return f"{RECORDS_DIR}/{name}.json"
+
+
+def leftover_temporaries(location: ArchiveLocation) -> list[str]:
+    """Temporary files of writes killed midway (``.NAME.tmp-XXXXXXXX``, whose atomic rename never
+    ran), relative to the archive's root."""
+    return [key for key in location.find("")
+            if key.rsplit("/", 1)[-1].startswith(".") and ".tmp-" in key.rsplit("/", 1)[-1]]

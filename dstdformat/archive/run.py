@@ -23,6 +23,7 @@ from .layout import (
     ARCHIVE_FORMAT,
     ZARR_GROUP,
     ArchiveLocation,
+    leftover_temporaries,
     record_path,
     scan_destination,
 )
@@ -175,10 +176,8 @@ def archive_collection(source: str | os.PathLike[str], destination: str | os.Pat
 def _remove_leftovers(location: ArchiveLocation) -> None:
     """Temporary files of writes killed midway (a local archive's atomic renames never ran).
     One run at a time per archive: a concurrent run's files in flight would be removed too."""
-    for key in location.find(""):
-        base = key.rsplit("/", 1)[-1]
-        if base.startswith(".") and ".tmp-" in base:
-            location.remove(key)
+    for key in leftover_temporaries(location):
+        location.remove(key)
 
 
 def _count(summary: ArchiveSummary, record: dict[str, Any]) -> None:

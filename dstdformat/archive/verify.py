@@ -18,7 +18,7 @@ from ..errors import DstdError, InvalidInputError
 from ..progress import track
 from .catalog import OK, read_catalog, read_records
 from .cluster import dask_cluster, run_jobs
-from .layout import ARCHIVE_FILE, SCANS_DIR, ZARR_GROUP, ArchiveLocation
+from .layout import ARCHIVE_FILE, SCANS_DIR, ZARR_GROUP, ArchiveLocation, leftover_temporaries
 from .tasks import decode_scan, tree_sha256
 
 
@@ -55,7 +55,11 @@ def load_manifest(location: ArchiveLocation) -> dict[str, Any]:
 
 def verify_archive(destination: str | os.PathLike[str], *, decode: bool = False,
                    storage_options: dict[str, Any] | None = None, workers: int | None = None,
-                   scheduler: str | None = None, progress: bool = False) -> VerifySummary:
+                   scheduler: str | None = None, progress: bool = False,
+                   clean: bool = False) -> VerifySummary:
+    """Check an archive against its catalog (and, with ``decode``, every scan's voxels).
+    Temporary files of killed writes are reported, and removed with ``clean`` (not while a
+    ``dstd archive`` run writes to the same archive: its files in flight look the same)."""
     location = ArchiveLocation(destination, storage_options)
     manifest = load_manifest(location)
     summary = VerifySummary(location.url)
@@ -82,6 +86,15 @@ def verify_archive(destination: str | os.PathLike[str], *, decode: bool = False,
             summary.problems.append(VerifyProblem(name, problem))
         summary.checked += 1
     _check_orphans(location, manifest, good, summary)
+    leftovers = leftover_temporaries(location)
+    if leftovers and clean:
+        for key in leftovers:
+            location.remove(key)
+        summary.notes.append(f"removed {len(leftovers)} temporary file(s) of killed writes")
+    elif leftovers:
+        summary.notes.append(f"{len(leftovers)} temporary file(s) of killed writes (e.g. "
+                             f"{leftovers[0]}); remove them with dstd verify --clean, or they "
+                             "go with the next dstd archive run")
     if decode and good:
         _check_decoding(location, manifest, good, summary, workers, scheduler, progress)
     return summary

@@ -108,7 +108,7 @@ def verify(args: argparse.Namespace) -> int:
 
     summary = verify_archive(args.file, decode=args.decode,
                              storage_options=_options(args.storage_options, "--storage-options"),
-                             workers=args.workers, progress=not args.quiet)
+                             workers=args.workers, progress=not args.quiet, clean=args.clean)
     for note in summary.notes:
         print(f"{args.file}: note: {note}")
     for record in summary.failed_records:

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="archive: also decode every scan and compare with the recorded voxels")
     p.add_argument("--workers", type=int, metavar="N", help="archive --decode: local workers")
     p.add_argument("--storage-options", metavar="JSON", help="archive: fsspec options")
+    p.add_argument("--clean", action="store_true",
+                   help="archive: remove temporary files of killed writes (not during a run)")
     p.set_defaults(func=commands.verify)
 
     archive_commands.add_parsers(add)

@@ -113,6 +113,14 @@ def test_lossless_archive_catalog_resume_verify_restore(tmp_path):
     report = verify_archive(dest)
     assert report.ok and report.checked == len(good) and not report.notes
     assert {r["name"] for r in report.failed_records} == {"flat2d", "broken"}
+    # What a killed writer leaves: reported by verify, removed with --clean.
+    stale = dest / "scans" / ".ct0.tmp-0a1b2c3d.dstd"
+    stale.write_bytes(b"half a file")
+    assert any("temporary file(s) of killed writes" in n for n in verify_archive(dest).notes)
+    cleaned = subprocess.run([sys.executable, "-m", "dstdformat", "verify", str(dest), "--clean"],
+                             capture_output=True, text=True, timeout=300)
+    assert cleaned.returncode == 0 and "removed 1 temporary file" in cleaned.stdout, cleaned.stderr
+    assert not stale.exists() and not verify_archive(dest).notes
 
     out = tmp_path / "restored"
     restored = restore_archive(dest, out, workers=2)
