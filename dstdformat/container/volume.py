@@ -191,6 +191,14 @@ class Volume:
         return self.shape[0]
 
     # -- lifetime ------------------------------------------------------------------------------
+    def __reduce__(self) -> tuple:
+        """Pickled as its byte source (a path, a URL with its options, or the bytes), so that
+        ``to_dask()`` and xarray graphs run on dask.distributed: the unpickled Volume opens the
+        file again (header and index, at most two small requests) with caches of its own."""
+        if self._closed:
+            raise StorageError(f"{self._source.description} is closed; open it again to pickle")
+        return (Volume, (self._source,))
+
     def close(self) -> None:
         self._closed = True
         self._source.close()

@@ -153,6 +153,7 @@ class LocalFileSource(_RangeReader):
         self.description = str(self.path)
         if self.path.is_dir():
             raise StorageError(f"{self.path} is a directory, not a .dstd file")
+        self._fd: int | None = None
         try:
             self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
@@ -177,6 +178,11 @@ class LocalFileSource(_RangeReader):
             os.close(self._fd)
             self._fd = None
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its path (reopened where it is unpickled: a dask worker on the same
+        filesystem), not as a file descriptor and a lock."""
+        return (LocalFileSource, (str(self.path),))
+
 
 class FsspecSource(_RangeReader):
     """Any fsspec URL; several ranges go out as one concurrent ``cat_ranges`` call.
@@ -194,6 +200,7 @@ class FsspecSource(_RangeReader):
         self.description = url
         self.size = None
         self.retry = retry or RetryPolicy()
+        self._storage_options = dict(storage_options or {})
         #: Requests that failed transiently and were made again.
         self.retries = 0
         with self._errors_named():
@@ -288,6 +295,10 @@ class FsspecSource(_RangeReader):
     def close(self) -> None:
         pass
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its URL, storage options and retry policy (reopened where unpickled)."""
+        return (FsspecSource, (self.description, self._storage_options, self.retry))
+
 
 class MemorySource(_RangeReader):
     """A whole ``.dstd`` stream held in memory (a zarr chunk, a message)."""
@@ -303,6 +314,9 @@ class MemorySource(_RangeReader):
 
     def close(self) -> None:
         pass
+
+    def __reduce__(self) -> tuple:
+        return (MemorySource, (bytes(self._data), self.description))
 
 
 def local_path(path_or_url: str | os.PathLike[str],

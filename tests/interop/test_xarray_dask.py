@@ -89,3 +89,16 @@ def test_oblique_affines_are_flagged():
     geometry = axis_geometry(affine)
     assert geometry.oblique and geometry.world_axes == ("x", "y", "z")
     assert not axis_geometry(flipped_scan().affine).oblique
+
+
+def test_to_dask_and_xarray_graphs_run_on_distributed_worker_processes(saved):
+    """What users who outgrow one machine run: a LocalCluster with worker processes."""
+    distributed = pytest.importorskip("distributed")
+    path, scan = saved
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        volume = dstdformat.open(path)
+        assert float(volume.to_dask().mean().compute()) == pytest.approx(
+            float(volume.read().mean()))
+        ds = xr.open_dataset(path, engine="dstd", chunks={})
+        np.testing.assert_array_equal(ds["ct"][50].compute().values, volume[50])
