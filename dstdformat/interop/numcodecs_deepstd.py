@@ -106,7 +106,7 @@ class DeepSTD(Codec):
         batches of ``batch`` same-shaped crops (default: all of them at once)."""
         import dstdformat
 
-        from ..codecs.deepstd.codec import refine_all
+        from ..codecs.deepstd.decoding import refine_all
 
         plans, shapes = [], []
         for buf in bufs:

@@ -91,7 +91,7 @@ def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, 
     monkeypatch.setattr(codec_module, "REFINE_LAYOUT", layout)
 
     def gains(self, array, grid, *rest):
-        count = codec_module._Blocks(array.shape, grid, (6, 20, 28), codec_module.HALO, layout).count
+        count = codec_module.Blocks(array.shape, grid, (6, 20, 28), codec_module.HALO, layout).count
         return [(5 * n) % 17 for n in range(count)]
 
     monkeypatch.setattr(codec_module.DeepSTDVolumeCodec, "_choose_gains", gains)

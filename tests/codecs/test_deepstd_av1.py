@@ -216,7 +216,7 @@ def test_reads_can_skip_the_refinement(tmp_path, test_model, monkeypatch):
     from dstdformat.codecs.deepstd import codec as codec_module
 
     def gains(self, array, grid, sections, state, progress):  # every block refined
-        ctx_blocks = codec_module._Blocks(array.shape, grid, codec_module.REFINE_BLOCK,
+        ctx_blocks = codec_module.Blocks(array.shape, grid, codec_module.REFINE_BLOCK,
                                           codec_module.HALO, "tile")
         return [8] * ctx_blocks.count
 

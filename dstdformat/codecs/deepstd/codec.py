@@ -10,24 +10,33 @@ the same region of a full read bit for bit.
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
-import threading
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ...container.format import NO_TILE, SectionKind
-from ...container.tiling import Region, TileGrid, default_tile_shape, overlap_slices
-from ...errors import CorruptHeaderError, InvalidInputError
+from ...container.tiling import Region, TileGrid
+from ...errors import InvalidInputError
 from ...metadata import ScanMetadata
 from ...progress import bar, track
 from ..base import DecodeContext, Encoded, Fetch, Section, VolumeCodec
 from . import base_layers, outliers, wavelet
+from .decoding import (
+    GAIN_STEPS,
+    MAX_GAIN,
+    REFINE_BLOCK,
+    REFINE_LAYOUT,
+    BaseCache,
+    Blocks,
+    DecodeState,
+    RegionPlan,
+    assemble,
+    refine_all,
+    stored_window,
+)
 from .texture_coding import TextureSettings, code_max_error, code_texture
-from .texture_coding import to_dtype as _to_dtype
 
 if TYPE_CHECKING:
     from . import shaped
@@ -37,13 +46,6 @@ DEFAULT_WINDOW = (-1024.0, 3071.0)
 DEFAULT_RATIO = 256.0
 #: Voxels of wavelet-decoded context around each output tile that the refiner sees.
 HALO = 8
-#: Output blocks of the refinement: small enough that reading one slice refines little more than
-#: that slice's neighbourhood, large enough that the halo adds ~70% compute, not 200%.
-REFINE_BLOCK = (32, 256, 256)
-#: How refinement blocks are laid out in files written now (see _Blocks).
-REFINE_LAYOUT = "tile"
-#: Refinement gains are k / GAIN_STEPS for k in 0..MAX_GAIN, one per block, chosen by the encoder.
-GAIN_STEPS, MAX_GAIN = 8, 16
 #: Voxels at most this far (HU) outside the window are clipped to it; farther ones (padding,
 #: metal) are stored exactly. Air noise dipping just below -1024 HU would otherwise fill the
 #: outlier sections.
@@ -126,7 +128,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         #: reachable one instead of refused: for zarr chunks, where an edge chunk may be tiny.
         self.clamp_ratio = clamp_ratio
         self._set_shape(shape, shape_policy, shape_steps)
-        self._base_cache = _BaseCache()
+        self._base_cache = BaseCache()
         self._shape_decoders: shaped.ShapeDecoders | None = None  # made on the first shape read
 
     def _set_shape(self, shape: str | None, policy: str, steps: int) -> None:
@@ -204,7 +206,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
                                     f"along each axis, got {grid.tile_shape}")
         slope = metadata.slope if metadata is not None else 1.0
         intercept = metadata.intercept if metadata is not None else 0.0
-        low, high = _stored_window(self.window, slope, intercept, array.dtype)
+        low, high = stored_window(self.window, slope, intercept, array.dtype)
         margin = OUTLIER_MARGIN_HU / abs(slope) if self.mode != "max_error" else 0.0
         far = (low - margin, high + margin)
         # Voxels stored exactly, per tile of the scan (coded once: the ratio budget needs their size).
@@ -329,7 +331,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
             from .shaped import decoded_error
 
             error = decoded_error(decode, array, slope, rows)
-        self._base_cache = _BaseCache()
+        self._base_cache = BaseCache()
         self._shape_decoders = None
         return error
 
@@ -345,7 +347,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         low, high = state["stored_window"]
         payloads = {(sec.kind, sec.tile): sec.payload for sec in sections}
         ctx = DecodeContext(array.shape, array.dtype, grid, self.get_config(), state, None)
-        blocks = _DecodeState.from_context(ctx).blocks(ctx)  # exactly the decoder's blocks
+        blocks = DecodeState.from_context(ctx).blocks(ctx)  # exactly the decoder's blocks
         gains = []
         for number in track(range(blocks.count), enabled=progress, desc="refinement gains",
                             unit="block"):
@@ -359,7 +361,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
             denominator = float(np.sum(correction[counted] ** 2))
             gain = float(np.sum(correction[counted] * target[counted])) / denominator if denominator else 0.0
             gains.append(int(np.clip(round(gain * GAIN_STEPS), 0, MAX_GAIN)))
-        self._base_cache = _BaseCache()  # do not keep the encoder's decoded tiles alive
+        self._base_cache = BaseCache()  # do not keep the encoder's decoded tiles alive
         return gains
 
     # -- decoding ------------------------------------------------------------------------------
@@ -379,12 +381,12 @@ class DeepSTDVolumeCodec(VolumeCodec):
         Split from :meth:`RegionPlan.complete` so that callers holding many regions (a batch of
         zarr chunks) can run the network once over all their crops.
         """
-        state = _DecodeState.from_context(ctx)
+        state = DecodeState.from_context(ctx)
         refiner = self._refiner(ctx) if self.model is not None else None
         grid = ctx.grid
         # Output is computed per refinement block (per tile without a model), each from its own
         # crop, so any region is the same as that region of a full decode.
-        blocks = state.blocks(ctx) if refiner is not None else _Blocks(ctx.shape, grid, None, 0, "tile")
+        blocks = state.blocks(ctx) if refiner is not None else Blocks(ctx.shape, grid, None, 0, "tile")
         crops = {b: blocks.crop(b) for b in blocks.in_region(region)}
         needed = sorted({t for crop in crops.values() for t in grid.tiles_in_region(crop)})
         in_region = grid.tiles_in_region(region)
@@ -404,13 +406,13 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
         plan = RegionPlan(ctx, region, state, refiner)
         for number, crop in crops.items():
-            block = _assemble(grid, crop, base_block)
+            block = assemble(grid, crop, base_block)
             keep = blocks.keep(number)
             inner = tuple(slice(k.start - c.start, k.stop - c.start) for k, c in zip(keep, crop))
             gain = state.gain(number) if refiner is not None else 0
             plan.blocks.append((keep, inner, block, gain))
             if gain:
-                rates = _assemble(grid, crop, lambda t: np.full(grid.tile_extent(t),
+                rates = assemble(grid, crop, lambda t: np.full(grid.tile_extent(t),
                                                                 state.rate_code(t), np.float32))
                 plan.jobs.append((block * state.slope + state.intercept, rates))
         for tile in in_region:
@@ -425,7 +427,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         slabs run the network on it."""
         if "texture" in ctx.state:
             return 0  # shape-coded: blocks are on the texture grid, kept across slabs by a cache
-        state = _DecodeState.from_context(ctx)
+        state = DecodeState.from_context(ctx)
         if self.model is None or state.layout == "tile":
             return 0  # blocks never cross tiles: whole tile rows are the natural slabs
         return int(state.block[0])
@@ -437,248 +439,3 @@ class DeepSTDVolumeCodec(VolumeCodec):
         recorded = ctx.model or {}
         found = find_model(self.model, recorded.get("sha256"))
         return load_refiner(found, self.device)
-
-
-class RegionPlan:
-    """A region whose wavelet layer is decoded and whose refinement inputs are cut (``jobs``:
-    (HU crop, rate-code crop) per block); :meth:`complete` takes the network's outputs."""
-
-    def __init__(self, ctx: DecodeContext, region: Region, state: _DecodeState, refiner) -> None:
-        self.ctx, self.region, self.state, self.refiner = ctx, region, state, refiner
-        # (kept region, its slices in the crop, wavelet-decoded crop, gain step); gain > 0 blocks
-        # have a job, in order.
-        self.blocks: list[tuple[Region, Region, np.ndarray, int]] = []
-        self.jobs: list[tuple[np.ndarray, np.ndarray]] = []
-        self.exact: list[tuple[Region, np.ndarray, np.ndarray]] = []
-
-    def complete(self, refined: list[np.ndarray]) -> np.ndarray:
-        ctx, region, state = self.ctx, self.region, self.state
-        out = np.empty(tuple(r.stop - r.start for r in region), dtype=ctx.dtype)
-        jobs = iter(refined)
-        for keep, inner, block, gain in self.blocks:
-            block = block[inner]
-            if gain:
-                correction = (next(jobs)[inner] - state.intercept) / state.slope - block
-                block = block + (gain / GAIN_STEPS) * correction
-            _paste(out, region, _to_dtype(block, ctx.dtype, *state.window), keep)
-        for tile_region, index, values in self.exact:
-            _scatter(out, region, tile_region, index, values)
-        return out
-
-
-def refine_all(refiner, jobs: list[tuple[np.ndarray, np.ndarray]], batch: int = 1) -> list[np.ndarray]:
-    """Run the network over ``jobs``, ``batch`` same-shaped crops at a time (order kept).
-
-    Every crop is computed the same way alone or in a batch (per-sample convolutions), up to
-    floating-point reduction order."""
-    if refiner is None or not jobs:
-        return []
-    out: list[np.ndarray | None] = [None] * len(jobs)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for n, (hu, _) in enumerate(jobs):
-        by_shape.setdefault(hu.shape, []).append(n)
-    for indices in by_shape.values():
-        for start in range(0, len(indices), max(1, batch)):
-            group = indices[start:start + max(1, batch)]
-            results = refiner.refine_many([jobs[n] for n in group], refiner.device)
-            for n, result in zip(group, results):
-                out[n] = result
-    return out  # type: ignore[return-value]
-
-
-class _BaseCache:
-    """The last few decoded wavelet tiles of one file: a full read asks for each tile's
-    neighbours as halo, and slice-by-slice readers ask for the same tile again and again."""
-
-    def __init__(self, capacity: int = 2) -> None:
-        self.capacity = capacity
-        self.owner: DecodeContext | None = None
-        self.tiles: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()  # threads read regions of one volume at once
-
-    def get(self, ctx: DecodeContext) -> _BaseCache:
-        with self._lock:
-            if self.owner is not ctx:
-                self.owner, self.tiles = ctx, OrderedDict()
-        return self
-
-    def get_tile(self, tile: int) -> np.ndarray | None:
-        with self._lock:
-            block = self.tiles.get(tile)
-            if block is not None:
-                self.tiles.move_to_end(tile)
-            return block
-
-    def put(self, tile: int, block: np.ndarray) -> None:
-        with self._lock:
-            self.tiles[tile] = block
-            self.tiles.move_to_end(tile)
-            while len(self.tiles) > self.capacity:
-                self.tiles.popitem(last=False)
-
-
-class _DecodeState:
-    """The codec state of a file, checked once per read."""
-
-    def __init__(self, window, slope, intercept, halo, rates, outlier_tiles, block, gains,
-                 layout, base: base_layers.BaseLayer) -> None:
-        self.base = base
-        self.window, self.slope, self.intercept = window, slope, intercept
-        self.halo, self.rates, self.outlier_tiles, self.block = halo, rates, outlier_tiles, block
-        self.gains, self.layout = gains, layout
-
-    def blocks(self, ctx: DecodeContext) -> _Blocks:
-        return _Blocks(ctx.shape, ctx.grid, self.block, self.halo, self.layout)
-
-    def gain(self, block: int) -> int:
-        return self.gains[block]
-
-    @classmethod
-    def from_context(cls, ctx: DecodeContext) -> _DecodeState:
-        s = ctx.state
-        try:
-            low, high = (float(v) for v in s["stored_window"])
-            slope, intercept = float(s["slope"]), float(s["intercept"])
-            halo = int(s["halo"])
-            rates = [float(r) for r in s["bits_per_voxel"]]
-            outlier_tiles = {int(t) for t in s["outlier_tiles"]}
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise CorruptHeaderError(f"deepstd codec state is incomplete or malformed: {exc}") from None
-        if not all(math.isfinite(v) for v in (low, high, slope, intercept)):
-            raise CorruptHeaderError("deepstd codec state has a non-finite window or scaling")
-        if len(rates) != ctx.grid.n_tiles or not 0 <= halo <= 64 or slope == 0 or not low < high \
-                or any(not 0 <= t < ctx.grid.n_tiles for t in outlier_tiles) \
-                or any(not (r > 0 and math.isfinite(r)) for r in rates):
-            raise CorruptHeaderError("deepstd codec state does not match the tile grid")
-        block = s.get("refine_block", REFINE_BLOCK)
-        if not (isinstance(block, (list, tuple)) and len(block) == 3
-                and all(isinstance(b, int) and 1 <= b <= 4096 for b in block)):
-            raise CorruptHeaderError(f"deepstd refine_block must be 3 integers in 1..4096, got {block!r}")
-        layout = s.get("refine_layout", "volume")  # codec version 1 files
-        if layout not in ("volume", "tile"):
-            raise CorruptHeaderError(f"deepstd refine_layout must be 'volume' or 'tile', got {layout!r}")
-        blocks = _Blocks(ctx.shape, ctx.grid, tuple(block), halo, layout).count
-        gains = s.get("refine_gain", [GAIN_STEPS] * blocks)
-        if not (isinstance(gains, list) and len(gains) == blocks
-                and all(isinstance(g, int) and 0 <= g <= MAX_GAIN for g in gains)):
-            raise CorruptHeaderError(f"deepstd refine_gain must be {blocks} integers in 0..{MAX_GAIN}")
-        base = base_layers.BaseLayer.from_state(dict(s), ctx.grid.n_tiles)
-        return cls((low, high), slope, intercept, halo, rates, outlier_tiles, tuple(block), gains,
-                   layout, base)
-
-    def rate_code(self, tile: int) -> float:
-        from ...model.refine import rate_code
-
-        return rate_code(self.rates[tile])
-
-
-class _Blocks:
-    """The refinement blocks of a volume: numbering, the region each one outputs, and the crop
-    (that region plus the halo) the network reads for it.
-
-    Layout "tile" (what the encoder writes): blocks split each wavelet tile into equal parts,
-    numbered tile by tile, and the halo stops at the tile's edge, so a region read fetches and
-    decodes only the tiles under it. Layout "volume" (files written before it; still read): one
-    block grid over the whole volume, halos reaching into neighbouring tiles. ``block=None``: one
-    block per tile (no refinement).
-    """
-
-    def __init__(self, shape: tuple[int, ...], grid: TileGrid, block: tuple[int, ...] | None,
-                 halo: int, layout: str) -> None:
-        self.shape, self.grid, self.halo = tuple(shape), grid, halo
-        self.whole_volume = layout == "volume" and block is not None
-        if self.whole_volume:
-            assert block is not None
-            self.volume_grid = TileGrid(self.shape, tuple(min(b, n) for b, n in zip(block, shape)))  # type: ignore[arg-type]
-            self.count = self.volume_grid.n_tiles
-            return
-        self.local: list[TileGrid] = []
-        self.first: list[int] = []
-        count = 0
-        for tile in range(grid.n_tiles):
-            extent = grid.tile_extent(tile)
-            local = TileGrid(extent, default_tile_shape(extent, block, balanced=True)
-                             if block is not None else extent)
-            self.local.append(local)
-            self.first.append(count)
-            count += local.n_tiles
-        self.count = count
-
-    def _tile_of(self, number: int) -> tuple[int, int]:
-        tile = bisect.bisect_right(self.first, number) - 1
-        return tile, number - self.first[tile]
-
-    def keep(self, number: int) -> Region:
-        if self.whole_volume:
-            return self.volume_grid.tile_region(number)
-        tile, local = self._tile_of(number)
-        origin = self.grid.tile_region(tile)
-        return tuple(slice(o.start + r.start, o.start + r.stop)  # type: ignore[return-value]
-                     for o, r in zip(origin, self.local[tile].tile_region(local)))
-
-    def crop(self, number: int) -> Region:
-        """The block grown by the halo, inside the volume (layout "volume") or its tile."""
-        bounds = (tuple(slice(0, n) for n in self.shape) if self.whole_volume
-                  else self.grid.tile_region(self._tile_of(number)[0]))
-        return _grow(self.keep(number), self.halo, bounds)  # type: ignore[arg-type]
-
-    def in_region(self, region: Region) -> list[int]:
-        if self.whole_volume:
-            return list(self.volume_grid.tiles_in_region(region))
-        out = []
-        for tile in self.grid.tiles_in_region(region):
-            local, _ = overlap_slices(region, self.grid.tile_region(tile))  # tile coordinates
-            out += [self.first[tile] + b for b in self.local[tile].tiles_in_region(local)]
-        return out
-
-
-def _stored_window(window: tuple[float, float], slope: float, intercept: float,
-                   dtype: np.dtype) -> tuple[float, float]:
-    """The HU window in stored units, inside what the dtype can hold."""
-    if slope == 0:
-        raise InvalidInputError("metadata slope is 0: the stored values carry no intensity")
-    low, high = sorted((w - intercept) / slope for w in window)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        low, high = max(math.ceil(low), info.min), min(math.floor(high), info.max)
-        if low >= high:
-            raise InvalidInputError(f"the HU window {window} is outside what {dtype.name} stores "
-                                    f"with slope {slope} and intercept {intercept}")
-    return float(low), float(high)
-
-
-def _grow(region: Region, halo: int, bounds: Region) -> Region:
-    """``region`` grown by ``halo`` on every side, clipped to ``bounds``."""
-    return tuple(slice(max(b.start, r.start - halo), min(b.stop, r.stop + halo))  # type: ignore[return-value]
-                 for r, b in zip(region, bounds))
-
-
-def _assemble(grid: TileGrid, crop: Region, block_of) -> np.ndarray:
-    out = None
-    for tile in grid.tiles_in_region(crop):
-        block = block_of(tile)
-        if out is None:
-            out = np.empty(tuple(r.stop - r.start for r in crop), dtype=block.dtype)
-        src, dst = overlap_slices(crop, grid.tile_region(tile))
-        out[dst] = block[src]
-    assert out is not None
-    return out
-
-
-def _scatter(out: np.ndarray, region: Region, tile_region: Region, flat_index: np.ndarray,
-             values: np.ndarray) -> None:
-    """Write a tile's exact voxels (flat C-order indices in the tile) that fall inside ``region``."""
-    extent = tuple(t.stop - t.start for t in tile_region)
-    coords = np.unravel_index(flat_index, extent)
-    inside = np.ones(len(flat_index), dtype=bool)
-    local = []
-    for c, r, t in zip(coords, region, tile_region):
-        absolute = c + t.start
-        inside &= (absolute >= r.start) & (absolute < r.stop)
-        local.append(absolute - r.start)
-    out[tuple(c[inside] for c in local)] = values[inside]
-
-
-def _paste(out: np.ndarray, region: Region, values: np.ndarray, tile_region: Region) -> None:
-    src, dst = overlap_slices(region, tile_region)
-    out[dst] = values[src]

@@ -219,7 +219,7 @@ class ShapeDecoder:
     """One open shape-coded file: its field, the texture's decode context, refined blocks."""
 
     def __init__(self, codec, ctx: DecodeContext, fetch: Fetch) -> None:
-        from .codec import _Blocks, _DecodeState
+        from .decoding import Blocks, DecodeState
 
         state = ctx.state
         info = state.get("shape")
@@ -257,10 +257,10 @@ class ShapeDecoder:
         # (those are on the scan's grid).
         self.tctx = DecodeContext(self.texture.frame.shape, np.dtype(np.float32), self.texture.grid,
                                   ctx.params, {**state, "outlier_tiles": []}, ctx.model)
-        tstate = _DecodeState.from_context(self.tctx)
+        tstate = DecodeState.from_context(self.tctx)
         self.window = tstate.window
         self.blocks = (tstate.blocks(self.tctx) if codec.model is not None
-                       else _Blocks(self.tctx.shape, self.tctx.grid, None, 0, "tile"))
+                       else Blocks(self.tctx.shape, self.tctx.grid, None, 0, "tile"))
         self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -275,7 +275,7 @@ class ShapeDecoder:
 
     def texture_box(self, codec, box: Region, fetch: Fetch) -> np.ndarray:
         """The decoded (refined) texture over ``box``, block by block, through the cache."""
-        from .codec import _paste, refine_all
+        from .decoding import paste, refine_all
 
         numbers = self.blocks.in_region(box)
         with self.lock:  # threads read regions of one volume at once
@@ -298,12 +298,12 @@ class ShapeDecoder:
                 self.cache.popitem(last=False)
         out = np.empty(tuple(b.stop - b.start for b in box), dtype=np.float32)
         for n in numbers:
-            _paste(out, box, found[n], self.blocks.keep(n))
+            paste(out, box, found[n], self.blocks.keep(n))
         return out
 
     def decode(self, codec, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
         from . import outliers
-        from .codec import _scatter
+        from .decoding import scatter
         from .texture_coding import to_dtype as _to_dtype
 
         shape = self.texture.frame.shape
@@ -336,7 +336,7 @@ class ShapeDecoder:
         for key in extra:
             tile = key[1]
             tile_region = ctx.grid.tile_region(tile)
-            _scatter(out, region, tile_region, *outliers.decode(
+            scatter(out, region, tile_region, *outliers.decode(
                 stash[key], ctx.grid.tile_extent(tile), ctx.dtype, f"residual section of tile {tile}"))
         return out
 
