@@ -19,6 +19,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import InvalidInputError
+from ..metrics import error_summary
 from .catalog import FAILED, OK
 from .layout import ArchiveLocation, record_path, scan_destination
 from .models import ensure_models
@@ -84,17 +85,6 @@ def tree_sha256(location: ArchiveLocation, relative: str) -> tuple[str, int]:
     return digest.hexdigest(), total
 
 
-def _physical_error(original: np.ndarray, decoded: np.ndarray, slope: float) -> tuple[float, float]:
-    """MAE and max |error| in physical units, computed a slab at a time (no float64 volume)."""
-    total, worst = 0.0, 0.0
-    for k in range(0, original.shape[0], 16):
-        diff = np.abs(decoded[k:k + 16].astype(np.float64) - original[k:k + 16].astype(np.float64))
-        total += float(diff.sum())
-        worst = max(worst, float(diff.max()))
-    scale = abs(slope)
-    return total / original.size * scale, worst * scale
-
-
 def archive_scan(job: dict[str, Any]) -> dict[str, Any]:
     """Read one source scan, store it under the archive, decode it back to measure it, and
     write its catalog record (the last step: no record means not done)."""
@@ -141,7 +131,8 @@ def archive_scan(job: dict[str, Any]) -> dict[str, Any]:
             dest_sha256, dest_bytes = hashlib.sha256(stored).hexdigest(), len(stored)
             with open_volume(stored) as volume:  # the stored bytes themselves, not a cached copy
                 decoded = volume.read()
-        mae, worst = _physical_error(array, decoded, ct.metadata.slope)
+        error = error_summary(array, decoded, ct.metadata.slope, ct.metadata.intercept)
+        mae, worst = error["mae_hu"], error["max_error_hu"]
         record.update({
             "status": OK, "dest_bytes": dest_bytes, "dest_sha256": dest_sha256,
             "ratio": round(array.nbytes / dest_bytes, 3), "mae": round(mae, 4),
