@@ -22,12 +22,10 @@ def _is_dstd(path: str) -> bool:
 
 def _load(path: str, args: argparse.Namespace):
     """A Scan from any supported input, .dstd included."""
-    from .. import io, open
-    from ..metadata import Scan
+    from .. import io
 
     if _is_dstd(path):
-        with open(path) as volume:
-            return Scan(volume.read(progress=not args.quiet), volume.metadata)
+        return io.read_scan(path, progress=not args.quiet)
     fmt = io.format_for_path(path)
     options = {}
     if getattr(args, "dataset", None):

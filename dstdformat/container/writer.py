@@ -137,37 +137,28 @@ def _encode(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None,
                 f"header is {len(header_bytes)} bytes; the limit is {MAX_HEADER_LENGTH} "
                 "(attributes too large?)"
             )
-        data_start = PREAMBLE_SIZE + len(header_bytes)
-        entries = [
-            SectionEntry(e.kind, e.tile, data_start + e.offset, e.length, e.crc32)
-            for e in relative
-        ]
-        index = pack_index(entries)
-        index_offset = data_start + payload_nbytes
-        preamble = Preamble(FORMAT_MAJOR, FORMAT_MINOR, 0, PREAMBLE_SIZE, len(header_bytes),
-                            crc32(header_bytes))
-        footer = Footer(index_offset, len(index), crc32(index))
+        head, tail = _framing(header_bytes, relative, payload_nbytes)
 
         spool.seek(0)
         with open_output() as out:
-            out.write(preamble.pack())
-            out.write(header_bytes)
+            out.write(head)
             shutil.copyfileobj(spool, out, 16 * 1024 * 1024)
-            out.write(index)
-            out.write(footer.pack())
+            out.write(tail)
             file_size = out.tell()
     return WriteResult(name, file_size, array.nbytes, header)
 
 
-def _assemble(header_bytes: bytes, relative: list[SectionEntry], payload: bytes) -> bytes:
-    """A whole file from its header, relative index entries and section bytes."""
+def _framing(header_bytes: bytes, relative: list[SectionEntry],
+             payload_nbytes: int) -> tuple[bytes, bytes]:
+    """What goes before the sections (preamble + header) and after them (index + footer), with
+    the index's offsets made absolute."""
     data_start = PREAMBLE_SIZE + len(header_bytes)
     index = pack_index([SectionEntry(e.kind, e.tile, data_start + e.offset, e.length, e.crc32)
                         for e in relative])
     preamble = Preamble(FORMAT_MAJOR, FORMAT_MINOR, 0, PREAMBLE_SIZE, len(header_bytes),
                         crc32(header_bytes))
-    footer = Footer(data_start + len(payload), len(index), crc32(index))
-    return b"".join([preamble.pack(), header_bytes, payload, index, footer.pack()])
+    footer = Footer(data_start + payload_nbytes, len(index), crc32(index))
+    return preamble.pack() + header_bytes, index + footer.pack()
 
 
 def _decoded_error(array: np.ndarray, metadata: ScanMetadata, header: dict,
@@ -179,7 +170,9 @@ def _decoded_error(array: np.ndarray, metadata: ScanMetadata, header: dict,
     from .volume import Volume
 
     spool.seek(0)
-    data = _assemble(encode_header(header), relative, spool.read())
+    payload = spool.read()
+    head, tail = _framing(encode_header(header), relative, len(payload))
+    data = head + payload + tail
     with Volume(MemorySource(data, "the file being written")) as volume:
         decoded = volume.read()
     return error_summary(array, decoded, metadata.slope, metadata.intercept)

@@ -63,7 +63,7 @@ def read_scan(path: str | os.PathLike[str], **options: Any) -> Scan:
     Options: ``dataset=`` (HDF5), ``series_uid=``, ``keep_identifiers=``, ``progress=`` (DICOM),
     ``refine=``, ``progress=`` (.dstd).
     """
-    if not Path(path).exists():
+    if "://" not in os.fspath(path) and not Path(path).exists():  # .dstd may be a URL
         raise FileMissingError(2, "No such file or directory", os.fspath(path))
     fmt = format_for_path(path)
     if fmt == "dstd":

@@ -35,7 +35,7 @@ class TileEncoder:
     def __init__(self, samples_of: Callable[[int], np.ndarray], tiles: list[int], preset: int,
                  progress: bool) -> None:
         self.samples_of, self.tiles, self.preset, self.progress = samples_of, tiles, preset, progress
-        self.label = f"AV1 base layer (preset {preset}"
+        self.label = f"AV1 base layer, preset {preset}"
         self.streams: dict[tuple[int, int], bytes] = {}
         self.passes = 0
 
@@ -49,7 +49,7 @@ class TileEncoder:
         if all((t, crf) in self.streams for t in self.tiles):
             return sum(len(self.streams[(t, crf)]) for t in self.tiles)
         self.passes += 1
-        desc = f"{self.label}, pass {self.passes}, crf {crf})"
+        desc = f"{self.label} (pass {self.passes}, crf {crf})"
         return sum(len(self.stream(t, crf))
                    for t in track(self.tiles, enabled=self.progress, desc=desc, unit="tile",
                                   leave=False))
@@ -152,7 +152,9 @@ def code_ratio_staged(probe: TileEncoder, final: TileEncoder, budget: float, fir
         if abs(sum(map(len, searched)) - budget) < miss:
             streams, crfs = searched, searched_crfs
     elif not clamp and min(crfs) == av1.MAX_CRF and sum(map(len, streams)) > budget:
-        code_ratio(final, budget, av1.MAX_CRF, clamp)  # raises: out of reach
+        # Every tile at the coarsest CRF and still over: the kept preset's own search says
+        # whether the ratio is out of reach (it raises then), in its words.
+        streams, crfs = code_ratio(final, budget, av1.MAX_CRF, clamp)
     return streams, crfs
 
 
