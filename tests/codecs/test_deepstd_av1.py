@@ -100,17 +100,34 @@ def test_rate_search_mixes_neighbouring_crfs_to_land_near_the_budget():
     blocks = {t: samples.to_samples(np.clip(ct_volume((8, 64, 80), seed=t), -1024, 3071))
               for t in range(4)}
     encoder = av1_rate.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
-    sizes = {c: encoder.total(c) for c in (24, 36)}
+    sizes = {c: encoder.total(4 * c) for c in (24, 36)}
     budget = (sizes[24] + sizes[36]) / 2
     streams, crfs = av1_rate.code_ratio(encoder, budget, 20, clamp=False)
     low = min(crfs)
-    assert max(crfs) - low <= 1 and 24 < low < 36
-    step = max(len(encoder.stream(t, low)) - len(encoder.stream(t, low + 1)) for t in blocks)
+    assert max(crfs) - low <= 0.25 and 24 < low < 36  # neighbouring quarter steps
+    assert all(av1.is_crf(c) for c in crfs)
+    step = max(len(encoder.stream(t, round(4 * low))) - len(encoder.stream(t, round(4 * low) + 1))
+               for t in blocks)
     assert abs(sum(map(len, streams)) - budget) <= step
     assert encoder.passes <= 2 + av1_rate.MAX_PASSES + 1  # bounded, whatever the sizes do
     with pytest.raises(InvalidInputError, match="out of reach"):
         av1_rate.code_ratio(encoder, 10, 40, clamp=False)
 
+
+
+def test_one_tile_lands_between_whole_crfs():
+    """A volume of one tile cannot mix CRFs across tiles: quarter steps land it between two whole
+    CRFs (a whole step moves the stream by ~8%)."""
+    samples = av1.SampleMap.for_window(-1024, 3071)
+    block = samples.to_samples(np.clip(real_ct()[40:56], -1024, 3071))
+    encoder = av1_rate.TileEncoder(lambda t: block, [0], preset=8, progress=False)
+    whole = {c: encoder.total(4 * c) for c in (30, 31)}
+    budget = float(np.sqrt(whole[30] * whole[31]))
+    assert min(abs(w / budget - 1) for w in whole.values()) > 0.03  # whole steps miss by >3%
+    streams, crfs = av1_rate.code_ratio(encoder, budget, 30, clamp=False)
+    assert 30 < crfs[0] < 31 and abs(len(streams[0]) / budget - 1) < 0.03, (crfs, whole, budget)
+    fraction = av1.encode(block, crfs[0], preset=8)
+    assert fraction == streams[0] and av1.decode_coded(fraction).shape[0] == 16
 
 
 def test_staged_search_lands_the_kept_presets_streams_on_the_budget():
@@ -122,11 +139,11 @@ def test_staged_search_lands_the_kept_presets_streams_on_the_budget():
               for t in range(4)}
     probe = av1_rate.TileEncoder(blocks.__getitem__, list(blocks), preset=12, progress=False)
     final = av1_rate.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
-    sizes = {c: final.total(c) for c in (24, 36)}
+    sizes = {c: final.total(4 * c) for c in (24, 36)}
     budget = (sizes[24] + sizes[36]) / 2
     final.streams.clear()
     streams, crfs = av1_rate.code_ratio_staged(probe, final, budget, 20, clamp=False)
-    assert all(s == final.streams[(t, c)] for t, c, s in zip(blocks, crfs, streams))
+    assert all(s == final.streams[(t, round(4 * c))] for t, c, s in zip(blocks, crfs, streams))
     assert abs(sum(map(len, streams)) / budget - 1) < 0.05
     assert len(final.streams) <= av1_rate.STAGED_ROUNDS * len(blocks)
     with pytest.raises(InvalidInputError, match="out of reach"):
@@ -189,7 +206,8 @@ def test_damaged_headers_of_av1_files_are_refused(tmp_path):
     vol = ct_volume(shape=(10, 32, 40))
     path = tmp_path / "a.dstd"
     dstdformat.save(vol, path, codec=Codec(ratio=8, model=None, base="av1"))
-    for change in ({"codec": "h264"}, {"crf": [0]}, {"samples": {"bit_depth": 12, "low": 0, "step": 1}},
+    for change in ({"codec": "h264"}, {"crf": [0]}, {"crf": [20.1]}, {"crf": [True]},
+                   {"samples": {"bit_depth": 12, "low": 0, "step": 1}},
                    {"samples": {"bit_depth": 10, "low": 1e300, "step": 4.0}},  # float32 overflow
                    {"samples": {"bit_depth": 10, "low": 0.0, "step": 1e11}}):
         damaged = tmp_path / "damaged.dstd"

@@ -74,9 +74,9 @@ class BaseLayer:
             if name != "av1":
                 raise ValueError(f"unknown base layer {name!r} (known: {', '.join(BASE_LAYERS)})")
             crf = record["crf"]
-            if not (isinstance(crf, list) and len(crf) == n_tiles
-                    and all(isinstance(c, int) and av1.MIN_CRF <= c <= av1.MAX_CRF for c in crf)):
-                raise ValueError(f"crf must be {n_tiles} integers in {av1.MIN_CRF}..{av1.MAX_CRF}")
+            if not (isinstance(crf, list) and len(crf) == n_tiles and all(map(av1.is_crf, crf))):
+                raise ValueError(f"crf must be {n_tiles} quarter steps in "
+                                 f"{av1.MIN_CRF}..{av1.MAX_CRF}")
             return cls("av1", av1.SampleMap.from_json(record["samples"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptHeaderError(f"deepstd base layer record is malformed: {exc}") from None

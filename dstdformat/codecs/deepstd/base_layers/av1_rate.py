@@ -2,7 +2,8 @@
 
 Size falls about 2x per 9 CRF steps (measured at preset 4 on chest CT), so the ratio search
 predicts from that slope, corrects by secant on the measured sizes, brackets the budget between
-two neighbouring CRFs and then moves single tiles between them until the total is as close to the
+two neighbouring quarter CRF steps (SVT-AV1's extended CRF; a whole step moves a stream by ~8%,
+a quarter by ~2%) and then moves single tiles between them until the total is as close to the
 budget as one tile's step allows. Each (tile, CRF) is encoded at most once per preset.
 
 The search runs on a fast probe preset, whose streams are 10-20% smaller than the kept preset's
@@ -26,11 +27,12 @@ from . import av1
 
 #: Measured slope of log2(size) per CRF step (negative: higher CRF, smaller stream).
 LOG2_SIZE_PER_CRF = -1.0 / 9.0
-MAX_PASSES = 7
+MAX_PASSES = 9
 
 
 class TileEncoder:
-    """Encodes tiles at a CRF, remembering every stream it made."""
+    """Encodes tiles at a CRF, remembering every stream it made. CRFs are given in quarter steps
+    (``steps = 4 x crf``) so that the search runs on integers."""
 
     def __init__(self, samples_of: Callable[[int], np.ndarray], tiles: list[int], preset: int,
                  progress: bool) -> None:
@@ -39,57 +41,59 @@ class TileEncoder:
         self.streams: dict[tuple[int, int], bytes] = {}
         self.passes = 0
 
-    def stream(self, tile: int, crf: int) -> bytes:
-        key = (tile, crf)
+    def stream(self, tile: int, steps: int) -> bytes:
+        key = (tile, steps)
         if key not in self.streams:
-            self.streams[key] = av1.encode(self.samples_of(tile), crf, self.preset)
+            self.streams[key] = av1.encode(self.samples_of(tile), av1.crf_of_steps(steps),
+                                           self.preset)
         return self.streams[key]
 
-    def total(self, crf: int) -> int:
-        if all((t, crf) in self.streams for t in self.tiles):
-            return sum(len(self.streams[(t, crf)]) for t in self.tiles)
+    def total(self, steps: int) -> int:
+        if all((t, steps) in self.streams for t in self.tiles):
+            return sum(len(self.streams[(t, steps)]) for t in self.tiles)
         self.passes += 1
-        desc = f"{self.label} (pass {self.passes}, crf {crf})"
-        return sum(len(self.stream(t, crf))
+        desc = f"{self.label} (pass {self.passes}, crf {av1.crf_of_steps(steps)})"
+        return sum(len(self.stream(t, steps))
                    for t in track(self.tiles, enabled=self.progress, desc=desc, unit="tile",
                                   leave=False))
 
 
 def _bracket(sizes: dict[int, int], budget: float) -> tuple[int | None, int | None]:
-    """(a, b): the highest CRF tried whose total is over the budget, and the lowest above it that
-    is within. Sizes are nearly but not strictly monotone (tiny tiles), hence this reading."""
+    """(a, b): the highest step tried whose total is over the budget, and the lowest above it
+    that is within. Sizes are nearly but not strictly monotone (tiny tiles), hence this reading."""
     over = [c for c in sizes if sizes[c] > budget]
     a = max(over) if over else None
     under = [c for c in sizes if sizes[c] <= budget and (a is None or c > a)]
     return a, (min(under) if under else None)
 
 
-def code_ratio(encoder: TileEncoder, budget: float, first_crf: int,
-               clamp: bool) -> tuple[list[bytes], list[int]]:
-    """Streams and CRFs of every tile, their total as close to ``budget`` bytes as the CRF steps
-    allow. A budget below the smallest stream is an error unless ``clamp``."""
-    lo, hi = av1.MIN_CRF, av1.MAX_CRF
+def code_ratio(encoder: TileEncoder, budget: float, first_crf: float,
+               clamp: bool) -> tuple[list[bytes], list[int | float]]:
+    """Streams and CRFs of every tile, their total as close to ``budget`` bytes as quarter CRF
+    steps allow. A budget below the smallest stream is an error unless ``clamp``."""
+    per_step = LOG2_SIZE_PER_CRF / av1.CRF_STEPS
+    lo, hi = av1.MIN_CRF * av1.CRF_STEPS, av1.MAX_CRF * av1.CRF_STEPS
     sizes: dict[int, int] = {}
-    crf = min(max(int(first_crf), lo), hi)
-    reach = 0  # one-sided steps grow at least twofold, so a shallow slope cannot stall the search
+    steps = min(max(round(first_crf * av1.CRF_STEPS), lo), hi)
+    reach = 0  # one-sided moves grow at least twofold, so a shallow slope cannot stall the search
     for _ in range(MAX_PASSES):
-        sizes[crf] = encoder.total(crf)
+        sizes[steps] = encoder.total(steps)
         a, b = _bracket(sizes, budget)
         if a is not None and b is not None:
             if b - a == 1:
                 break
             slope = (math.log2(sizes[b]) - math.log2(sizes[a])) / (b - a)
             guess = a + (math.log2(budget) - math.log2(sizes[a])) / min(slope, -1e-3)
-            crf = min(max(round(guess), a + 1), b - 1)
+            steps = min(max(round(guess), a + 1), b - 1)
         else:
             if (a is None and min(sizes) == lo) or (b is None and a == hi):
                 break
             start = a if b is None else b
-            guess = start + (math.log2(budget) - math.log2(sizes[start])) / LOG2_SIZE_PER_CRF
+            guess = start + (math.log2(budget) - math.log2(sizes[start])) / per_step
             direction = 1 if b is None else -1
             reach = max(abs(round(guess) - start), 2 * reach, 1)
-            crf = min(max(start + direction * reach, lo), hi)
-        if crf in sizes:
+            steps = min(max(start + direction * reach, lo), hi)
+        if steps in sizes:
             break
     a, b = _bracket(sizes, budget)
     if b is None and hi not in sizes:  # the search stopped short: is the coarsest enough?
@@ -97,28 +101,41 @@ def code_ratio(encoder: TileEncoder, budget: float, first_crf: int,
         a, b = _bracket(sizes, budget)
     if b is None:
         if not clamp:
+            coarsest = max(sizes)
             raise InvalidInputError(
-                f"the asked ratio is out of reach: the AV1 base layer at crf {max(sizes)} takes "
-                f"{sizes[max(sizes)]} bytes, more than the budget of {budget:.0f}")
-        return [encoder.stream(t, hi) for t in encoder.tiles], [hi] * len(encoder.tiles)
-    crfs = {t: b for t in encoder.tiles}
-    if a == b - 1:  # move single tiles one step finer while the total stays near the budget
-        total = sizes[b]
-        gains = sorted(((len(encoder.stream(t, a)) - len(encoder.stream(t, b)), t)
-                        for t in encoder.tiles), reverse=True)
-        for extra, tile in gains:  # biggest gains first while they fit
-            if total + extra <= budget:
-                crfs[tile], total = a, total + extra
-        left = [(extra, t) for extra, t in gains if crfs[t] == b]
-        if left:  # one more step may land closer to the budget from above
-            extra, tile = min(left)
-            if abs(total + extra - budget) < abs(total - budget):
-                crfs[tile] = a
-    return [encoder.stream(t, crfs[t]) for t in encoder.tiles], [crfs[t] for t in encoder.tiles]
+                f"the asked ratio is out of reach: the AV1 base layer at crf "
+                f"{av1.crf_of_steps(coarsest)} takes {sizes[coarsest]} bytes, more than the "
+                f"budget of {budget:.0f}")
+        chosen = {t: hi for t in encoder.tiles}
+    else:
+        chosen = _mix_neighbours(encoder, sizes, a, b, budget)
+    return ([encoder.stream(t, chosen[t]) for t in encoder.tiles],
+            [av1.crf_of_steps(chosen[t]) for t in encoder.tiles])
+
+
+def _mix_neighbours(encoder: TileEncoder, sizes: dict[int, int], a: int | None, b: int,
+                    budget: float) -> dict[int, int]:
+    """Every tile at step ``b`` (within the budget); where ``a`` is the next finer step, single
+    tiles move to it while the total stays near the budget."""
+    chosen = {t: b for t in encoder.tiles}
+    if a != b - 1:
+        return chosen
+    total = sizes[b]
+    gains = sorted(((len(encoder.stream(t, a)) - len(encoder.stream(t, b)), t)
+                    for t in encoder.tiles), reverse=True)
+    for extra, tile in gains:  # biggest gains first while they fit
+        if total + extra <= budget:
+            chosen[tile], total = a, total + extra
+    left = [(extra, t) for extra, t in gains if chosen[t] == b]
+    if left:  # one more step may land closer to the budget from above
+        extra, tile = min(left)
+        if abs(total + extra - budget) < abs(total - budget):
+            chosen[tile] = a
+    return chosen
 
 
 #: The kept preset's total may miss the budget by this much before the probe's budget is corrected
-#: (one CRF step moves a tile by about 8%, so a one-tile volume cannot always land closer).
+#: (a quarter CRF step moves a tile by about 2%; the presets' size ratio varies more than that).
 STAGED_TOLERANCE = 0.03
 STAGED_ROUNDS = 2
 #: Kept-preset bytes per probe byte at the same CRF, the first round's guess (measured on training
@@ -128,13 +145,13 @@ PROBE_SIZE_FACTOR = 0.84
 FALLBACK_TOLERANCE = 0.045
 
 
-def code_ratio_staged(probe: TileEncoder, final: TileEncoder, budget: float, first_crf: int,
-                      clamp: bool) -> tuple[list[bytes], list[int]]:
+def code_ratio_staged(probe: TileEncoder, final: TileEncoder, budget: float, first_crf: float,
+                      clamp: bool) -> tuple[list[bytes], list[int | float]]:
     """Like :func:`code_ratio`, with the search on ``probe`` and the streams from ``final``."""
     probe_budget, best = budget / PROBE_SIZE_FACTOR, None
     for _ in range(STAGED_ROUNDS):
         _, crfs = code_ratio(probe, probe_budget, first_crf, clamp=True)
-        streams = [final.stream(t, c) for t, c in zip(final.tiles, crfs)]
+        streams = [final.stream(t, round(c * av1.CRF_STEPS)) for t, c in zip(final.tiles, crfs)]
         total = sum(map(len, streams))
         miss = abs(total - budget)
         if best is None or miss < best[0]:
@@ -142,13 +159,13 @@ def code_ratio_staged(probe: TileEncoder, final: TileEncoder, budget: float, fir
         if miss <= STAGED_TOLERANCE * budget:
             break
         probe_budget *= budget / total
-        first_crf = int(np.median(crfs))
+        first_crf = float(np.median(crfs))
     assert best is not None
     miss, streams, crfs = best
     if miss > FALLBACK_TOLERANCE * budget:
         # The probe misled (content where the presets' sizes do not keep their usual ratio):
         # search on the kept preset itself, from where the probe ended.
-        searched, searched_crfs = code_ratio(final, budget, int(np.median(crfs)), clamp)
+        searched, searched_crfs = code_ratio(final, budget, float(np.median(crfs)), clamp)
         if abs(sum(map(len, searched)) - budget) < miss:
             streams, crfs = searched, searched_crfs
     elif not clamp and min(crfs) == av1.MAX_CRF and sum(map(len, streams)) > budget:
