@@ -26,7 +26,7 @@ from dstdformat.codecs.deepstd.codec import DEFAULT_WINDOW, _stored_window
 from dstdformat.container.writer import encode_volume
 from dstdformat.io import read_scan
 from dstdformat.metrics import mae, ssim
-from dstdformat.model.zoo import DEFAULT_MODEL
+from dstdformat.zoo.registry import DEFAULT_MODEL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED  # noqa: E402

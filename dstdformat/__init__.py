@@ -12,7 +12,7 @@ from typing import Any
 from ._version import __version__
 from .codecs.base import VolumeCodec
 from .container.volume import Volume, open_volume
-from .container.writer import WriteResult, write_volume
+from .container.writer import WriteResult
 from .errors import (
     ChecksumError,
     CodecError,
@@ -46,23 +46,10 @@ def save(data: Any, path: str | os.PathLike[str], codec: str | VolumeCodec = "lo
     ``intercept``, ``modality``, ``original_dtype``, ``attributes``, ``provenance``; they
     override what a Scan or Volume carries.
     """
-    if isinstance(data, Scan):
-        array, base = data.array, data.metadata
-    elif isinstance(data, Volume):
-        array, base = data.read(), data.metadata
-    else:
-        array, base = data, ScanMetadata()
-    meta = base.replace(**metadata) if metadata else base
-    if isinstance(codec, str):
-        from .codecs.registry import get_codec
+    from .io.dstd_files import save_dstd
 
-        codec = get_codec(codec, **(codec_options or {}))
-    elif not isinstance(codec, VolumeCodec):
-        raise InvalidInputError(f"codec must be a codec id or a VolumeCodec, got {codec!r}")
-    elif codec_options:
-        raise InvalidInputError("codec_options only apply when codec is given by id")
-    return write_volume(path, array, codec=codec, metadata=meta, tile_shape=tile_shape,
-                        progress=progress, storage_options=storage_options)
+    return save_dstd(data, path, codec, tile_shape=tile_shape, codec_options=codec_options,
+                     progress=progress, storage_options=storage_options, **metadata)
 
 
 def open(path_or_url: str | os.PathLike[str],  # noqa: A001 - the natural name, like zarr.open

@@ -6,6 +6,9 @@ input also derive from ``ValueError`` so code written against plain numpy expect
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class DstdError(Exception):
     """Base class of all dstdformat errors."""
@@ -91,3 +94,20 @@ __all__ = [
     "UnsupportedImageError",
     "UnsupportedVersionError",
 ]
+
+
+@contextmanager
+def stream_errors(what: str) -> Iterator[None]:
+    """Turn whatever the range decoder raises on an invalid stream into a CorruptSectionError.
+
+    constriction reports invalid data with ``AssertionError``/``ValueError``, and a Rust panic
+    surfaces as pyo3's ``PanicException``, which derives from ``BaseException``.
+    """
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - any failure here means the stream is invalid
+        raise CorruptSectionError(f"{what} is not a valid range-coded stream: {exc}") from None
+    except BaseException as exc:
+        if type(exc).__name__ == "PanicException":
+            raise CorruptSectionError(f"{what} is not a valid range-coded stream: {exc}") from None
+        raise

@@ -23,6 +23,10 @@ import numpy as np
 
 from .errors import InvalidInputError
 
+#: The CT window in HU, air (-1024) to dense bone (3071): 4096 levels, 12 bits. The lossy codecs
+#: code it, the metrics clip to it, the training normalises by it; declared here only.
+HU_WINDOW = (-1024.0, 3071.0)
+
 #: Permutation between NIfTI's ``[i, j, k]`` and our ``[k, j, i]`` index order (its own inverse).
 IJK_TO_KJI = np.array(
     [[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64

@@ -23,8 +23,9 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .errors import InvalidInputError
+from .metadata import HU_WINDOW
 
-HU_CLIP = (-1024.0, 3071.0)
+HU_CLIP = HU_WINDOW
 DATA_RANGE = HU_CLIP[1] - HU_CLIP[0]
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5

@@ -20,7 +20,7 @@ def test_model(tmp_path, monkeypatch):
     """A small refinement model 'test-refiner', found through DSTD_MODEL_PATH."""
     from helpers import make_model
 
-    from dstdformat.model.zoo import MODEL_PATH_ENV
+    from dstdformat.zoo.registry import MODEL_PATH_ENV
 
     folder = tmp_path / "models"
     folder.mkdir()

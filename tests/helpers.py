@@ -104,7 +104,7 @@ def make_model(folder: Path, model_id: str = "test-refiner", seed: int = 0) -> P
     import torch
 
     from dstdformat.model.refine import Refiner, RefinerConfig
-    from dstdformat.model.weights import save_state
+    from dstdformat.zoo.weights import save_state
 
     torch.manual_seed(seed)
     refiner = Refiner(RefinerConfig(channels=8, blocks=1))

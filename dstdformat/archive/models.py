@@ -34,8 +34,8 @@ def _entry_folder(sha256: str) -> str:
 def resolve_models(codec_options: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The codec options with models named by id (paths replaced) and the files they need:
     ``[{"kind": "model"|"template", "id", "sha256", "files": {name: local path}}]``."""
-    from ..model.template import find_template, template_id_of
-    from ..model.zoo import DEFAULT_TEMPLATE, find_model, search_folders
+    from ..zoo.registry import DEFAULT_TEMPLATE, find_model, search_folders
+    from ..zoo.templates import find_template, template_id_of
 
     options = dict(codec_options)
     needed: list[dict[str, Any]] = []
@@ -91,7 +91,7 @@ def store_models(location: ArchiveLocation, needed: list[dict[str, Any]]) -> lis
 def ensure_models(location: ArchiveLocation, entries: list[dict[str, Any]]) -> None:
     """Make every model of the archive findable in this process: installed ones are used as they
     are; missing ones are fetched from the archive into the cache (checked by SHA-256)."""
-    from ..model.zoo import file_sha256, find_model, register_model_folder, search_folders
+    from ..zoo.registry import file_sha256, find_model, register_model_folder, search_folders
 
     for entry in entries:
         if _installed(entry, find_model, search_folders):

@@ -88,9 +88,9 @@ def tree_sha256(location: ArchiveLocation, relative: str) -> tuple[str, int]:
 def archive_scan(job: dict[str, Any]) -> dict[str, Any]:
     """Read one source scan, store it under the archive, decode it back to measure it, and
     write its catalog record (the last step: no record means not done)."""
-    from .. import open as open_volume
-    from .. import save
+    from ..container.volume import open_volume
     from ..io import read_scan
+    from ..io.dstd_files import save_dstd as save
 
     started = time.perf_counter()
     scan = SourceScan(**{**job["scan"], "files": tuple(job["scan"]["files"])})
@@ -188,7 +188,7 @@ def restore_scan(job: dict[str, Any]) -> dict[str, Any]:
 
 def load_archived(location: ArchiveLocation, record: dict[str, Any]):
     """The decoded :class:`~dstdformat.Scan` of one catalog record (a .dstd file or zarr group)."""
-    from .. import open as open_volume
+    from ..container.volume import open_volume
     from ..metadata import Scan
 
     destination = record["destination"]

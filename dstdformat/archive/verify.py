@@ -101,8 +101,8 @@ def verify_archive(destination: str | os.PathLike[str], *, decode: bool = False,
 
 
 def _check_stored(location: ArchiveLocation, record: dict[str, Any], summary: VerifySummary) -> str | None:
-    from .. import open as open_volume
     from ..container.inspect import verify as verify_volume
+    from ..container.volume import open_volume
 
     destination = record["destination"]
     if destination.endswith(".dstd"):

@@ -221,22 +221,22 @@ class DstdCodec(BenchCodec):
                                                 guess=lambda r: r)
 
     def encode(self, volume, value, threads):
-        import dstdformat
+        from ..io.dstd_files import save_dstd
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "v.dstd"
             options = dict(self.options, **({} if value is None else {"ratio": value}))
             with _torch_threads(threads):
-                dstdformat.save(volume, path, codec=self.codec_id, codec_options=options)
+                save_dstd(volume, path, codec=self.codec_id, codec_options=options)
             return [path.read_bytes()]
 
     def decode(self, payload, shape, threads):
-        import dstdformat
+        from ..container.volume import open_volume
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "v.dstd"
             path.write_bytes(payload[0])
-            with dstdformat.open(path) as volume, _torch_threads(threads):
+            with open_volume(path) as volume, _torch_threads(threads):
                 return volume.read()
 
 

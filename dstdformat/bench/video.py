@@ -16,10 +16,11 @@ import numpy as np
 
 from ..codecs.deepstd.base_layers.av1 import DEFAULT_PRESET, ENCODER_PARAMS, scheduling_kept
 from ..errors import InvalidInputError
+from ..metadata import HU_WINDOW
 from .base import BenchCodec, Knob, Payload, to_int16
 
 #: The HU window every adapter codes: -1024 HU (air) up to 3071 HU (dense bone, metal clipped).
-WINDOW_LOW, WINDOW_HIGH = -1024.0, 3071.0
+WINDOW_LOW, WINDOW_HIGH = HU_WINDOW
 
 
 def _av():

@@ -53,8 +53,8 @@ def check_destination(path: str, force: bool) -> None:
 
 
 def compress(args: argparse.Namespace) -> int:
-    from .. import save
     from ..codecs.registry import get_codec_class
+    from ..io.dstd_files import save_dstd as save
 
     codec_cls = get_codec_class(args.codec)
     options = {name: value for name, value in (
@@ -108,8 +108,9 @@ def to_zarr(args: argparse.Namespace) -> int:
 
 
 def from_zarr(args: argparse.Namespace) -> int:
-    from .. import io, save
+    from .. import io
     from ..interop.to_zarr import zarr_to_scan
+    from ..io.dstd_files import save_dstd
 
     to_dstd = _is_dstd(args.output)
     fmt = "dstd" if to_dstd else io.format_for_output(args.output)
@@ -120,7 +121,8 @@ def from_zarr(args: argparse.Namespace) -> int:
     scan = zarr_to_scan(args.input)
     if to_dstd:
         options = {"ratio": args.ratio} if args.ratio is not None else {}
-        save(scan, args.output, codec=args.codec, codec_options=options, progress=not args.quiet)
+        save_dstd(scan, args.output, codec=args.codec, codec_options=options,
+                  progress=not args.quiet)
     else:
         io.write_scan(scan, args.output)
     if not args.quiet:
@@ -130,7 +132,8 @@ def from_zarr(args: argparse.Namespace) -> int:
 
 
 def decompress(args: argparse.Namespace) -> int:
-    from .. import io, open
+    from .. import io
+    from ..container.volume import open_volume as open
     from ..metadata import Scan
 
     fmt = io.format_for_output(args.output)  # fail on a bad suffix before decoding anything
@@ -146,8 +149,8 @@ def decompress(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
-    from .. import open
     from ..container.inspect import summarize
+    from ..container.volume import open_volume as open
 
     with open(args.file) as volume:
         summary = summarize(volume)
@@ -159,8 +162,8 @@ def info(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from .. import open
     from ..container.inspect import verify as verify_volume
+    from ..container.volume import open_volume as open
 
     if not _is_dstd(args.file):
         from ..archive.collection import is_archive
@@ -223,7 +226,7 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from ..model.training import training_paths
+    from ..training.data import training_paths
 
     if args.collection:
         return _train_collection(args)
@@ -241,9 +244,9 @@ def train(args: argparse.Namespace) -> int:
 
 
 def _train_collection(args: argparse.Namespace) -> int:
-    from ..model.collection_training import CollectionTrainConfig, train_collection
     from ..model.registration import RegistrationConfig
-    from ..model.training import training_paths
+    from ..training.collection import CollectionTrainConfig, train_collection
+    from ..training.data import training_paths
 
     if args.sources:
         raise InvalidInputError("--collection takes the scans from its folder; drop the other sources")
@@ -269,7 +272,7 @@ def _train_collection(args: argparse.Namespace) -> int:
 
 def _refiner_settings(args: argparse.Namespace) -> dict:
     """RefinerTrainConfig fields from the command line (both `train` and `train --collection`)."""
-    from ..model.refine_training import limited_data_settings
+    from ..training.refiner import limited_data_settings
 
     crop = tuple(args.crop or (32, 64, 64))
     if any(c <= 0 or c % 2 for c in crop):
@@ -294,7 +297,7 @@ def _refiner_settings(args: argparse.Namespace) -> dict:
 
 
 def _train_refiner(args: argparse.Namespace, paths: list[str]) -> int:
-    from ..model.refine_training import RefinerTrainConfig, export_model, train_refiner
+    from ..training.refiner import RefinerTrainConfig, export_model, train_refiner
 
     config = RefinerTrainConfig(sources=paths, out=args.out, eval_sources=list(args.eval),
                                 **_refiner_settings(args))
@@ -310,8 +313,8 @@ def _train_refiner(args: argparse.Namespace, paths: list[str]) -> int:
 
 
 def _train_hyperprior(args: argparse.Namespace, paths: list[str]) -> int:
-    from ..model.training import TrainConfig
-    from ..model.training import train as run_training
+    from ..training.hyperprior import TrainConfig
+    from ..training.hyperprior import train as run_training
 
     crop = tuple(args.crop or (64, 64, 64))
     if any(c <= 0 or c % 32 for c in crop):
@@ -334,7 +337,9 @@ BUNDLED_SCAN = "totalseg_abdomen_3mm.nii.gz"
 
 
 def demo(args: argparse.Namespace) -> int:
-    from .. import io, open, save
+    from .. import io
+    from ..container.volume import open_volume as open
+    from ..io.dstd_files import save_dstd as save
 
     codec = "deepstd"
     with resources.as_file(resources.files("dstdformat") / "data" / BUNDLED_SCAN) as source:

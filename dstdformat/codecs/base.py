@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..container.tiling import Region, TileGrid
 from ..errors import InvalidInputError
 from ..metadata import ScanMetadata
+from ..tiling import Region, TileGrid
 
 SectionKey = tuple[int, int]  # (SectionKind, tile number or NO_TILE)
 Fetch = Callable[[list[SectionKey]], Mapping[SectionKey, bytes]]
@@ -41,6 +41,18 @@ class Encoded:
 
     sections: Iterator[Section]
     state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerCosts:
+    """Bytes a file holds besides the sections: what a codec aiming at a ratio of raw bytes to
+    *file* bytes must leave room for. The writer knows them and tells the codec, so that no codec
+    re-states the container's figures."""
+
+    #: Preamble, footer and header (the header as an estimate: its codec state is not yet known).
+    fixed_bytes: int = 0
+    #: Each section's record in the index.
+    per_section_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,10 +107,12 @@ class VolumeCodec(ABC):
 
     @abstractmethod
     def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False,
-               metadata: ScanMetadata | None = None) -> Encoded:
+               metadata: ScanMetadata | None = None,
+               costs: ContainerCosts | None = None) -> Encoded:
         """Encode a C-contiguous little-endian 3D array into sections.
 
-        ``metadata`` tells lossy codecs how stored values map to physical units (slope, intercept).
+        ``metadata`` tells lossy codecs how stored values map to physical units (slope, intercept);
+        ``costs`` what the container adds, for codecs that aim at a file size.
         """
 
     @abstractmethod

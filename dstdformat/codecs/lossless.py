@@ -12,13 +12,12 @@ from typing import Any, ClassVar
 import numpy as np
 from numcodecs import Blosc
 
-from ..container.format import SectionKind
-from ..container.tiling import Region, TileGrid, overlap_slices
 from ..errors import InvalidInputError
 from ..metadata import ScanMetadata
 from ..progress import track
+from ..tiling import Region, SectionKind, TileGrid, overlap_slices
 from ._blosc import decode_checked
-from .base import DecodeContext, Encoded, Fetch, Section, VolumeCodec
+from .base import ContainerCosts, DecodeContext, Encoded, Fetch, Section, VolumeCodec
 
 _SHUFFLES = {"none": Blosc.NOSHUFFLE, "byte": Blosc.SHUFFLE, "bit": Blosc.BITSHUFFLE}
 _CNAMES = ("zstd", "lz4", "lz4hc", "zlib", "blosclz")
@@ -49,7 +48,8 @@ class LosslessCodec(VolumeCodec):
         return {"cname": self.cname, "clevel": self.clevel, "shuffle": self.shuffle}
 
     def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False,
-               metadata: ScanMetadata | None = None) -> Encoded:
+               metadata: ScanMetadata | None = None,
+               costs: ContainerCosts | None = None) -> Encoded:
         def sections():
             for tile in track(grid, enabled=progress, desc="compressing tiles",
                               total=grid.n_tiles, unit="tile"):

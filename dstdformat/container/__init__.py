@@ -1,7 +1,7 @@
 """Format v1 container: header, sections, index, checksums. numpy only -- never imports torch.
 
-Names are resolved lazily so that codecs can import ``container.format``/``container.tiling``
-while this package's reader and writer import the codec base classes.
+Names are resolved lazily: importing one piece (say, the format constants) does not load the
+reader, the writer and the codecs they use.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ _EXPORTS = {
     "FORMAT_MAJOR": ".format",
     "FORMAT_MINOR": ".format",
     "MAGIC": ".format",
-    "SectionKind": ".format",
+    "SectionKind": "..tiling",
     "DstdReader": ".reader",
-    "TileGrid": ".tiling",
+    "TileGrid": "..tiling",
     "Volume": ".volume",
     "open_volume": ".volume",
     "WriteResult": ".writer",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from enum import IntEnum
 
 from ..errors import (
     ChecksumError,
@@ -19,6 +18,7 @@ from ..errors import (
     TruncatedFileError,
     UnsupportedVersionError,
 )
+from ..tiling import NO_TILE, SectionKind  # noqa: F401  (part of the format's vocabulary)
 
 MAGIC = b"\x89DSTD\r\n\x1a"
 FOOTER_MAGIC = b"DSTDEND\n"
@@ -44,28 +44,9 @@ _RECORD = struct.Struct("<HHIqqII")
 assert _PREAMBLE.size <= PREAMBLE_SIZE and _FOOTER.size == FOOTER_SIZE
 assert _RECORD.size == INDEX_RECORD_SIZE
 
-NO_TILE = 0xFFFFFFFF
-
-
 def crc32(data: bytes | memoryview) -> int:
     """CRC-32 (ISO-HDLC, as zlib and PNG compute it) of ``data``."""
     return zlib.crc32(data) & 0xFFFFFFFF
-
-
-class SectionKind(IntEnum):
-    """What a section holds. Readers skip kinds they do not know (forward compatibility)."""
-
-    SHAPE = 1  #: per-scan deformation to the template (global)
-    TEXTURE = 2  #: one independently decodable tile of voxel/latent data
-    MODEL = 3  #: an embedded model (safetensors)
-    RESIDUAL = 4  #: optional lossless residual, one per tile
-
-    @classmethod
-    def name_of(cls, value: int) -> str:
-        try:
-            return cls(value).name.lower()
-        except ValueError:
-            return f"kind-{value}"
 
 
 @dataclass(frozen=True)

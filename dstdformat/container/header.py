@@ -13,15 +13,13 @@ import numpy as np
 
 from ..errors import CorruptHeaderError, InvalidInputError
 from ..metadata import ScanMetadata
+from ..tiling import MAX_TILE_VOXELS, TileGrid
 from .format import FORMAT_MAJOR, FORMAT_MINOR
-from .tiling import TileGrid
 
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 #: A decoded volume larger than this (16 TiB) is refused before anything is allocated.
 MAX_DECODED_BYTES = 1 << 44
 MAX_DIM = 1 << 24
-#: A tile larger than this (1 Gi voxels) is refused: decoders hold a tile in memory.
-MAX_TILE_VOXELS = 1 << 30
 #: A file may not claim to decode to more than this many times its own size. The best real ratios
 #: are orders of magnitude lower (lossless zeros: ~2,000:1); the cap keeps a small forged file
 #: from making a reader allocate gigabytes.

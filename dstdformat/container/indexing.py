@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from .tiling import Region
+from ..tiling import Region
 
 
 def plan_index(key: Any, shape: tuple[int, ...]) -> tuple[Region, tuple[Any, ...]]:

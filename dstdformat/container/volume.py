@@ -14,9 +14,9 @@ from ..metadata import ScanMetadata
 from ..progress import track
 from ..storage.retry import RetryPolicy
 from ..storage.sources import ByteSource, IOStats, open_source
+from ..tiling import Region
 from .indexing import plan_index
 from .reader import DstdReader
-from .tiling import Region
 
 
 class Volume:

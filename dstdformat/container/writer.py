@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import math
 import os
 import shutil
@@ -17,11 +18,12 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .._version import __version__
-from ..codecs.base import VolumeCodec
+from ..codecs.base import ContainerCosts, VolumeCodec
 from ..errors import InvalidInputError
 from ..metadata import ScanMetadata
 from ..metrics import error_summary
 from ..storage.writing import atomic_output
+from ..tiling import MAX_TILE_VOXELS, TileGrid, default_tile_shape
 from .format import (
     FOOTER_SIZE,
     FORMAT_MAJOR,
@@ -36,11 +38,15 @@ from .format import (
     pack_index,
     relative_index_crc32,
 )
-from .header import MAX_TILE_VOXELS, build_header, encode_header
-from .tiling import TileGrid, default_tile_shape
+from .header import build_header, encode_header
 
 #: Encoded sections stay in memory up to this size, then spill to a temporary file.
 SPOOL_MEMORY = 256 * 1024 * 1024
+#: Bytes of preamble, footer and header besides the metadata JSON that codecs aiming at a file
+#: size plan for (an estimate made before the codec state exists; measured 700-900).
+HEADER_ESTIMATE = 1000
+#: What the metadata JSON is planned at when the scan has no geometry.
+BARE_METADATA_ESTIMATE = 400
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,18 @@ def encode_volume(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | Non
     return buffer.getvalue()
 
 
+def container_costs(metadata: ScanMetadata | None) -> ContainerCosts:
+    """What this writer adds to a file besides the sections, told to the codec."""
+    metadata_bytes = BARE_METADATA_ESTIMATE
+    if metadata is not None and metadata.affine is not None and metadata.spacing is not None:
+        try:
+            metadata_bytes = len(json.dumps(metadata.to_json()))
+        except (TypeError, ValueError):  # the header refuses it later, naming the field
+            pass
+    return ContainerCosts(fixed_bytes=HEADER_ESTIMATE + metadata_bytes,
+                          per_section_bytes=INDEX_RECORD_SIZE)
+
+
 def _encode(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None,
             tile_shape: Sequence[int] | None, progress: bool,
             open_output: Callable[[], ContextManager[BinaryIO]], name: str,
@@ -110,7 +128,8 @@ def _encode(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None,
     grid = TileGrid(array.shape, tile)  # type: ignore[arg-type]
     original_sha256 = hashlib.sha256(memoryview(array).cast("B")).hexdigest()
 
-    encoded = codec.encode(array, grid, progress=progress, metadata=metadata)
+    encoded = codec.encode(array, grid, progress=progress, metadata=metadata,
+                           costs=container_costs(metadata))
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY) as spool:
         relative: list[SectionEntry] = []
         for section in encoded.sections:

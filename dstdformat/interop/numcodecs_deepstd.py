@@ -15,6 +15,7 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray, ndarray_copy
 
 from ..errors import CodecError, InvalidInputError, UnsupportedDtypeError
+from ..metadata import HU_WINDOW
 
 #: Chunk dtypes accepted (CT is int16 or uint16; uint8 for windowed exports; float32 in HU).
 CHUNK_DTYPES = ("int16", "uint16", "uint8", "float32")
@@ -31,7 +32,7 @@ class DeepSTD(Codec):
     codec_id = "deepstd"
 
     def __init__(self, ratio: float | None = None, quality: float | None = None,
-                 max_error: float | None = None, window: tuple[float, float] = (-1024.0, 3071.0),
+                 max_error: float | None = None, window: tuple[float, float] = HU_WINDOW,
                  model: str | None = "auto", model_sha256: str | None = None,
                  slope: float = 1.0, intercept: float = 0.0, base: str = "auto") -> None:
         from ..codecs.deepstd import DeepSTDVolumeCodec
@@ -49,7 +50,7 @@ class DeepSTD(Codec):
             raise InvalidInputError("slope must not be 0")
         self.model_sha256 = None
         if self.model is not None:
-            from ..model.zoo import find_model
+            from ..zoo.registry import find_model
 
             # CodecError when missing or different; a path stays a path (it is what finds it)
             self.model_sha256 = find_model(self.model, model_sha256).sha256
@@ -104,14 +105,13 @@ class DeepSTD(Codec):
     def decode_many(self, bufs: list[Any], batch: int | None = None) -> list[np.ndarray]:
         """Decode several chunks, running the refinement network over all their blocks in
         batches of ``batch`` same-shaped crops (default: all of them at once)."""
-        import dstdformat
-
         from ..codecs.deepstd.decoding import refine_all
+        from ..container.volume import open_volume
 
         plans, shapes = [], []
         for buf in bufs:
             data = ensure_contiguous_ndarray(buf).view("u1")
-            with dstdformat.open(memoryview(data)) as volume:
+            with open_volume(memoryview(data)) as volume:
                 self._check_model(volume.header["codec"].get("model"))
                 region = tuple(slice(0, s) for s in volume.shape)
                 plans.append(volume.codec.plan_region(volume.decode_context, region,

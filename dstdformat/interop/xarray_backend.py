@@ -17,15 +17,14 @@ import numpy as np
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-import dstdformat
-
+from ..container.volume import Volume, open_volume
 from ..metadata import axis_geometry
 
 DIMS = ("k", "j", "i")
 
 
 class _VolumeArray(BackendArray):
-    def __init__(self, volume: dstdformat.Volume) -> None:
+    def __init__(self, volume: Volume) -> None:
         self.volume = volume
         self.shape = volume.shape
         self.dtype = volume.dtype
@@ -43,7 +42,7 @@ class DstdBackendEntrypoint(BackendEntrypoint):
                      storage_options: dict[str, Any] | None = None) -> Any:
         import xarray as xr
 
-        volume = dstdformat.open(os.fspath(filename_or_obj), storage_options=storage_options)
+        volume = open_volume(os.fspath(filename_or_obj), storage_options=storage_options)
         data = indexing.LazilyIndexedArray(_VolumeArray(volume))
         meta = volume.metadata
         geometry = axis_geometry(np.asarray(volume.affine))

@@ -20,6 +20,7 @@ from zarr.core.buffer import Buffer, NDBuffer
 from zarr.core.common import JSON, parse_named_configuration
 
 from ..errors import CodecError
+from ..metadata import HU_WINDOW
 from .numcodecs_deepstd import CHUNK_DTYPES, DeepSTD
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     ratio: float | None = None
     quality: float | None = None
     max_error: float | None = None
-    window: tuple[float, float] = (-1024.0, 3071.0)
+    window: tuple[float, float] = HU_WINDOW
     model: str | None = "auto"
     model_sha256: str | None = None
     slope: float = 1.0
@@ -149,10 +150,10 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 
     def _decode_selection(self, chunk_bytes: Buffer, selection: SelectorTuple,
                           chunk_spec: ArraySpec) -> NDBuffer:
-        import dstdformat
+        from ..container.volume import open_volume
 
         selection = selection if isinstance(selection, tuple) else (selection,)
-        with dstdformat.open(memoryview(chunk_bytes.as_numpy_array())) as volume:
+        with open_volume(memoryview(chunk_bytes.as_numpy_array())) as volume:
             self._inner._check_model(volume.header["codec"].get("model"))
             shape = tuple(volume.metadata.attributes.get("chunk_shape", volume.shape))
             if shape != tuple(chunk_spec.shape):

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,26 +48,13 @@ class Template:
         """Of :meth:`to_bytes` (serialised once per template: the arrays never change)."""
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
-    def save(self, folder: Path) -> Path:
-        """Write ``template-<sha256>.safetensors`` into ``folder`` (content-addressed)."""
-        from ..storage.writing import atomic_path
-
-        data = self.to_bytes()
-        path = Path(folder) / f"template-{hashlib.sha256(data).hexdigest()}.safetensors"
-        with atomic_path(path) as temp:
-            temp.write_bytes(data)
-        return path
-
     @classmethod
-    def load(cls, path: Path, sha256: str | None = None) -> Template:
+    def from_bytes(cls, data: bytes, where: str) -> Template:
+        """The template in ``data`` (what :meth:`to_bytes` wrote); ``where`` names it in errors."""
         from safetensors.numpy import load
 
         from ..errors import CodecError
 
-        data = Path(path).read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if sha256 is not None and digest != sha256:
-            raise CodecError(f"template {path} has SHA-256 {digest}, not the {sha256} asked for")
         try:
             header_length = int.from_bytes(data[:8], "little")
             meta = json.loads(data[8:8 + header_length]).get("__metadata__") or {}
@@ -77,9 +62,9 @@ class Template:
             array = tensors["hu"]
             spacing = tuple(float(s) for s in tensors["spacing"])
         except Exception as exc:  # noqa: BLE001 - any parse failure is a bad template file
-            raise CodecError(f"{path} is not a template file: {exc}") from None
+            raise CodecError(f"{where} is not a template file: {exc}") from None
         if array.ndim != 3 or array.dtype != np.int16 or len(spacing) != 3:
-            raise CodecError(f"{path} is not a template file (hu must be 3D int16)")
+            raise CodecError(f"{where} is not a template file (hu must be 3D int16)")
         return cls(array, spacing, meta.get("source", ""))  # type: ignore[arg-type]
 
     @property
@@ -124,41 +109,3 @@ def select_reference(volumes: Sequence[tuple[np.ndarray, Sequence[float]]],
     # Candidate b as reference: how well every other scan a aligns onto it.
     mean = [float(scores[:, b].sum() / max(n - 1, 1)) for b in range(n)]
     return ReferenceChoice(int(np.argmax(mean)), mean)
-
-
-def template_id_of(path: str | Path) -> str:
-    """The id of a template file (its content address), without parsing it."""
-    from .zoo import file_sha256
-
-    return f"template-{file_sha256(path)}"
-
-
-def find_template(ref: str) -> Template:
-    """A template by id (``template-<sha256>`` or ``default``: the shipped one) in the model
-    folders (the package's and ``DSTD_MODEL_PATH``), or by path to its ``.safetensors`` file.
-    Its SHA-256 is checked against the id."""
-    from ..errors import CodecError
-    from .zoo import DEFAULT_TEMPLATE, MODEL_PATH_ENV, search_folders
-
-    if ref == "default":
-        ref = DEFAULT_TEMPLATE
-    if not isinstance(ref, str):
-        raise CodecError(f"a template is named by a string, got {ref!r}")
-    as_path = Path(ref)
-    if as_path.suffix == ".safetensors":
-        try:
-            exists = as_path.is_file()
-        except OSError:
-            exists = False
-        if not exists:
-            raise CodecError(f"template file {ref[:200]} does not exist")
-        return Template.load(as_path)
-    if not re.fullmatch(r"template-[0-9a-f]{64}", ref):
-        raise CodecError(f"{ref[:100]!r} is not a template id (template-<sha256>), 'default' or a "
-                         f".safetensors path")
-    for folder in search_folders():
-        candidate = folder / f"{ref}.safetensors"
-        if candidate.is_file():
-            return Template.load(candidate, ref.removeprefix("template-"))
-    raise CodecError(f"unknown template {ref!r}: not in the package's model folder nor in "
-                     f"{MODEL_PATH_ENV} (`dstd train --collection --out DIR` writes one into DIR)")

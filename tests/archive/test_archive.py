@@ -299,7 +299,7 @@ def test_killed_worker_and_killed_run_then_rerun_loses_and_duplicates_nothing(tm
 def test_models_are_stored_once_and_fetched_by_readers_that_lack_them(tmp_path, test_model,
                                                                         monkeypatch):
     from dstdformat.errors import CodecError
-    from dstdformat.model import zoo
+    from dstdformat.zoo import registry as zoo
 
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()

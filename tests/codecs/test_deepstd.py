@@ -13,7 +13,7 @@ from helpers import ct_volume, make_model
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
 from dstdformat.errors import CodecError, InvalidInputError
-from dstdformat.model.zoo import MODEL_PATH_ENV, file_sha256
+from dstdformat.zoo.registry import MODEL_PATH_ENV, file_sha256
 
 
 def file_ratio(path, array) -> float:

@@ -13,9 +13,10 @@ from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
 from dstdformat.codecs.deepstd import shaped
 from dstdformat.container.format import NO_TILE, SectionKind
 from dstdformat.errors import CodecError, CorruptHeaderError, InvalidInputError
-from dstdformat.model.template import Template, find_template
+from dstdformat.model.template import Template
 from dstdformat.model.warp import cubic_box
-from dstdformat.model.zoo import DEFAULT_TEMPLATE, MODEL_PATH_ENV
+from dstdformat.zoo.registry import DEFAULT_TEMPLATE, MODEL_PATH_ENV
+from dstdformat.zoo.templates import find_template, save_template
 
 SPACING = (4.0, 3.0, 3.0)
 
@@ -25,7 +26,8 @@ def template(tmp_path, monkeypatch):
     """A phantom template, found by path and (through DSTD_MODEL_PATH) by id."""
     folder = tmp_path / "templates"
     folder.mkdir()
-    path = Template.from_scan(phantom_hu(shape=(32, 48, 48), spacing=SPACING), SPACING, "b").save(folder)
+    path = save_template(Template.from_scan(phantom_hu(shape=(32, 48, 48), spacing=SPACING), SPACING, "b"),
+                         folder)
     monkeypatch.setenv(MODEL_PATH_ENV, str(folder))
     return path
 
@@ -100,7 +102,7 @@ def test_warp_round_trip_is_nearly_exact_for_the_template_itself(tmp_path, monke
     smooth = ndimage.gaussian_filter(phantom_hu(shape=(32, 48, 48), spacing=SPACING), 1.0)
     folder = tmp_path / "t"
     folder.mkdir()
-    path = Template.from_scan(smooth, SPACING).save(folder)
+    path = save_template(Template.from_scan(smooth, SPACING), folder)
     vol = smooth.astype(np.int16)
     volume = save(tmp_path / "a.dstd", vol, Codec(quality=70, model=None, shape=str(path),
                                                   shape_steps=30, shape_policy="always"))
@@ -123,7 +125,7 @@ def test_scan_far_from_the_template_is_coded_texture_only(tmp_path, template):
 
 def test_encoding_without_metadata_is_texture_only(template):
     """Files always carry a spacing (1 mm when unknown); a codec called without metadata has none."""
-    from dstdformat.container.tiling import TileGrid
+    from dstdformat.tiling import TileGrid
 
     vol = scan()
     encoded = Codec(ratio=8, model=None, shape=str(template)).encode(vol, TileGrid(vol.shape, vol.shape))

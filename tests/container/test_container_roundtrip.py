@@ -128,7 +128,7 @@ def test_write_is_atomic_and_replaces(tmp_path, ct_like, monkeypatch):
 
     from dstdformat.codecs.lossless import LosslessCodec
 
-    def failing_encode(self, array, grid, *, progress=False, metadata=None):
+    def failing_encode(self, array, grid, *, progress=False, metadata=None, costs=None):
         raise RuntimeError("encoder crashed midway")
 
     monkeypatch.setattr(LosslessCodec, "encode", failing_encode)

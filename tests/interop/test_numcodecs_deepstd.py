@@ -60,7 +60,7 @@ def test_dtypes_round_trip_within_the_bound(dtype, meta):
 
 def test_ratio_mode_with_a_model_and_pinned_hash(test_model):
     codec = DeepSTD(ratio=8, model="test-refiner")
-    assert codec.get_config()["model_sha256"] == dstdformat.model.zoo.file_sha256(test_model)
+    assert codec.get_config()["model_sha256"] == dstdformat.zoo.registry.file_sha256(test_model)
     encoded = check_encode_decode(codec, ct_chunk(shape=(24, 64, 64)))  # random weights: no bound
     assert dstdformat.open(encoded).header["codec"]["model"]["id"] == "test-refiner"
     check_config(codec)

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ...container.format import NO_TILE, SectionKind
-from ...container.tiling import Region, TileGrid
 from ...errors import InvalidInputError
-from ...metadata import ScanMetadata
+from ...metadata import HU_WINDOW, ScanMetadata
 from ...progress import bar, track
-from ..base import DecodeContext, Encoded, Fetch, Section, VolumeCodec
+from ...tiling import NO_TILE, Region, SectionKind, TileGrid
+from ..base import ContainerCosts, DecodeContext, Encoded, Fetch, Section, VolumeCodec
 from . import base_layers, outliers, wavelet
 from .decoding import (
     GAIN_STEPS,
@@ -41,8 +40,8 @@ from .texture_coding import TextureSettings, code_max_error, code_texture
 if TYPE_CHECKING:
     from . import shaped
 
-#: The CT window the wavelet layer codes, in HU: air to dense bone.
-DEFAULT_WINDOW = (-1024.0, 3071.0)
+#: The CT window the base layer codes, in HU: air to dense bone.
+DEFAULT_WINDOW = HU_WINDOW
 DEFAULT_RATIO = 256.0
 #: Voxels of wavelet-decoded context around each output tile that the refiner sees.
 HALO = 8
@@ -151,13 +150,13 @@ class DeepSTDVolumeCodec(VolumeCodec):
         if shape.endswith(".safetensors"):
             from pathlib import Path
 
-            from ...model.template import template_id_of
+            from ...zoo.templates import template_id_of
 
             if not Path(shape).is_file():
                 raise InvalidInputError(f"template file {shape} does not exist")
             self._template_path, shape = shape, template_id_of(shape)
         elif shape == "default":
-            from ...model.zoo import DEFAULT_TEMPLATE
+            from ...zoo.registry import DEFAULT_TEMPLATE
 
             shape = DEFAULT_TEMPLATE
         self.shape = shape
@@ -176,7 +175,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         # Version 2 readers do not know shape-coded files; texture-only files stay version 2.
         description["version"] = 4 if self.base == "av1" else 3 if self.shape is not None else 2
         if self.model is not None:
-            from ...model.zoo import find_model
+            from ...zoo.registry import find_model
 
             found = find_model(self.model)
             description["model"] = {"id": found.id, "sha256": found.sha256}
@@ -195,10 +194,12 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
     # -- encoding ------------------------------------------------------------------------------
     def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False,
-               metadata: ScanMetadata | None = None) -> Encoded:
+               metadata: ScanMetadata | None = None,
+               costs: ContainerCosts | None = None) -> Encoded:
         self.check_array(array)
+        costs = costs or ContainerCosts()
         if self.model is not None:  # fail before minutes of encoding, not after
-            from ...model.zoo import find_model
+            from ...zoo.registry import find_model
 
             find_model(self.model)
         if any(t > wavelet.MAX_EXTENT for t in grid.tile_shape):
@@ -219,7 +220,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         base_state = {"mode": self.mode, "stored_window": [low, high], "slope": float(slope),
                       "intercept": float(intercept)}
         if self.shape is None:
-            return self._encode_plain(array, grid, exact, base_state, metadata, far, progress)
+            return self._encode_plain(array, grid, exact, base_state, costs, far, progress)
 
         from . import shaped  # torch: only when shape is coded
 
@@ -228,13 +229,13 @@ class DeepSTDVolumeCodec(VolumeCodec):
                                self._template_path or self.shape, self.shape_steps,
                                self.preferred_tile_shape, progress)
         if isinstance(fit, str):
-            plain = self._encode_plain(array, grid, exact, base_state, metadata, far, progress)
+            plain = self._encode_plain(array, grid, exact, base_state, costs, far, progress)
             plain.state["shape"] = {"used": False, "reason": fit}
             return plain
-        coded = self._encode_shaped(array, grid, exact, base_state, metadata, fit, progress)
+        coded = self._encode_shaped(array, grid, exact, base_state, metadata, costs, fit, progress)
         if self.shape_policy == "always":
             return coded
-        plain = self._encode_plain(array, grid, exact, base_state, metadata, far, progress)
+        plain = self._encode_plain(array, grid, exact, base_state, costs, far, progress)
         errors = [self._decoded_error(array, grid, candidate, metadata, progress)
                   for candidate in (coded, plain)]
         if errors[0] < errors[1]:
@@ -247,7 +248,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         return plain
 
     def _encode_plain(self, array: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
-                      base_state: dict, metadata: ScanMetadata | None,
+                      base_state: dict, costs: ContainerCosts,
                       far: tuple[float, float], progress: bool) -> Encoded:
         """Texture only: the wavelet layer on the scan's own tiles."""
         low, high = base_state["stored_window"]
@@ -257,7 +258,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
             textures, rates = code_max_error(self.value, array, grid, exact, low, high, far, progress)
         else:
             coded = code_texture(self._texture_settings(), array, grid, exact, array.nbytes, 0,
-                                 metadata, (low, high), far, progress)
+                                 costs, (low, high), far, progress)
             textures, rates, record = coded.streams, coded.bits_per_voxel, coded.base_record
         sections = [Section(SectionKind.TEXTURE, t, payload) for t, payload in zip(grid, textures)]
         sections += [Section(SectionKind.RESIDUAL, t, exact[t]) for t in sorted(exact)]
@@ -267,8 +268,8 @@ class DeepSTDVolumeCodec(VolumeCodec):
         return Encoded(iter(sections), state)
 
     def _encode_shaped(self, array: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
-                       base_state: dict, metadata: ScanMetadata | None, fit: shaped.ShapeFit,
-                       progress: bool) -> Encoded:
+                       base_state: dict, metadata: ScanMetadata | None, costs: ContainerCosts,
+                       fit: shaped.ShapeFit, progress: bool) -> Encoded:
         """Shape section + texture tiles on the texture grid + exact voxels on the scan's grid."""
         tgrid = fit.texture.grid
         record = {"used": True, **fit.record,
@@ -276,7 +277,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
                   "shape_bytes": len(fit.code)}
         extra = len(fit.code) + len(json.dumps({"shape": record, "texture": fit.texture.to_json()}))
         coded = code_texture(self._texture_settings(), fit.values, tgrid, exact, array.nbytes, extra,
-                             metadata, base_state["stored_window"], (-math.inf, math.inf), progress)
+                             costs, base_state["stored_window"], (-math.inf, math.inf), progress)
         texture_sections = [Section(SectionKind.TEXTURE, t, p) for t, p in zip(tgrid, coded.streams)]
         sections = [Section(SectionKind.SHAPE, NO_TILE, fit.code), *texture_sections]
         sections += [Section(SectionKind.RESIDUAL, t, exact[t]) for t in sorted(exact)]
@@ -433,7 +434,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         return int(state.block[0])
 
     def _refiner(self, ctx: DecodeContext):
-        from ...model.zoo import find_model
+        from ...zoo.registry import find_model
         from .refiner_cache import load_refiner
 
         recorded = ctx.model or {}

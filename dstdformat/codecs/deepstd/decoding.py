@@ -12,8 +12,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ...container.tiling import Region, TileGrid, default_tile_shape, overlap_slices
 from ...errors import CorruptHeaderError, InvalidInputError
+from ...tiling import Region, TileGrid, default_tile_shape, overlap_slices
 from ..base import DecodeContext
 from . import base_layers
 from .texture_coding import to_dtype as _to_dtype

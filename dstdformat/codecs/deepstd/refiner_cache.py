@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from ...errors import CodecError
-from ...model.zoo import ModelFile
+from ...zoo.registry import ModelFile
 
 
 def load_refiner(model: ModelFile, device: str = "auto"):
@@ -17,9 +17,9 @@ def _load(weights: str, sha256: str, device: str):
     import torch
     from safetensors.torch import load_file
 
+    from ...model.device import resolve_device
     from ...model.refine import Refiner, RefinerConfig
-    from ...model.training import resolve_device
-    from ...model.zoo import find_model
+    from ...zoo.registry import find_model
 
     config = find_model(weights, sha256).config
     try:

@@ -19,8 +19,7 @@ import struct
 import numpy as np
 import torch
 
-from ...errors import CodecError
-from ...model.coder import stream_errors
+from ...errors import CodecError, stream_errors
 
 _MAGIC = b"DSHP"
 _VERSION = 1

@@ -25,13 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...container.format import NO_TILE, SectionKind
-from ...container.header import MAX_TILE_VOXELS
-from ...container.tiling import Region, TileGrid, default_tile_shape
 from ...errors import CorruptHeaderError, CorruptSectionError
 from ...model.deformation import COORD_SCALE_MM, AffineMap, Siren, VolumeFrame
 from ...model.template import Template
 from ...model.warp import CoarseField, cubic_box, field_shape, sample_cubic_voxels
+from ...tiling import MAX_TILE_VOXELS, NO_TILE, Region, SectionKind, TileGrid, default_tile_shape
 from ..base import DecodeContext, Fetch
 
 #: Below this NCC after the affine stage the scan is too far from the template to warp.
@@ -152,7 +150,7 @@ def fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float, 
     (benchmarks, rate searches) registers it once."""
     import hashlib
 
-    from ...model.template import find_template
+    from ...zoo.templates import find_template
 
     template = find_template(template_ref)  # a missing template fails before any other work
     template_id = template.id  # the content, not the name, keys the cache

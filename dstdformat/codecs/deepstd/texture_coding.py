@@ -15,17 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...container.tiling import TileGrid
 from ...errors import InvalidInputError
-from ...metadata import ScanMetadata
 from ...progress import track
+from ...tiling import TileGrid
+from ..base import ContainerCosts
 from . import outliers, rate, wavelet
 from .base_layers import BaseLayer, av1, av1_rate
 
-#: Bytes the container adds besides the sections and the metadata JSON (preamble, footer, the
-#: rest of the header), planned for when a ratio is asked; measured: 700-900.
-CONTAINER_OVERHEAD = 1000
-INDEX_RECORD = 32
 #: Header bytes per tile (its rate, maybe its outlier flag and, for AV1, its CRF).
 STATE_PER_TILE = 14
 AV1_STATE_PER_TILE = 4
@@ -51,12 +47,6 @@ class CodedTexture:
     base_record: dict | None
 
 
-def _metadata_bytes(metadata: ScanMetadata | None) -> int:
-    if metadata is None or metadata.affine is None or metadata.spacing is None:
-        return 400
-    return len(json.dumps(metadata.to_json()))
-
-
 def base_record(settings: TextureSettings, window: tuple[float, float], crfs: list[int]) -> dict:
     return {"codec": "av1", **av1.library_record(), "preset": settings.preset,
             "params": av1.ENCODER_PARAMS, "samples": av1.SampleMap.for_window(*window).to_json(), "crf": crfs}
@@ -64,7 +54,7 @@ def base_record(settings: TextureSettings, window: tuple[float, float], crfs: li
 
 def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
                  exact: dict[int, bytes], raw_bytes: int, extra_bytes: int,
-                 metadata: ScanMetadata | None, window: tuple[float, float],
+                 costs: ContainerCosts, window: tuple[float, float],
                  far: tuple[float, float], progress: bool) -> CodedTexture:
     """The base layer over ``grid``'s tiles of ``source`` (stored units, clipped to ``window``)."""
     tiles = list(grid)
@@ -77,11 +67,11 @@ def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
         return _code_quality(settings, tiles, grid, tile_block, window, far, progress)
     masks_bytes = sum(map(len, exact.values()))
     budget = raw_bytes / settings.value
-    per_tile = 2 * INDEX_RECORD + STATE_PER_TILE
+    per_tile = 2 * costs.per_section_bytes + STATE_PER_TILE
     if settings.base == "av1":
         per_tile += AV1_STATE_PER_TILE
         extra_bytes += len(json.dumps(base_record(settings, window, [])))
-    overhead = (CONTAINER_OVERHEAD + _metadata_bytes(metadata) + masks_bytes + extra_bytes
+    overhead = (costs.fixed_bytes + masks_bytes + extra_bytes
                 + per_tile * len(tiles))
     texture_budget = budget - overhead
     floor_bytes = 40 * len(tiles)

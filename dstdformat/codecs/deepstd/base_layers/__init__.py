@@ -49,7 +49,7 @@ def default_model(model: object, base: str) -> object:
     if model == "auto":
         model = "default" if base == "sperr" else None
     if model == "default":
-        from ....model.zoo import DEFAULT_MODELS
+        from ....zoo.registry import DEFAULT_MODELS
 
         model = DEFAULT_MODELS[base]
     return model

@@ -16,9 +16,9 @@ import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
 from dstdformat.codecs.deepstd import refiner_cache
 from dstdformat.errors import CodecError
-from dstdformat.model import zoo
-from dstdformat.model.zoo import MODEL_PATH_ENV, file_sha256
 from dstdformat.testing.fuzzing import FileParts
+from dstdformat.zoo import registry as zoo
+from dstdformat.zoo.registry import MODEL_PATH_ENV, file_sha256
 
 GOLDEN = Path(__file__).resolve().parents[2] / "spec" / "golden"
 

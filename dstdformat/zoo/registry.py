@@ -51,7 +51,7 @@ def register_model_folder(folder: str | Path) -> None:
 def search_folders() -> list[Path]:
     folders = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
     folders += _registered
-    folders.append(Path(str(resources.files("dstdformat") / "model" / "weights")))
+    folders.append(Path(str(resources.files("dstdformat") / "zoo" / "shipped")))
     return folders
 
 

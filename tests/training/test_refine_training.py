@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
 from dstdformat.model.refine import Refiner, RefinerConfig
-from dstdformat.model.refine_training import RefinerTrainConfig, export_model, ssim_3d, train_refiner
-from dstdformat.model.zoo import MODEL_PATH_ENV, file_sha256
+from dstdformat.training.refiner import RefinerTrainConfig, export_model, ssim_3d, train_refiner
+from dstdformat.zoo.registry import MODEL_PATH_ENV, file_sha256
 
 TINY = {"channels": 8, "blocks": 1}
 
@@ -91,7 +91,7 @@ def test_ssim_loss_matches_the_metric_roughly():
 def test_fine_tuning_with_distillation_starts_from_the_teacher_and_stays_near_it(tmp_path, test_model):
     """Limited-data mode: the network starts as the given model; the distillation term keeps it
     nearer to that model than the same fine-tuning without it."""
-    from dstdformat.model.refine_training import load_refiner_model
+    from dstdformat.training.refiner import load_refiner_model
 
     teacher = load_refiner_model("test-refiner", torch.device("cpu"))
     start = _config(tmp_path / "zero", 1, init_from="test-refiner", learning_rate=0.0)
@@ -124,7 +124,7 @@ def test_fine_tuning_with_distillation_starts_from_the_teacher_and_stays_near_it
 
 
 def test_strong_augmentation_flips_every_axis_and_transposes():
-    from dstdformat.model.refine_training import CodedVolume, PairSampler
+    from dstdformat.training.refiner import CodedVolume, PairSampler
 
     volume = np.arange(8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8)
     coded = [CodedVolume(volume, volume.copy(), 0.0, 64.0)]
@@ -156,7 +156,7 @@ def test_distributed_training_on_two_cpu_processes(tmp_path):
 
 def test_av1_training_pairs_are_what_the_codec_decodes():
     from dstdformat.model.refine import rate_code
-    from dstdformat.model.refine_training import code_volume
+    from dstdformat.training.refiner import code_volume
 
     hu = _volumes()[0]
     coded = code_volume(hu, 64.0, (64, 512, 512), base="av1")

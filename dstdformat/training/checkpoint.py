@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .weights import load_state, save_state
+from ..zoo.weights import load_state, save_state
 
 
 class TrainingRun:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from dstdformat.model.training import TrainConfig, train
+from dstdformat.training.hyperprior import TrainConfig, train
 
 TINY = {"channels": 8, "latent_channels": 12, "hyper_channels": 6}
 

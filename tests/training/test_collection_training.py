@@ -9,9 +9,9 @@ import pytest
 from helpers import phantom_hu
 
 import dstdformat
-from dstdformat.model.collection_training import CollectionTrainConfig, train_collection
 from dstdformat.model.deformation import SirenConfig
 from dstdformat.model.registration import RegistrationConfig
+from dstdformat.training.collection import CollectionTrainConfig, train_collection
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
-"""Tile grid geometry: how a volume is cut into independently decodable tiles.
+"""Tiles and sections, the vocabulary the container and the codecs share.
 
-Tiles are numbered in C order over the grid. Edge tiles are clipped to the volume, so a volume
-smaller than one tile is a single (small) tile.
+How a volume is cut into independently decodable tiles: tiles are numbered in C order over the
+grid; edge tiles are clipped to the volume, so a volume smaller than one tile is a single (small)
+tile. What a section holds (:class:`SectionKind`) and the tile number of a global section.
 """
 
 from __future__ import annotations
@@ -9,10 +10,31 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 
-from ..errors import CorruptHeaderError
+from .errors import CorruptHeaderError
 
 Region = tuple[slice, slice, slice]  # half-open, step 1, inside the volume
+#: A tile larger than this (1 Gi voxels) is refused: decoders hold a tile in memory.
+MAX_TILE_VOXELS = 1 << 30
+#: The tile number of a section that belongs to no tile (the shape section).
+NO_TILE = 0xFFFFFFFF
+
+
+class SectionKind(IntEnum):
+    """What a section holds. Readers skip kinds they do not know (forward compatibility); kind 3
+    is reserved for an embedded model (SPEC.md), which nothing writes."""
+
+    SHAPE = 1  #: per-scan deformation to the template (global)
+    TEXTURE = 2  #: one independently decodable tile of voxel/latent data
+    RESIDUAL = 4  #: optional lossless residual, one per tile
+
+    @classmethod
+    def name_of(cls, value: int) -> str:
+        try:
+            return cls(value).name.lower()
+        except ValueError:
+            return {3: "model"}.get(value, f"kind-{value}")
 
 
 @dataclass(frozen=True)

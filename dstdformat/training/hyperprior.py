@@ -11,28 +11,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..latent.texture_model import TextureModel, TextureModelConfig
+from ..metadata import HU_WINDOW
+from ..model.device import resolve_device
 from ..progress import bar
 from .checkpoint import TrainingRun
-from .texture_model import TextureModel, TextureModelConfig
+from .data import load_training_volumes
 
-HU_WINDOW = (-1024.0, 3071.0)
-HU_SCALE = 1024.0
+#: The hyperprior model sees HU / 1024 (the refinement network, HU / 1000: model/refine.py).
+INPUT_SCALE_HU = 1024.0
 
 
 def normalize_hu(hu: np.ndarray | torch.Tensor):
     """HU -> network input: clip to the window, divide by 1024 (air -1, water 0, bone ~1..3)."""
     if isinstance(hu, torch.Tensor):
-        return torch.clamp(hu, *HU_WINDOW) / HU_SCALE
-    return np.clip(hu, *HU_WINDOW) / HU_SCALE
-
-
-def denormalize_hu(x):
-    return x * HU_SCALE
+        return torch.clamp(hu, *HU_WINDOW) / INPUT_SCALE_HU
+    return np.clip(hu, *HU_WINDOW) / INPUT_SCALE_HU
 
 
 @dataclass
@@ -48,12 +46,6 @@ class TrainConfig:
     checkpoint_every: int = 200
     model: dict = field(default_factory=dict)  # TextureModelConfig fields
     device: str = "auto"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class CropSampler:
@@ -82,42 +74,12 @@ class CropSampler:
         return torch.from_numpy(out)
 
 
-def training_paths(sources: Sequence[str]) -> list[Path]:
-    """Files named by ``sources``: files, folders (every NIfTI inside) or globs."""
-    from glob import glob
-
-    paths: list[Path] = []
-    for source in sources:
-        p = Path(source)
-        if p.is_dir():
-            paths += sorted(p.rglob("*.nii.gz")) + sorted(p.rglob("*.nii"))
-        elif any(ch in source for ch in "*?["):
-            paths += [Path(g) for g in sorted(glob(source, recursive=True))]
-        else:
-            paths.append(p)
-    return paths
-
-
-def load_training_volumes(sources: Sequence[str]) -> list[np.ndarray]:
-    """HU arrays (float32) from NIfTI/DICOM/HDF5 files, folders or globs."""
-    from ..io import read_scan
-
-    volumes = []
-    for path in training_paths(sources):
-        scan = read_scan(path)
-        hu = scan.array.astype(np.float32) * scan.metadata.slope + scan.metadata.intercept
-        volumes.append(hu)
-    if not volumes:
-        raise ValueError(f"no training volumes found in {list(sources)}")
-    return volumes
-
-
 def rd_loss(model_out: dict[str, torch.Tensor], x: torch.Tensor, lmbda: float):
     voxels = x.numel()
     bits = -(torch.log2(model_out["y_likelihood"]).sum() + torch.log2(model_out["z_likelihood"]).sum())
     bpv = bits / voxels
     mse = torch.mean((model_out["x_hat"] - x) ** 2)
-    return bpv + lmbda * mse * (HU_SCALE**2) / 1e4, bpv, mse
+    return bpv + lmbda * mse * (INPUT_SCALE_HU**2) / 1e4, bpv, mse
 
 
 def train(config: TrainConfig, *, progress: bool = False,
@@ -152,7 +114,7 @@ def train(config: TrainConfig, *, progress: bool = False,
                 window.clear()
                 entry = {"step": run.step, "loss": float(mean[0]), "bpv": float(mean[1]),
                          "ratio_est": 16 / float(mean[1]) if mean[1] > 0 else math.inf,
-                         "rmse_hu": float(math.sqrt(mean[2]) * HU_SCALE)}
+                         "rmse_hu": float(math.sqrt(mean[2]) * INPUT_SCALE_HU)}
                 run.history.append(entry)
                 pbar.set_postfix_str(f"bpv {entry['bpv']:.4f} rmse {entry['rmse_hu']:.1f} HU")
             if run.step % config.checkpoint_every == 0 or run.step == config.steps:

@@ -18,12 +18,14 @@ import numpy as np
 import torch
 
 from .. import metrics
+from ..metadata import HU_WINDOW
+from ..model.device import resolve_device
+from ..model.refine import HU_SCALE, Refiner, RefinerConfig, rate_code
 from ..progress import bar, track
+from ..zoo.registry import file_sha256
+from ..zoo.weights import load_state, save_state
 from .checkpoint import TrainingRun
-from .refine import HU_SCALE, Refiner, RefinerConfig, rate_code
-from .training import HU_WINDOW, load_training_volumes, resolve_device
-from .weights import load_state, save_state
-from .zoo import file_sha256
+from .data import load_training_volumes
 
 
 @dataclass
@@ -66,7 +68,7 @@ class RefinerTrainConfig:
 def limited_data_settings(model_id: str | None = None) -> dict:
     """RefinerTrainConfig fields for a small collection: fine-tune the shipped network with
     distillation from it and strong augmentation, at a lower rate and for fewer steps."""
-    from .zoo import DEFAULT_MODEL
+    from ..zoo.registry import DEFAULT_MODEL
 
     model_id = model_id or DEFAULT_MODEL
     return {"init_from": model_id, "teacher": model_id, "teacher_weight": 0.5, "augment": "strong",
@@ -86,7 +88,7 @@ def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int],
     """Clip and code ``hu`` tile by tile with the codec's base layer: SPERR at 16/ratio bits per
     voxel, or AV1 through the codec's own rate control at ``ratio`` (int16 raw bytes)."""
     from ..codecs.deepstd import wavelet
-    from ..container.tiling import TileGrid, default_tile_shape
+    from ..tiling import TileGrid, default_tile_shape
 
     clipped = np.clip(hu.astype(np.float64), *HU_WINDOW)
     grid = TileGrid(hu.shape, default_tile_shape(hu.shape, tile_shape, balanced=True))
@@ -94,9 +96,10 @@ def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int],
     if base == "av1":
         from ..codecs.deepstd.base_layers import BaseLayer, av1
         from ..codecs.deepstd.texture_coding import TextureSettings, code_texture
+        from ..container.writer import container_costs
 
         settings = TextureSettings("ratio", float(ratio), "av1", clamp_ratio=True)
-        coded = code_texture(settings, clipped, grid, {}, 2 * hu.size, 0, None, HU_WINDOW,
+        coded = code_texture(settings, clipped, grid, {}, 2 * hu.size, 0, container_costs(None), HU_WINDOW,
                              (-np.inf, np.inf), False)
         layer = BaseLayer("av1", av1.SampleMap.for_window(*HU_WINDOW))
         for tile, stream in zip(grid, coded.streams):
@@ -200,7 +203,7 @@ def evaluate(refiner: Refiner, coded: Sequence[CodedVolume], device: torch.devic
 
 def load_refiner_model(model_id: str, device: torch.device) -> Refiner:
     """A shipped or trained refinement network by id (or path), for fine-tuning or as a teacher."""
-    from .zoo import find_model
+    from ..zoo.registry import find_model
 
     found = find_model(model_id)
     refiner = Refiner(RefinerConfig(**found.config["architecture"]))
@@ -218,7 +221,7 @@ def train_refiner(config: RefinerTrainConfig, *, progress: bool = False,
     if config.teacher_weight and not config.teacher:
         raise ValueError("teacher_weight needs a teacher model")
     if config.init_from:  # the architecture is the starting model's
-        from .zoo import find_model
+        from ..zoo.registry import find_model
 
         config = replace(config, model=dict(find_model(config.init_from).config["architecture"]))
     device = resolve_device(config.device)

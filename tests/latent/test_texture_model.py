@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dstdformat.model.texture_model import (
+from dstdformat.latent.texture_model import (
     TextureModel,
     TextureModelConfig,
     compress_latents,

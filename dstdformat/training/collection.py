@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..model.registration import RegistrationConfig, register
+from ..model.template import Template, select_reference
 from ..progress import bar, track
-from .registration import RegistrationConfig, register
-from .template import Template, select_reference
+from ..zoo.templates import load_template, save_template
 
 
 @dataclass
@@ -64,7 +65,7 @@ def choose_reference(config: CollectionTrainConfig, paths: Sequence[str], progre
     record = out / "reference.json"
     if record.exists():
         info = json.loads(record.read_text())
-        return Template.load(out / f"template-{info['sha256']}.safetensors", info["sha256"])
+        return load_template(out / f"template-{info['sha256']}.safetensors", info["sha256"])
     volumes = [_hu(p) for p in track(paths, enabled=progress, desc="1/3 reading scans", unit="scan")]
     pairs = len(volumes) * (len(volumes) - 1)
     with bar(enabled=progress, desc="1/3 choosing the reference", total=pairs, unit="pair") as pbar:
@@ -72,7 +73,7 @@ def choose_reference(config: CollectionTrainConfig, paths: Sequence[str], progre
                                   progress=lambda done, total: pbar.update(1))
     hu, spacing = volumes[choice.index]
     template = Template.from_scan(hu, spacing, source=Path(paths[choice.index]).name)
-    template.save(out)
+    save_template(template, out)
     _write_json(record, {"source": template.source, "sha256": template.sha256,
                          "mean_affine_ncc": dict(zip((Path(p).name for p in paths), choice.mean_ncc))})
     return template
@@ -80,10 +81,10 @@ def choose_reference(config: CollectionTrainConfig, paths: Sequence[str], progre
 
 def align_scan(path: str, template: Template, config: CollectionTrainConfig) -> dict:
     """Step 2 for one scan: its record (also written to ``aligned/<name>.json``)."""
-    from .. import save
     from ..codecs.deepstd.shape import encode_shape, quantize_in_place
-    from .deformation import VolumeFrame
-    from .warp import CoarseField, inverse_field, resample, texture_frame
+    from ..io.dstd_files import save_dstd as save
+    from ..model.deformation import VolumeFrame
+    from ..model.warp import CoarseField, inverse_field, resample, texture_frame
 
     out = Path(config.out) / "aligned"
     name = Path(path).name.removesuffix(".gz").removesuffix(".nii")
@@ -126,8 +127,8 @@ def train_collection(config: CollectionTrainConfig, *, progress: bool = False,
     """Run (or resume) the three steps; returns a summary. ``export``: a model id to write the
     trained network under, into ``out`` beside the template (``DSTD_MODEL_PATH=out`` then finds
     both: ``model=<id>, shape=template-<sha256>``)."""
-    from .refine_training import RefinerTrainConfig, train_refiner
-    from .training import training_paths
+    from .data import training_paths
+    from .refiner import RefinerTrainConfig, train_refiner
 
     out = Path(config.out)
     (out / "aligned").mkdir(parents=True, exist_ok=True)
@@ -153,13 +154,13 @@ def train_collection(config: CollectionTrainConfig, *, progress: bool = False,
 
     history: dict = {}
     if aligned:
-        from .. import open as open_dstd
+        from ..container.volume import open_volume as open_dstd
 
         texture = RefinerTrainConfig(sources=aligned, out=str(out / "texture"), **config.texture)
         volumes = [open_dstd(p).read().astype(np.float32) for p in aligned]
         history = train_refiner(texture, progress=progress, volumes=volumes)
         if export:
-            from .refine_training import export_model
+            from .refiner import export_model
 
             export_model(out / "texture", export, out,
                          extra={"template": template.id, "collection": {

@@ -8,30 +8,10 @@ machine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 
-from ..errors import CorruptSectionError
+from ..errors import stream_errors
 from .entropy_models import CDF_PRECISION
-
-
-@contextmanager
-def stream_errors(what: str) -> Iterator[None]:
-    """Turn whatever the range decoder raises on an invalid stream into a CorruptSectionError.
-
-    constriction reports invalid data with ``AssertionError``/``ValueError``, and a Rust panic
-    surfaces as pyo3's ``PanicException``, which derives from ``BaseException``.
-    """
-    try:
-        yield
-    except Exception as exc:  # noqa: BLE001 - any failure here means the stream is invalid
-        raise CorruptSectionError(f"{what} is not a valid range-coded stream: {exc}") from None
-    except BaseException as exc:
-        if type(exc).__name__ == "PanicException":
-            raise CorruptSectionError(f"{what} is not a valid range-coded stream: {exc}") from None
-        raise
 
 
 def _models(freq_rows: np.ndarray, supports: np.ndarray):

@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dstdformat.model.coder import decode_symbols, encode_symbols
-from dstdformat.model.entropy_models import (
-    FactorizedPrior,
-    GaussianConditional,
-    pmf_to_integer_cdf,
-)
-from dstdformat.model.hyper_synthesis import ACT_BITS, FixedPointHyperSynthesis
+from dstdformat.latent.coder import decode_symbols, encode_symbols
+from dstdformat.latent.entropy_models import FactorizedPrior, GaussianConditional, pmf_to_integer_cdf
+from dstdformat.latent.hyper_synthesis import ACT_BITS, FixedPointHyperSynthesis
 
 pytest.importorskip("constriction")
 

@@ -1,0 +1,38 @@
+"""Writing scans into ``.dstd`` files: what :func:`dstdformat.save` does, for the CLI, the archive
+and the training steps too (internal modules do not import the user-facing facade)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..codecs.base import VolumeCodec
+from ..container.volume import Volume
+from ..container.writer import WriteResult, write_volume
+from ..errors import InvalidInputError
+from ..metadata import Scan, ScanMetadata
+
+
+def save_dstd(data: Any, path: str | os.PathLike[str], codec: str | VolumeCodec = "lossless", *,
+              tile_shape: tuple[int, int, int] | None = None,
+              codec_options: dict[str, Any] | None = None, progress: bool = False,
+              storage_options: dict[str, Any] | None = None, **metadata: Any) -> WriteResult:
+    """Compress ``data`` (array ``[k, j, i]``, :class:`Scan` or open :class:`Volume`) into a
+    ``.dstd`` file, atomically; keyword arguments override the metadata it carries."""
+    if isinstance(data, Scan):
+        array, base = data.array, data.metadata
+    elif isinstance(data, Volume):
+        array, base = data.read(), data.metadata
+    else:
+        array, base = data, ScanMetadata()
+    meta = base.replace(**metadata) if metadata else base
+    if isinstance(codec, str):
+        from ..codecs.registry import get_codec
+
+        codec = get_codec(codec, **(codec_options or {}))
+    elif not isinstance(codec, VolumeCodec):
+        raise InvalidInputError(f"codec must be a codec id or a VolumeCodec, got {codec!r}")
+    elif codec_options:
+        raise InvalidInputError("codec_options only apply when codec is given by id")
+    return write_volume(path, array, codec=codec, metadata=meta, tile_shape=tile_shape,
+                       progress=progress, storage_options=storage_options)
