@@ -19,7 +19,7 @@ from pathlib import Path
 
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
-from dstdformat.codecs.deepstd.isolated import ISOLATE_ENV
+from dstdformat.codecs.deepstd.base_layers.isolated import ISOLATE_ENV
 from dstdformat.io import read_scan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

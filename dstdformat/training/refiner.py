@@ -87,7 +87,7 @@ def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int],
                 base: str = "sperr") -> CodedVolume:
     """Clip and code ``hu`` tile by tile with the codec's base layer: SPERR at 16/ratio bits per
     voxel, or AV1 through the codec's own rate control at ``ratio`` (int16 raw bytes)."""
-    from ..codecs.deepstd import wavelet
+    from ..codecs.deepstd.base_layers import wavelet
     from ..tiling import TileGrid, default_tile_shape
 
     clipped = np.clip(hu.astype(np.float64), *HU_WINDOW)

@@ -234,7 +234,8 @@ def test_chosen_gains_never_make_a_block_worse(tmp_path, test_model):
 
 
 def test_damaged_sections_are_refused_before_the_libraries_see_them():
-    from dstdformat.codecs.deepstd import outliers, wavelet
+    from dstdformat.codecs.deepstd import outliers
+    from dstdformat.codecs.deepstd.base_layers import wavelet
     from dstdformat.errors import CorruptSectionError
 
     block = np.random.default_rng(0).normal(0, 100, (8, 9, 10))

@@ -176,7 +176,7 @@ def test_framing_is_checked_before_any_decoder_sees_the_bytes():
 @pytest.mark.parametrize(("trusted", "helpers"), [(True, "0"), (False, "0"), (False, "1")])
 def test_forged_packets_are_corrupt_sections_in_process_and_in_helpers(trusted, helpers,
                                                                        monkeypatch):
-    from dstdformat.codecs.deepstd import isolated
+    from dstdformat.codecs.deepstd.base_layers import isolated
 
     monkeypatch.setenv(isolated.ISOLATE_AV1_ENV, helpers)
     assert isolated.av1_isolation_enabled() == (helpers == "1")

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from dstdformat.codecs.deepstd import isolated, wavelet
+from dstdformat.codecs.deepstd.base_layers import isolated, wavelet
 from dstdformat.errors import CodecError, CorruptSectionError
 
 

@@ -94,7 +94,8 @@ def test_batched_decode_equals_chunk_by_chunk(tmp_path, volume, test_model, monk
 
 
 def test_partial_decode_reads_only_the_selection(tmp_path, volume, monkeypatch):
-    from dstdformat.codecs.deepstd import DeepSTDVolumeCodec, wavelet
+    from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
+    from dstdformat.codecs.deepstd.base_layers import wavelet
 
     # Small wavelet tiles, so that one chunk holds 3 x 2 x 2 of them.
     monkeypatch.setattr(DeepSTDVolumeCodec, "preferred_tile_shape", (10, 24, 20))

@@ -21,7 +21,8 @@ from ...metadata import HU_WINDOW, ScanMetadata
 from ...progress import bar, track
 from ...tiling import NO_TILE, Region, SectionKind, TileGrid
 from ..base import ContainerCosts, DecodeContext, Encoded, Fetch, Section, VolumeCodec
-from . import base_layers, outliers, wavelet
+from . import base_layers, outliers
+from .base_layers import wavelet
 from .decoding import (
     GAIN_STEPS,
     MAX_GAIN,

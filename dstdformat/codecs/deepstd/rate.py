@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import wavelet
+from .base_layers import wavelet
 
 #: Bits per voxel the search never leaves (below, SPERR's stream headers dominate; above, use
 #: the lossless codec).

@@ -19,8 +19,8 @@ from ...errors import InvalidInputError
 from ...progress import track
 from ...tiling import TileGrid
 from ..base import ContainerCosts
-from . import outliers, rate, wavelet
-from .base_layers import BaseLayer, av1, av1_rate
+from . import outliers, rate
+from .base_layers import BaseLayer, av1, av1_rate, wavelet
 
 #: Header bytes per tile (its rate, maybe its outlier flag and, for AV1, its CRF).
 STATE_PER_TILE = 14

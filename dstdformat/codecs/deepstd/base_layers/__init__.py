@@ -86,10 +86,10 @@ class BaseLayer:
         """The tile's base layer in stored units. SPERR streams from files decode in helper
         processes; AV1 streams in this process (helpers with ``DSTD_ISOLATE_AV1=1``)."""
         if self.name == "sperr":
-            from .. import wavelet
+            from . import wavelet
 
             return wavelet.decode(payload, shape, what=what, trusted=trusted, dtype=dtype)
-        from .. import isolated
+        from . import isolated
 
         assert self.samples is not None
         try:

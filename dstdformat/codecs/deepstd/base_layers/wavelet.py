@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from ...errors import CorruptSectionError, InvalidInputError
+from ....errors import CorruptSectionError, InvalidInputError
 
 #: SPERR aborts the process on blocks with an axis of 1 voxel; 4 is safe and cheap.
 MIN_EXTENT = 4

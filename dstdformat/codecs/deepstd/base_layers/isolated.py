@@ -5,7 +5,7 @@ SPERR is a C++ library written for trusted data: a stream whose internal sizes w
 (and whose checksums were then recomputed, so the container cannot tell) makes it throw
 ``std::bad_alloc`` past its Python binding, which aborts the whole interpreter. Streams that come
 from files are therefore decoded in long-lived helper processes (one per concurrent decode, started
-on first use with ``python -m dstdformat.codecs.deepstd.isolated``): a helper that dies or runs
+on first use with ``python -m dstdformat.codecs.deepstd.base_layers.isolated``): a helper that dies or runs
 past its time limit becomes a :class:`~dstdformat.errors.CorruptSectionError` and is replaced.
 Helpers also run under an address-space limit, so a hostile stream cannot exhaust memory either.
 Streams the encoder just wrote are decoded in process. AV1 streams decode in process too: with
@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ...errors import CodecError, CorruptSectionError
+from ....errors import CodecError, CorruptSectionError
 
 ISOLATE_ENV = "DSTD_ISOLATE_DECODER"
 ISOLATE_AV1_ENV = "DSTD_ISOLATE_AV1"
@@ -79,7 +79,7 @@ class _Helper:
         # Unbuffered: answers are read with select() + os.read(), which must see every byte
         # that has arrived (a buffered reader could hold it where select() cannot see it).
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dstdformat.codecs.deepstd.isolated"],
+            [sys.executable, "-m", "dstdformat.codecs.deepstd.base_layers.isolated"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
             bufsize=0,
         )
@@ -94,7 +94,7 @@ class _Helper:
             self.kill()
             raise CodecError(
                 f"could not start the isolated SPERR decoder ({sys.executable} -m "
-                f"dstdformat.codecs.deepstd.isolated); set {ISOLATE_ENV}=0 to decode in this "
+                f"dstdformat.codecs.deepstd.base_layers.isolated); set {ISOLATE_ENV}=0 to decode in this "
                 "process (trusted files only)"
             )
 
@@ -290,7 +290,7 @@ if __name__ == "__main__":
 
     _limit_memory()
     def _av1(payload: bytes) -> np.ndarray:
-        from .base_layers import av1
+        from . import av1
 
         return av1.decode_coded(payload)
 
