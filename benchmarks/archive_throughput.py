@@ -42,22 +42,35 @@ def main() -> int:
     rows = []
     for workers, threads in configurations:
         with tempfile.TemporaryDirectory() as tmp:
-            summary = archive_collection(args.source, Path(tmp) / "archive", codec=args.codec,
-                                         codec_options=options, workers=workers, threads=threads)
+            summary = archive_collection(
+                args.source,
+                Path(tmp) / "archive",
+                codec=args.codec,
+                codec_options=options,
+                workers=workers,
+                threads=threads,
+            )
         if summary.failed:
             print(f"failed scans: {[(r['name'], r['error']) for r in summary.failed]}")
         rows.append((workers, threads, summary))
-        print(f"{workers} worker(s) x {threads} thread(s): {summary.archived} scans, "
-              f"{summary.raw_bytes / 1e6:.1f} MB of voxels in {summary.seconds:.1f} s", flush=True)
+        print(
+            f"{workers} worker(s) x {threads} thread(s): {summary.archived} scans, "
+            f"{summary.raw_bytes / 1e6:.1f} MB of voxels in {summary.seconds:.1f} s",
+            flush=True,
+        )
     base = rows[0][2]
-    print(f"\n{args.codec} {options} on {cores} cores; {base.archived} scans, "
-          f"{base.raw_bytes / 1e6:.1f} MB of voxels -> {base.dest_bytes / 1e6:.2f} MB "
-          f"({base.ratio:.1f}x)\n")
+    print(
+        f"\n{args.codec} {options} on {cores} cores; {base.archived} scans, "
+        f"{base.raw_bytes / 1e6:.1f} MB of voxels -> {base.dest_bytes / 1e6:.2f} MB "
+        f"({base.ratio:.1f}x)\n"
+    )
     print("| workers x torch threads | seconds | scans/s | voxel MB/s | throughput vs 1 worker |")
     print("|---|---|---|---|---|")
     for workers, threads, summary in rows:
-        print(f"| {workers} x {threads} | {summary.seconds:.1f} | {summary.archived / summary.seconds:.3f} "
-              f"| {summary.raw_bytes / 1e6 / summary.seconds:.2f} | {base.seconds / summary.seconds:.2f}x |")
+        print(
+            f"| {workers} x {threads} | {summary.seconds:.1f} | {summary.archived / summary.seconds:.3f} "
+            f"| {summary.raw_bytes / 1e6 / summary.seconds:.2f} | {base.seconds / summary.seconds:.2f}x |"
+        )
     return 0
 
 

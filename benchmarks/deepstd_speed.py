@@ -31,8 +31,9 @@ def volume_of(path: Path, slices: int) -> np.ndarray:
     return mirror_slices(read_scan(path).array, slices)
 
 
-def measure_dstd(volume: np.ndarray, path: Path, ratio: float, model: str | None, base: str,
-                 refine: bool = True):
+def measure_dstd(
+    volume: np.ndarray, path: Path, ratio: float, model: str | None, base: str, refine: bool = True
+):
     """(ratio, encode s, full decode s, one-slice s, 64-slice s) of deepstd at ``ratio``;
     ``refine=False`` reads the same file without the refinement."""
     codec = DeepSTDVolumeCodec(ratio=ratio, model=model, base=base)
@@ -41,15 +42,19 @@ def measure_dstd(volume: np.ndarray, path: Path, ratio: float, model: str | None
         dstdformat.open(path)[0, :1, :1]
     _, dec = timed(lambda: dstdformat.open(path).read(refine=refine))
     _, one_slice = timed(lambda: _slice(path, volume.shape, refine))
-    _, block = timed(lambda: dstdformat.open(path).read_region(
-        (slice(100, 164), slice(0, volume.shape[1]), slice(0, volume.shape[2])), refine=refine))
+    _, block = timed(
+        lambda: dstdformat.open(path).read_region(
+            (slice(100, 164), slice(0, volume.shape[1]), slice(0, volume.shape[2])), refine=refine
+        )
+    )
     return volume.nbytes / path.stat().st_size, enc, dec, one_slice, block
 
 
 def _slice(path: Path, shape: tuple[int, ...], refine: bool) -> np.ndarray:
     z = shape[0] // 2
-    return dstdformat.open(path).read_region((slice(z, z + 1), slice(0, shape[1]), slice(0, shape[2])),
-                                             refine=refine)
+    return dstdformat.open(path).read_region(
+        (slice(z, z + 1), slice(0, shape[1]), slice(0, shape[2])), refine=refine
+    )
 
 
 def main() -> int:
@@ -66,8 +71,10 @@ def main() -> int:
 
     volume = volume_of(args.scan, args.slices)
     mb = volume.nbytes / 1e6
-    print(f"volume {volume.shape} {volume.dtype} ({mb:.0f} MB), target {args.ratio:g}x, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"volume {volume.shape} {volume.dtype} ({mb:.0f} MB), target {args.ratio:g}x, "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     clipped = np.clip(volume, -1024, 3071).astype(np.float64)
     stream, sperr_enc = timed(lambda: imagecodecs.sperr_encode(clipped, 16.0 / args.ratio, "bpp"))
@@ -76,21 +83,25 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         for label, model, base, refine in (
-                ("deepstd, AV1 base + refinement (opt-in)", "default", "auto", True),
-                ("the same file, read(refine=False)", "default", "auto", False),
-                ("deepstd as shipped (AV1 base, no refinement)", None, "av1", True),
-                ("deepstd, SPERR base (before)", "default", "sperr", True),
-                ("deepstd, SPERR base, no model", None, "sperr", True)):
-            rows.append((label, *measure_dstd(volume, Path(tmp) / "v.dstd", args.ratio, model, base,
-                                              refine)))
+            ("deepstd, AV1 base + refinement (opt-in)", "default", "auto", True),
+            ("the same file, read(refine=False)", "default", "auto", False),
+            ("deepstd as shipped (AV1 base, no refinement)", None, "av1", True),
+            ("deepstd, SPERR base (before)", "default", "sperr", True),
+            ("deepstd, SPERR base, no model", None, "sperr", True),
+        ):
+            rows.append((label, *measure_dstd(volume, Path(tmp) / "v.dstd", args.ratio, model, base, refine)))
 
-    print("\n| codec | ratio | encode s (MB/s) | decode s (MB/s) | decode vs SPERR | one slice s "
-          "| 64 slices s |")
+    print(
+        "\n| codec | ratio | encode s (MB/s) | decode s (MB/s) | decode vs SPERR | one slice s "
+        "| 64 slices s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, ratio, enc, dec, one, block in rows:
-        print(f"| {label} | {ratio:.1f} | {enc:.1f} ({mb / enc:.1f}) | {dec:.1f} ({mb / dec:.1f}) | "
-              f"{dec / sperr_dec:.1f}x | {'-' if one is None else f'{one:.2f}'} | "
-              f"{'-' if block is None else f'{block:.2f}'} |")
+        print(
+            f"| {label} | {ratio:.1f} | {enc:.1f} ({mb / enc:.1f}) | {dec:.1f} ({mb / dec:.1f}) | "
+            f"{dec / sperr_dec:.1f}x | {'-' if one is None else f'{one:.2f}'} | "
+            f"{'-' if block is None else f'{block:.2f}'} |"
+        )
     return 0
 
 

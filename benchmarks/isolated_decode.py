@@ -52,8 +52,10 @@ def main() -> int:
                     _, seconds = timed(lambda read=read: read(dstdformat.open(path)))
                     key = (name, mode)
                     best[key] = min(best.get(key, float("inf")), seconds)
-    print(f"{Path(args.scan).name} {volume.shape}, deepstd {args.ratio:g}x without refinement, "
-          f"best of {args.repeats}\n")
+    print(
+        f"{Path(args.scan).name} {volume.shape}, deepstd {args.ratio:g}x without refinement, "
+        f"best of {args.repeats}\n"
+    )
     print("| read | in process s | isolated s | isolated / in process |")
     print("|---|---:|---:|---:|")
     for name in reads:

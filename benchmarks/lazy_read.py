@@ -94,8 +94,10 @@ def main() -> int:
         fs = fsspec.filesystem("s3", **options)
         fs.mkdir("bench")
         rows = []
-        for label, codec, codec_options in (("lossless", "lossless", {}),
-                                            ("deepstd 256x", "deepstd", {"ratio": 256})):
+        for label, codec, codec_options in (
+            ("lossless", "lossless", {}),
+            ("deepstd 256x", "deepstd", {"ratio": 256}),
+        ):
             local = Path(tmp) / f"{codec}.dstd"
             dstdformat.save(scan, local, codec=codec, codec_options=codec_options)
             fs.put(str(local), f"bench/{codec}.dstd")
@@ -114,13 +116,17 @@ def main() -> int:
             size = local.stat().st_size
             rows.append((label, size, opened, read, lazy_s, whole_s))
         proxy.close()
-    print("\n| file | size | open: bytes, requests | slice: bytes (share), requests | open + slice s "
-          "| download + decode s | speed-up |")
+    print(
+        "\n| file | size | open: bytes, requests | slice: bytes (share), requests | open + slice s "
+        "| download + decode s | speed-up |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, size, opened, read, lazy_s, whole_s in rows:
-        print(f"| {label} | {size / 1e6:.2f} MB | {opened[0] / 1e3:.0f} KB, {opened[1]} | "
-              f"{read[0] / 1e3:.0f} KB ({read[0] / size:.1%}), {read[1]} | {lazy_s:.2f} | "
-              f"{whole_s:.2f} | {whole_s / lazy_s:.1f}x |")
+        print(
+            f"| {label} | {size / 1e6:.2f} MB | {opened[0] / 1e3:.0f} KB, {opened[1]} | "
+            f"{read[0] / 1e3:.0f} KB ({read[0] / size:.1%}), {read[1]} | {lazy_s:.2f} | "
+            f"{whole_s:.2f} | {whole_s / lazy_s:.1f}x |"
+        )
     return 0
 
 

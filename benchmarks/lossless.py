@@ -49,16 +49,28 @@ def bench_volume(source: Path, work: Path) -> list[dict]:
     _, w = _timed(lambda: write_scan(scan, nii))
     back, r = _timed(lambda: np.asanyarray(nib.load(nii).dataobj))
     assert np.array_equal(back.transpose(2, 1, 0), array)
-    rows.append({"format": "NIfTI+gzip", "bytes": _size(nii), "write": mb / w, "read": mb / r,
-                 "slice_bytes": _size(nii)})  # gzip has no random access: a slice reads it all
+    rows.append(
+        {
+            "format": "NIfTI+gzip",
+            "bytes": _size(nii),
+            "write": mb / w,
+            "read": mb / r,
+            "slice_bytes": _size(nii),
+        }
+    )  # gzip has no random access: a slice reads it all
 
     store = work / "scan.zarr"
     chunks = (8, 128, 128)
 
     def write_zarr():
-        arr = zarr.create_array(store, shape=array.shape, dtype=array.dtype, chunks=chunks,
-                                compressors=BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),
-                                overwrite=True)
+        arr = zarr.create_array(
+            store,
+            shape=array.shape,
+            dtype=array.dtype,
+            chunks=chunks,
+            compressors=BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),
+            overwrite=True,
+        )
         arr[:] = array
 
     _, w = _timed(write_zarr)
@@ -68,8 +80,15 @@ def bench_volume(source: Path, work: Path) -> list[dict]:
     chunk_files = sorted((store / "c" / str(z // chunks[0])).rglob("*"))
     slice_bytes = sum(p.stat().st_size for p in chunk_files if p.is_file())
     assert len([p for p in chunk_files if p.is_file()]) == grid_yx
-    rows.append({"format": "zarr v3 Blosc-zstd5", "bytes": _size(store), "write": mb / w,
-                 "read": mb / r, "slice_bytes": slice_bytes})
+    rows.append(
+        {
+            "format": "zarr v3 Blosc-zstd5",
+            "bytes": _size(store),
+            "write": mb / w,
+            "read": mb / r,
+            "slice_bytes": slice_bytes,
+        }
+    )
 
     dstd = work / "scan.dstd"
     _, w = _timed(lambda: dstdformat.save(scan, dstd))
@@ -78,8 +97,15 @@ def bench_volume(source: Path, work: Path) -> list[dict]:
     assert np.array_equal(back, array)
     volume.io_stats.reset()
     volume[z]
-    rows.append({"format": ".dstd lossless", "bytes": _size(dstd), "write": mb / w, "read": mb / r,
-                 "slice_bytes": volume.io_stats.bytes_fetched})
+    rows.append(
+        {
+            "format": ".dstd lossless",
+            "bytes": _size(dstd),
+            "write": mb / w,
+            "read": mb / r,
+            "slice_bytes": volume.io_stats.bytes_fetched,
+        }
+    )
     for row in rows:
         row["ratio"] = raw / row["bytes"]
     return rows
@@ -103,9 +129,11 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(work)
         base = rows[0]["ratio"]
         for row in rows:
-            print(f"| {source.name} | {row['format']} | {row['ratio']:.2f} | "
-                  f"{row['ratio'] / base:.2f}x | {row['write']:.0f} | {row['read']:.0f} | "
-                  f"{row['slice_bytes'] / row['bytes'] * 100:.1f}% |")
+            print(
+                f"| {source.name} | {row['format']} | {row['ratio']:.2f} | "
+                f"{row['ratio'] / base:.2f}x | {row['write']:.0f} | {row['read']:.0f} | "
+                f"{row['slice_bytes'] / row['bytes'] * 100:.1f}% |"
+            )
     return 0
 
 

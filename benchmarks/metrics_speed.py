@@ -51,8 +51,10 @@ def main(argv: list[str]) -> int:
     total = sum(timings.values())
     for name, seconds in timings.items():
         print(f"  {name:24s} {seconds:6.2f} s   ({seconds / baseline:6.1f}x numpy MAE)")
-    print(f"  {'all metrics':24s} {total:6.2f} s   ({total / baseline:6.1f}x numpy MAE, "
-          f"baseline {baseline:.2f} s); peak extra memory {memory.peak / 1e6:.0f} MB")
+    print(
+        f"  {'all metrics':24s} {total:6.2f} s   ({total / baseline:6.1f}x numpy MAE, "
+        f"baseline {baseline:.2f} s); peak extra memory {memory.peak / 1e6:.0f} MB"
+    )
     return 0
 
 

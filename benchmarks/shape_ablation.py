@@ -53,16 +53,18 @@ def _to_int16(volume: torch.Tensor) -> np.ndarray:
     return np.clip(np.rint(volume.numpy()), -32768, 32767).astype(np.int16)
 
 
-def warp_back(texture: np.ndarray, shape_code: bytes, frame: VolumeFrame, texture_at: VolumeFrame,
-              order: int | str) -> tuple[np.ndarray, float]:
+def warp_back(
+    texture: np.ndarray, shape_code: bytes, frame: VolumeFrame, texture_at: VolumeFrame, order: int | str
+) -> tuple[np.ndarray, float]:
     """The decoder's side of the shape: decode the section, rebuild phi, warp the texture back."""
     started = time.perf_counter()
     affine, config, state = decode_shape(shape_code)
     decoded = CycleDeformation(AffineMap.from_array(affine), config)
     decoded.forward_net.load_state_dict(state)
     field = CoarseField(decoded.to_template, frame)
-    out = _to_int16(resample(torch.from_numpy(texture.astype(np.float32)), texture_at, field, frame,
-                             order=order))
+    out = _to_int16(
+        resample(torch.from_numpy(texture.astype(np.float32)), texture_at, field, frame, order=order)
+    )
     return out, time.perf_counter() - started
 
 
@@ -72,13 +74,25 @@ def main() -> int:
     parser.add_argument("--template", type=Path, default=SHARED / "elastix_lung_baseline.nii.gz")
     parser.add_argument("--ratios", nargs="+", type=float, default=[128.0, 256.0])
     parser.add_argument("--steps", type=int, default=2500)
-    parser.add_argument("--order", default="3", choices=("1", "3", "keys"),
-                        help="resampling: trilinear, cubic B-spline, or local cubic convolution")
-    parser.add_argument("--cycle-weight", type=float, default=RegistrationConfig.cycle_weight,
-                        help="weight of the cycle term (mm^2); the paper's 0.001 by default")
-    parser.add_argument("--inverse", choices=("fixed-point", "network"), default="fixed-point",
-                        help="how the encoder inverts phi: the backward SIREN alone, or refined "
-                             "by fixed-point iteration on the decoder's field")
+    parser.add_argument(
+        "--order",
+        default="3",
+        choices=("1", "3", "keys"),
+        help="resampling: trilinear, cubic B-spline, or local cubic convolution",
+    )
+    parser.add_argument(
+        "--cycle-weight",
+        type=float,
+        default=RegistrationConfig.cycle_weight,
+        help="weight of the cycle term (mm^2); the paper's 0.001 by default",
+    )
+    parser.add_argument(
+        "--inverse",
+        choices=("fixed-point", "network"),
+        default="fixed-point",
+        help="how the encoder inverts phi: the backward SIREN alone, or refined "
+        "by fixed-point iteration on the decoder's field",
+    )
     args = parser.parse_args()
     args.order = args.order if args.order == "keys" else int(args.order)
     scans = args.scans or [SHARED / name for name in HELD_OUT]
@@ -91,43 +105,81 @@ def main() -> int:
         frame = VolumeFrame(original.shape, spacing)  # type: ignore[arg-type]
         print(f"{path.name} {original.shape}: registering to {args.template.name}", flush=True)
         started = time.perf_counter()
-        fit = register(original, spacing, template.array, template.metadata.spacing,
-                       RegistrationConfig(steps=args.steps, cycle_weight=args.cycle_weight))
+        fit = register(
+            original,
+            spacing,
+            template.array,
+            template.metadata.spacing,
+            RegistrationConfig(steps=args.steps, cycle_weight=args.cycle_weight),
+        )
         deformation = fit.deformation
         quantize_in_place(deformation.forward_net)
         shape_code = encode_shape(deformation.affine.as_array(), deformation.forward_net)
         phi = CoarseField(deformation.to_template, frame)
         texture_at = texture_frame(phi, frame, deformation.affine.as_array()[:, :3])
         linear = deformation.affine.as_array()[:, :3]
-        psi = (inverse_field(phi, texture_at, deformation.to_scan, linear)
-               if args.inverse == "fixed-point" else CoarseField(deformation.to_scan, texture_at))
-        texture = _to_int16(resample(torch.from_numpy(original.astype(np.float32)), frame, psi,
-                                     texture_at, order=args.order))
+        psi = (
+            inverse_field(phi, texture_at, deformation.to_scan, linear)
+            if args.inverse == "fixed-point"
+            else CoarseField(deformation.to_scan, texture_at)
+        )
+        texture = _to_int16(
+            resample(torch.from_numpy(original.astype(np.float32)), frame, psi, texture_at, order=args.order)
+        )
         shape_encode_s = time.perf_counter() - started
 
         round_trip, _ = warp_back(texture, shape_code, frame, texture_at, args.order)
-        rows.append((path.name, "-", "warp round trip, no coding", mae(original, round_trip),
-                     ssim(original, round_trip), "", ""))
-        print(f"  NCC {fit.ncc_start:.3f} -> affine {fit.ncc_affine:.3f} -> {fit.ncc_final:.3f}, "
-              f"folding {fit.folding_fraction:.4f}, cycle {fit.cycle_error_mm:.2f} mm, "
-              f"shape code {len(shape_code)} B, texture grid {texture_at.shape}, "
-              f"shape encode {shape_encode_s:.1f} s", flush=True)
+        rows.append(
+            (
+                path.name,
+                "-",
+                "warp round trip, no coding",
+                mae(original, round_trip),
+                ssim(original, round_trip),
+                "",
+                "",
+            )
+        )
+        print(
+            f"  NCC {fit.ncc_start:.3f} -> affine {fit.ncc_affine:.3f} -> {fit.ncc_final:.3f}, "
+            f"folding {fit.folding_fraction:.4f}, cycle {fit.cycle_error_mm:.2f} mm, "
+            f"shape code {len(shape_code)} B, texture grid {texture_at.shape}, "
+            f"shape encode {shape_encode_s:.1f} s",
+            flush=True,
+        )
         for ratio in args.ratios:
             alone, nbytes, enc_s, dec_s = _code(original, ratio)
-            rows.append((path.name, f"{original.nbytes / nbytes:.1f}", "texture only",
-                         mae(original, alone), ssim(original, alone), f"{enc_s:.1f}", f"{dec_s:.1f}"))
+            rows.append(
+                (
+                    path.name,
+                    f"{original.nbytes / nbytes:.1f}",
+                    "texture only",
+                    mae(original, alone),
+                    ssim(original, alone),
+                    f"{enc_s:.1f}",
+                    f"{dec_s:.1f}",
+                )
+            )
             budget = original.nbytes / ratio - len(shape_code)
             coded, texture_bytes, t_enc, t_dec = _code(texture, texture.nbytes / budget)
             restored, warp_s = warp_back(coded, shape_code, frame, texture_at, args.order)
             total = texture_bytes + len(shape_code)
-            rows.append((path.name, f"{original.nbytes / total:.1f}",
-                         f"shape + texture (shape {100 * len(shape_code) / total:.1f}% of bytes)",
-                         mae(original, restored), ssim(original, restored),
-                         f"{shape_encode_s:.1f} + {t_enc:.1f}", f"{warp_s:.1f} + {t_dec:.1f}"))
+            rows.append(
+                (
+                    path.name,
+                    f"{original.nbytes / total:.1f}",
+                    f"shape + texture (shape {100 * len(shape_code) / total:.1f}% of bytes)",
+                    mae(original, restored),
+                    ssim(original, restored),
+                    f"{shape_encode_s:.1f} + {t_enc:.1f}",
+                    f"{warp_s:.1f} + {t_dec:.1f}",
+                )
+            )
             print(f"  {ratio:g}x done", flush=True)
 
-    print("\n| scan | ratio | codec | MAE HU | SSIM | encode s (shape + texture) "
-          "| decode s (shape + texture) |")
+    print(
+        "\n| scan | ratio | codec | MAE HU | SSIM | encode s (shape + texture) | decode s (shape + texture) |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|")
     for name, ratio, label, err, score, enc, dec in rows:
         print(f"| {name} | {ratio} | {label} | {err:.2f} | {score:.4f} | {enc} | {dec} |")

@@ -31,8 +31,11 @@ from dstdformat.zoo.registry import DEFAULT_MODEL
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED  # noqa: E402
 
-HELD_OUT = ["itkelastix_chest_512.nii.gz", "totalseg_chest_1p5mm.nii.gz",
-            "totalseg_upper_abdomen_dicom.nii.gz"]
+HELD_OUT = [
+    "itkelastix_chest_512.nii.gz",
+    "totalseg_chest_1p5mm.nii.gz",
+    "totalseg_upper_abdomen_dicom.nii.gz",
+]
 
 
 class _TextureTimer:
@@ -75,41 +78,77 @@ def main() -> int:
     rows = []
     for path in scans:
         scan = read_scan(path)
-        window = _stored_window(DEFAULT_WINDOW, scan.metadata.slope, scan.metadata.intercept,
-                                scan.array.dtype)  # as the codec computes it: the cache key
+        window = _stored_window(
+            DEFAULT_WINDOW, scan.metadata.slope, scan.metadata.intercept, scan.array.dtype
+        )  # as the codec computes it: the cache key
         print(f"{path.name} {scan.array.shape}: registering", flush=True)
         started = time.perf_counter()
-        fit = shaped.fit_shape(scan.array, scan.metadata.spacing, scan.metadata.slope,
-                               scan.metadata.intercept, window,
-                               args.template, args.steps, DeepSTDVolumeCodec.preferred_tile_shape)
+        fit = shaped.fit_shape(
+            scan.array,
+            scan.metadata.spacing,
+            scan.metadata.slope,
+            scan.metadata.intercept,
+            window,
+            args.template,
+            args.steps,
+            DeepSTDVolumeCodec.preferred_tile_shape,
+        )
         shape_s = time.perf_counter() - started
         if isinstance(fit, str):
             print(f"  texture only: {fit}")
             rows.append((path.name, "-", f"shape not usable: {fit}", "", "", "", "", ""))
         else:
             growth = np.prod(fit.texture.frame.shape) / scan.array.size
-            print(f"  {fit.record}, texture grid {fit.texture.frame.shape} ({growth:.2f}x the "
-                  f"voxels), shape {shape_s:.1f} s", flush=True)
+            print(
+                f"  {fit.record}, texture grid {fit.texture.frame.shape} ({growth:.2f}x the "
+                f"voxels), shape {shape_s:.1f} s",
+                flush=True,
+            )
         for ratio in args.ratios:
             out, size, enc, dec, _ = _code(scan, DeepSTDVolumeCodec(ratio=ratio))
-            rows.append((path.name, f"{scan.array.nbytes / size:.1f}", "texture only",
-                         mae(scan.array, out), ssim(scan.array, out), "", f"{enc:.1f}", f"{dec:.1f}"))
+            rows.append(
+                (
+                    path.name,
+                    f"{scan.array.nbytes / size:.1f}",
+                    "texture only",
+                    mae(scan.array, out),
+                    ssim(scan.array, out),
+                    "",
+                    f"{enc:.1f}",
+                    f"{dec:.1f}",
+                )
+            )
             if isinstance(fit, str):
                 continue
             for model in args.models:
-                codec = DeepSTDVolumeCodec(ratio=ratio, model=model, shape=args.template,
-                                           shape_policy="always", shape_steps=args.steps)
+                codec = DeepSTDVolumeCodec(
+                    ratio=ratio,
+                    model=model,
+                    shape=args.template,
+                    shape_policy="always",
+                    shape_steps=args.steps,
+                )
                 timer.seconds = 0.0
                 out, size, enc, dec, state = _code(scan, codec)
                 share = 100.0 * state["shape"]["shape_bytes"] / size
-                rows.append((path.name, f"{scan.array.nbytes / size:.1f}", f"shape + texture, {model}",
-                             mae(scan.array, out), ssim(scan.array, out), f"{share:.1f}%",
-                             f"{shape_s:.1f} + {enc:.1f}",
-                             f"{dec - timer.seconds:.1f} + {timer.seconds:.1f}"))
+                rows.append(
+                    (
+                        path.name,
+                        f"{scan.array.nbytes / size:.1f}",
+                        f"shape + texture, {model}",
+                        mae(scan.array, out),
+                        ssim(scan.array, out),
+                        f"{share:.1f}%",
+                        f"{shape_s:.1f} + {enc:.1f}",
+                        f"{dec - timer.seconds:.1f} + {timer.seconds:.1f}",
+                    )
+                )
             print(f"  {ratio:g}x done", flush=True)
 
-    print("\n| scan | ratio | coding | MAE HU | SSIM | shape share of bytes "
-          "| encode s (shape + texture) | decode s (shape + texture) |")
+    print(
+        "\n| scan | ratio | coding | MAE HU | SSIM | shape share of bytes "
+        "| encode s (shape + texture) | decode s (shape + texture) |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for name, ratio, label, err, score, share, enc, dec in rows:
         err = f"{err:.2f}" if isinstance(err, float) else err

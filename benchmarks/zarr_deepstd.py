@@ -51,15 +51,30 @@ def main() -> int:
         rows.append(("codec on the whole array", base_write, base_read, path.stat().st_size))
 
         def v3():
-            return zarr.create_array(tmp / "v3.zarr", shape=volume.shape, chunks=chunks, dtype="int16",
-                                     serializer=DeepSTDCodec(ratio=args.ratio), compressors=None)
+            return zarr.create_array(
+                tmp / "v3.zarr",
+                shape=volume.shape,
+                chunks=chunks,
+                dtype="int16",
+                serializer=DeepSTDCodec(ratio=args.ratio),
+                compressors=None,
+            )
 
         def v2():
-            return zarr.open(str(tmp / "v2.zarr"), mode="w", shape=volume.shape, chunks=chunks,
-                             dtype="int16", compressor=DeepSTD(ratio=args.ratio), zarr_format=2)
+            return zarr.open(
+                str(tmp / "v2.zarr"),
+                mode="w",
+                shape=volume.shape,
+                chunks=chunks,
+                dtype="int16",
+                compressor=DeepSTD(ratio=args.ratio),
+                zarr_format=2,
+            )
 
-        for label, make, store in (("zarr v3, serializer=DeepSTDCodec", v3, "v3.zarr"),
-                                   ("zarr v2, compressor=DeepSTD", v2, "v2.zarr")):
+        for label, make, store in (
+            ("zarr v3, serializer=DeepSTDCodec", v3, "v3.zarr"),
+            ("zarr v2, compressor=DeepSTD", v2, "v2.zarr"),
+        ):
             array = make()
             _, write = timed(lambda array=array: array.__setitem__(Ellipsis, volume))
             _, read = timed(lambda store=store: zarr.open_array(tmp / store, mode="r")[:])
@@ -69,11 +84,13 @@ def main() -> int:
         print("\n| path | write s | read s | write vs codec | read vs codec | ratio |")
         print("|---|---:|---:|---:|---:|---:|")
         for label, write, read, size in rows:
-            print(f"| {label} | {write:.1f} | {read:.1f} | {write / base_write:.2f}x | "
-                  f"{read / base_read:.2f}x | {volume.nbytes / size:.1f} |")
+            print(
+                f"| {label} | {write:.1f} | {read:.1f} | {write / base_write:.2f}x | "
+                f"{read / base_read:.2f}x | {volume.nbytes / size:.1f} |"
+            )
 
         inner = DeepSTD(ratio=args.ratio)
-        encoded = [inner.encode(volume[k:k + chunks[0]]) for k in range(0, volume.shape[0], chunks[0])]
+        encoded = [inner.encode(volume[k : k + chunks[0]]) for k in range(0, volume.shape[0], chunks[0])]
         encoded = encoded[: max(args.batch, 1)] if len(encoded) >= args.batch else encoded
         print(f"\n| batch | chunks/s ({len(encoded)} chunks of {chunks}) |")
         print("|---:|---:|")

@@ -35,10 +35,17 @@ from .metadata import Scan, ScanMetadata
 from .storage.retry import RetryPolicy
 
 
-def save(data: Any, path: str | os.PathLike[str], codec: str | VolumeCodec = "lossless", *,
-         tile_shape: tuple[int, int, int] | None = None, codec_options: dict[str, Any] | None = None,
-         progress: bool = False, storage_options: dict[str, Any] | None = None,
-         **metadata: Any) -> WriteResult:
+def save(
+    data: Any,
+    path: str | os.PathLike[str],
+    codec: str | VolumeCodec = "lossless",
+    *,
+    tile_shape: tuple[int, int, int] | None = None,
+    codec_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    **metadata: Any,
+) -> WriteResult:
     """Compress a 3D volume into a ``.dstd`` file (local path or fsspec URL), atomically.
 
     ``data`` is an array indexed ``[k, j, i]`` (axis 0 = slices), a :class:`Scan` or an open
@@ -48,12 +55,24 @@ def save(data: Any, path: str | os.PathLike[str], codec: str | VolumeCodec = "lo
     """
     from .io.dstd_files import save_dstd
 
-    return save_dstd(data, path, codec, tile_shape=tile_shape, codec_options=codec_options,
-                     progress=progress, storage_options=storage_options, **metadata)
+    return save_dstd(
+        data,
+        path,
+        codec,
+        tile_shape=tile_shape,
+        codec_options=codec_options,
+        progress=progress,
+        storage_options=storage_options,
+        **metadata,
+    )
 
 
-def open(path_or_url: str | os.PathLike[str],  # noqa: A001 - the natural name, like zarr.open
-         storage_options: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None) -> Volume:
+def open(
+    path_or_url: str | os.PathLike[str],  # noqa: A001 - the natural name, like zarr.open
+    storage_options: dict[str, Any] | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+) -> Volume:
     """Open a ``.dstd`` file lazily from a local path or any fsspec URL (s3://, https://, ...).
 
     Remote reads retry transient failures (timeouts, dropped connections, HTTP 429/5xx) under
@@ -61,8 +80,7 @@ def open(path_or_url: str | os.PathLike[str],  # noqa: A001 - the natural name, 
     return open_volume(path_or_url, storage_options, retry=retry)
 
 
-def open_collection(pattern: str | os.PathLike[str],
-                    storage_options: dict[str, Any] | None = None):
+def open_collection(pattern: str | os.PathLike[str], storage_options: dict[str, Any] | None = None):
     """The scans of an archive made by ``dstd archive`` (its folder or URL), as a mapping from scan
     name to :class:`Volume` with each scan's catalog record in ``.catalog``; or every ``.dstd``
     file matching a glob (local or any fsspec URL), by file name. Files are opened the first time

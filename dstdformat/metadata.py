@@ -28,9 +28,7 @@ from .errors import InvalidInputError
 HU_WINDOW = (-1024.0, 3071.0)
 
 #: Permutation between NIfTI's ``[i, j, k]`` and our ``[k, j, i]`` index order (its own inverse).
-IJK_TO_KJI = np.array(
-    [[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64
-)
+IJK_TO_KJI = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 
 
 def _as_affine(value: Any) -> np.ndarray:
@@ -92,8 +90,9 @@ def axis_geometry(affine: np.ndarray, tolerance: float = 1e-6) -> AxisGeometry:
     rotation = matrix[:3, :3]
     rows = [int(np.argmax(np.abs(rotation[:, axis]))) for axis in range(3)]
     if len(set(rows)) != 3:  # two array axes closest to one world axis: take the best assignment
-        rows = list(max(permutations(range(3)),
-                        key=lambda order: sum(abs(rotation[order[a], a]) for a in range(3))))
+        rows = list(
+            max(permutations(range(3)), key=lambda order: sum(abs(rotation[order[a], a]) for a in range(3)))
+        )
     kept = np.zeros_like(rotation)
     for axis, row in enumerate(rows):
         kept[row, axis] = rotation[row, axis]
@@ -105,6 +104,7 @@ def axis_geometry(affine: np.ndarray, tolerance: float = 1e-6) -> AxisGeometry:
         world_axes=tuple(WORLD_AXES[row] for row in rows),  # type: ignore[arg-type]
         oblique=oblique,
     )
+
 
 @dataclass
 class ScanMetadata:
@@ -208,8 +208,7 @@ class ScanMetadata:
         return ScanMetadata.from_json(data)
 
 
-FIELDS = ("spacing", "affine", "slope", "intercept", "modality", "original_dtype", "attributes",
-          "provenance")
+FIELDS = ("spacing", "affine", "slope", "intercept", "modality", "original_dtype", "attributes", "provenance")
 
 
 @dataclass

@@ -63,9 +63,9 @@ def max_error(original: Any, decoded: Any) -> float:
     return max(float(np.abs(a[s].astype(np.float64) - b[s]).max()) for s in _slabs(a.shape[0]))
 
 
-
-def error_summary(original: np.ndarray, decoded: np.ndarray, slope: float = 1.0,
-                  intercept: float = 0.0) -> dict[str, Any]:
+def error_summary(
+    original: np.ndarray, decoded: np.ndarray, slope: float = 1.0, intercept: float = 0.0
+) -> dict[str, Any]:
     """MAE, largest error (HU) and PSNR (dB, clipped to :data:`HU_CLIP`, range 4095) of stored
     values under ``value * slope + intercept``, in one slab-wise pass; what a lossy file records
     about itself (``stats.error``). PSNR is None for identical volumes."""
@@ -79,12 +79,17 @@ def error_summary(original: np.ndarray, decoded: np.ndarray, slope: float = 1.0,
         largest = max(largest, float(difference.max()))
         squares += float(np.square(np.clip(x, *HU_CLIP) - np.clip(y, *HU_CLIP)).sum())
     mse = squares / a.size
-    return {"mae_hu": round(total / a.size, 4), "max_error_hu": round(largest, 4),
-            "psnr_db": None if mse == 0 else round(float(10 * np.log10(DATA_RANGE**2 / mse)), 4),
-            "psnr_window_hu": list(HU_CLIP)}
+    return {
+        "mae_hu": round(total / a.size, 4),
+        "max_error_hu": round(largest, 4),
+        "psnr_db": None if mse == 0 else round(float(10 * np.log10(DATA_RANGE**2 / mse)), 4),
+        "psnr_window_hu": list(HU_CLIP),
+    }
 
-def psnr(original: Any, decoded: Any, data_range: float = DATA_RANGE,
-         clip: tuple[float, float] | None = HU_CLIP) -> float:
+
+def psnr(
+    original: Any, decoded: Any, data_range: float = DATA_RANGE, clip: tuple[float, float] | None = HU_CLIP
+) -> float:
     """Peak signal-to-noise ratio in dB after clipping; ``inf`` for identical volumes."""
     a, b = _pair(original, decoded)
     sq = 0.0
@@ -97,8 +102,9 @@ def psnr(original: Any, decoded: Any, data_range: float = DATA_RANGE,
     return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
 
 
-def ssim(original: Any, decoded: Any, data_range: float = DATA_RANGE,
-         clip: tuple[float, float] | None = HU_CLIP) -> float:
+def ssim(
+    original: Any, decoded: Any, data_range: float = DATA_RANGE, clip: tuple[float, float] | None = HU_CLIP
+) -> float:
     """Mean 3D structural similarity (Gaussian window, see module docstring)."""
     a, b = _pair(original, decoded)
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
@@ -196,8 +202,7 @@ def ct_masks(volume: Any) -> dict[str, np.ndarray]:
     return {"body": body, "lungs": lungs, "bone": bone}
 
 
-def all_metrics(original: Any, decoded: Any,
-                spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
+def all_metrics(original: Any, decoded: Any, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
     """Every metric above; mask metrics as ``dice_<mask>`` and ``hd95_<mask>`` (mm)."""
     a, b = _pair(original, decoded)
     out = {"mae": mae(a, b), "max_error": max_error(a, b), "psnr": psnr(a, b), "ssim": ssim(a, b)}

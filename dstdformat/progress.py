@@ -15,8 +15,15 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 
-def track(items: Iterable[T], *, enabled: bool, desc: str, total: int | None = None,
-          unit: str = "it", leave: bool = True) -> Iterator[T]:
+def track(
+    items: Iterable[T],
+    *,
+    enabled: bool,
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    leave: bool = True,
+) -> Iterator[T]:
     """Iterate ``items``, showing a progress bar on stderr when ``enabled``. Bars stay on screen
     at their final count; ``leave=False`` for inner passes (a rate search's tries) that would
     otherwise fill the terminal."""
@@ -28,14 +35,22 @@ def track(items: Iterable[T], *, enabled: bool, desc: str, total: int | None = N
 
 
 @contextmanager
-def bar(*, enabled: bool, desc: str, total: int | None, unit: str = "it", unit_scale: bool = False,
-        leave: bool = True):
+def bar(
+    *,
+    enabled: bool,
+    desc: str,
+    total: int | None,
+    unit: str = "it",
+    unit_scale: bool = False,
+    leave: bool = True,
+):
     """A manual progress bar (``.update(n)``); a no-op object when disabled."""
     if not enabled:
         yield _NullBar()
         return
-    with tqdm(desc=desc, total=total, unit=unit, unit_scale=unit_scale, leave=leave,
-              dynamic_ncols=True) as real:
+    with tqdm(
+        desc=desc, total=total, unit=unit, unit_scale=unit_scale, leave=leave, dynamic_ncols=True
+    ) as real:
         yield real
 
 

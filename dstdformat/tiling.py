@@ -73,8 +73,7 @@ class TileGrid:
         """The voxels a tile covers, clipped to the volume."""
         coords = self.tile_coords(number)
         return tuple(  # type: ignore[return-value]
-            slice(c * t, min((c + 1) * t, s))
-            for c, t, s in zip(coords, self.tile_shape, self.shape)
+            slice(c * t, min((c + 1) * t, s)) for c, t, s in zip(coords, self.tile_shape, self.shape)
         )
 
     def tile_extent(self, number: int) -> tuple[int, int, int]:
@@ -106,8 +105,9 @@ def overlap_slices(outer: Region, inner: Region) -> tuple[Region, Region]:
     return tuple(src), tuple(dst)  # type: ignore[return-value]
 
 
-def default_tile_shape(shape: Sequence[int], preferred: Sequence[int],
-                       balanced: bool = False) -> tuple[int, int, int]:
+def default_tile_shape(
+    shape: Sequence[int], preferred: Sequence[int], balanced: bool = False
+) -> tuple[int, int, int]:
     """``preferred`` clipped to the volume, so small volumes are one tile.
 
     ``balanced`` keeps the same number of tiles per axis but makes them equal, so no thin tile is

@@ -1,6 +1,6 @@
 """Compress a CT scan, inspect it without decoding, and read regions lazily.
 
-    python examples/quickstart.py [SCAN.nii.gz]   # default: the scan bundled with dstdformat
+python examples/quickstart.py [SCAN.nii.gz]   # default: the scan bundled with dstdformat
 """
 
 from __future__ import annotations

@@ -39,8 +39,17 @@ def _mutator(seed_paths: list[str]):
     return Mutator(load_seeds(seed_paths))
 
 
-def _worker(number: int, jobs: int, start: int, stop: int, run_seed: int, seed_paths: list[str],
-            memory_gib: float, current, results) -> None:
+def _worker(
+    number: int,
+    jobs: int,
+    start: int,
+    stop: int,
+    run_seed: int,
+    seed_paths: list[str],
+    memory_gib: float,
+    current,
+    results,
+) -> None:
     """Judge inputs start, start + jobs, ... below stop; report counts and findings."""
     import numpy as np  # noqa: F401 - imported before the memory limit
 
@@ -78,9 +87,21 @@ def run(args: argparse.Namespace, seed_paths: list[str]) -> int:
     inputs_mutator = None  # built lazily in the parent to save findings' bytes
 
     def start_worker(number: int, first: int):
-        proc = context.Process(target=_worker, daemon=True, args=(
-            number, args.jobs, first, args.inputs, args.seed, seed_paths, args.memory_gib,
-            current, results))
+        proc = context.Process(
+            target=_worker,
+            daemon=True,
+            args=(
+                number,
+                args.jobs,
+                first,
+                args.inputs,
+                args.seed,
+                seed_paths,
+                args.memory_gib,
+                current,
+                results,
+            ),
+        )
         current[number] = -2
         proc.start()
         return {"proc": proc, "index": -2, "since": time.monotonic()}
@@ -91,8 +112,13 @@ def run(args: argparse.Namespace, seed_paths: list[str]) -> int:
             inputs_mutator = _mutator(seed_paths)
         mutation = make_input(inputs_mutator, args.seed, index)
         (out / f"{kind}-{index}.dstd").write_bytes(mutation.data)
-        entry = {"index": index, "kind": kind, "seed": mutation.seed.name,
-                 "how": how or mutation.how, "detail": detail}
+        entry = {
+            "index": index,
+            "kind": kind,
+            "seed": mutation.seed.name,
+            "how": how or mutation.how,
+            "detail": detail,
+        }
         findings.append(entry)
         with open(out / "findings.jsonl", "a") as fh:
             fh.write(json.dumps(entry) + "\n")
@@ -151,10 +177,15 @@ def run(args: argparse.Namespace, seed_paths: list[str]) -> int:
 
     done = sum(totals.values())
     summary = {
-        "inputs": done, "seconds": round(time.monotonic() - started, 1), "jobs": args.jobs,
-        "seed": args.seed, "seeds": [Path(p).name for p in seed_paths],
-        "outcomes": dict(sorted(totals.items())), "findings": len(findings),
-        "peak_worker_rss_mib": round(peak_rss / 1024, 1), "memory_limit_gib": args.memory_gib,
+        "inputs": done,
+        "seconds": round(time.monotonic() - started, 1),
+        "jobs": args.jobs,
+        "seed": args.seed,
+        "seeds": [Path(p).name for p in seed_paths],
+        "outcomes": dict(sorted(totals.items())),
+        "findings": len(findings),
+        "peak_worker_rss_mib": round(peak_rss / 1024, 1),
+        "memory_limit_gib": args.memory_gib,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
@@ -168,8 +199,10 @@ def replay(args: argparse.Namespace, seed_paths: list[str]) -> int:
     path = Path(args.out) / f"input-{args.replay}.dstd"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(mutation.data)
-    print(f"input {args.replay}: {mutation.seed.name}, {mutation.how} "
-          f"({'resealed' if mutation.resealed else 'raw'}) -> {path}")
+    print(
+        f"input {args.replay}: {mutation.seed.name}, {mutation.how} "
+        f"({'resealed' if mutation.resealed else 'raw'}) -> {path}"
+    )
     print(judge(mutation))
     try:
         read_untrusted(mutation.data)
@@ -185,8 +218,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="the run's seed (inputs depend on it)")
     parser.add_argument("--out", default="fuzz-findings")
     parser.add_argument("--hang-seconds", type=float, default=60.0)
-    parser.add_argument("--memory-gib", type=float, default=8.0,
-                        help="address-space limit per worker (0: none)")
+    parser.add_argument(
+        "--memory-gib", type=float, default=8.0, help="address-space limit per worker (0: none)"
+    )
     parser.add_argument("--replay", type=int, default=None, help="re-run one input in this process")
     parser.add_argument("seed_files", nargs="*", help="valid .dstd files (default: the golden files)")
     args = parser.parse_args()

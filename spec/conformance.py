@@ -58,10 +58,14 @@ def _outside_tolerance(folder: Path, item: dict, array: np.ndarray) -> str | Non
         return "decoded voxels differ from the recorded sha256"
     reference = np.load(folder / tolerance["reference"], allow_pickle=False)
     difference = np.abs(array.astype(np.float64) - reference.astype(np.float64))
-    if difference.max() > tolerance["max_abs"] or \
-            np.count_nonzero(difference) > tolerance["max_differing_fraction"] * array.size:
-        return (f"decoded voxels differ from the reference beyond the tolerance (max "
-                f"{difference.max():g}, {np.count_nonzero(difference)} voxels)")
+    if (
+        difference.max() > tolerance["max_abs"]
+        or np.count_nonzero(difference) > tolerance["max_differing_fraction"] * array.size
+    ):
+        return (
+            f"decoded voxels differ from the reference beyond the tolerance (max "
+            f"{difference.max():g}, {np.count_nonzero(difference)} voxels)"
+        )
     return None
 
 

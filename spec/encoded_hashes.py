@@ -21,8 +21,14 @@ from dstdformat.io import read_scan
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_golden  # noqa: E402
 
-SHARED_SCAN = (Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "lungpetctdx"
-               / "lungpetctdx_a0002_siemens_8mm_B40f.nii.gz")
+SHARED_SCAN = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "ct"
+    / "lungpetctdx"
+    / "lungpetctdx_a0002_siemens_8mm_B40f.nii.gz"
+)
 
 
 def _cases() -> dict[str, tuple[np.ndarray, object, tuple | None, dict]]:
@@ -38,8 +44,11 @@ def _cases() -> dict[str, tuple[np.ndarray, object, tuple | None, dict]]:
         kwargs = dict(kwargs)
         tile = kwargs.pop("tile_shape", None)
         cases[f"lossless/{name}"] = (array, "lossless", tile, kwargs)
-    for group in (make_golden._texture_cases(crop, padded), make_golden._shape_cases(scan, crop),
-                  make_golden._av1_cases(scan, crop, padded)):
+    for group in (
+        make_golden._texture_cases(crop, padded),
+        make_golden._shape_cases(scan, crop),
+        make_golden._av1_cases(scan, crop, padded),
+    ):
         for name, (array, codec, tile, _) in group.items():
             cases[name] = (array, codec, tile, meta)
     return cases
@@ -58,7 +67,11 @@ def main() -> int:
             for base, model in (("auto", None), ("sperr", "default")):
                 codec = DeepSTDVolumeCodec(ratio=ratio, base=base, model=model)
                 cases[f"{args.shared_scan.name}/{ratio}x/{base}"] = (
-                    shared.array, codec, None, {"spacing": shared.spacing})
+                    shared.array,
+                    codec,
+                    None,
+                    {"spacing": shared.spacing},
+                )
     else:
         print(f"# {args.shared_scan} absent: golden inputs only", file=sys.stderr)
     with tempfile.TemporaryDirectory() as folder:

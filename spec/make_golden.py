@@ -1,7 +1,7 @@
 """Write the golden files of the current format version (once; released versions are frozen).
 
-    python spec/make_golden.py                   # refuses if spec/golden/v<major>.<minor> exists
-    python spec/make_golden.py --codec deepstd   # spec/golden/deepstd-v<version>, likewise frozen
+python spec/make_golden.py                   # refuses if spec/golden/v<major>.<minor> exists
+python spec/make_golden.py --codec deepstd   # spec/golden/deepstd-v<version>, likewise frozen
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ BUNDLED = HERE.parent / "dstdformat" / "data" / "totalseg_abdomen_3mm.nii.gz"
 
 
 def decoded_sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array, array.dtype.newbyteorder("<"))
-                          .tobytes()).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()).hexdigest()
 
 
 def golden_arrays() -> dict[str, tuple[np.ndarray, dict, dict]]:
@@ -40,26 +39,44 @@ def golden_arrays() -> dict[str, tuple[np.ndarray, dict, dict]]:
     rng = np.random.default_rng(20261125)
     single = rng.integers(0, 4096, size=(1, 17, 23), dtype=np.uint16)
     return {
-        "int16_ct_crop": (crop, {"affine": affine, "modality": "CT", "slope": 1.0,
-                                 "intercept": 0.0, "original_dtype": "int16",
-                                 "attributes": {"source": "TotalSegmentator example_ct "
-                                                "(Apache-2.0), crop [40:64, 30:70, 41:81]"},
-                                 "tile_shape": (8, 16, 16)},
-                          "real CT crop, several tiles, edge tiles clipped, oblique-free affine"),
+        "int16_ct_crop": (
+            crop,
+            {
+                "affine": affine,
+                "modality": "CT",
+                "slope": 1.0,
+                "intercept": 0.0,
+                "original_dtype": "int16",
+                "attributes": {
+                    "source": "TotalSegmentator example_ct (Apache-2.0), crop [40:64, 30:70, 41:81]"
+                },
+                "tile_shape": (8, 16, 16),
+            },
+            "real CT crop, several tiles, edge tiles clipped, oblique-free affine",
+        ),
         "uint8_ramp": (ramp, {"spacing": (2.5, 0.5, 0.5)}, "tiny ramp, one tile"),
-        "float32_specials": (specials, {"spacing": (1, 1, 1), "tile_shape": (2, 5, 3)},
-                             "NaN, +-inf and -0.0 kept bit for bit"),
-        "uint16_single_slice": (single, {"spacing": (3, 0.7, 0.7), "slope": 1.0,
-                                         "intercept": -1024.0, "tile_shape": (1, 8, 8)},
-                                "one slice, 3x3 tiles with clipped edges"),
+        "float32_specials": (
+            specials,
+            {"spacing": (1, 1, 1), "tile_shape": (2, 5, 3)},
+            "NaN, +-inf and -0.0 kept bit for bit",
+        ),
+        "uint16_single_slice": (
+            single,
+            {"spacing": (3, 0.7, 0.7), "slope": 1.0, "intercept": -1024.0, "tile_shape": (1, 8, 8)},
+            "one slice, 3x3 tiles with clipped edges",
+        ),
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--codec", choices=("lossless", "deepstd"), default="lossless",
-                        help="lossless: the container's golden set; deepstd: the learned codec's")
+    parser.add_argument(
+        "--codec",
+        choices=("lossless", "deepstd"),
+        default="lossless",
+        help="lossless: the container's golden set; deepstd: the learned codec's",
+    )
     args = parser.parse_args()
     if args.codec == "deepstd":
         return make_deepstd(args.out)
@@ -73,12 +90,17 @@ def main() -> int:
         path = args.out / f"{name}.dstd"
         dstdformat.save(array, path, **kwargs)
         volume = dstdformat.open(path)
-        manifest["valid"].append({
-            "file": path.name, "description": description, "shape": list(array.shape),
-            "dtype": array.dtype.name, "sha256": decoded_sha256(array),
-            "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "metadata": volume.header["metadata"],
-        })
+        manifest["valid"].append(
+            {
+                "file": path.name,
+                "description": description,
+                "shape": list(array.shape),
+                "dtype": array.dtype.name,
+                "sha256": decoded_sha256(array),
+                "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "metadata": volume.header["metadata"],
+            }
+        )
     good = (args.out / "int16_ct_crop.dstd").read_bytes()
     invalid = {
         "truncated.dstd": (good[: len(good) // 2], "cut in half"),
@@ -115,23 +137,34 @@ def make_deepstd(out: Path | None) -> int:
         cases = _shape_cases(scan, crop)
     else:
         cases = _texture_cases(crop, padded)
-    manifest = {"codec": "deepstd", "codec_version": DeepSTDVolumeCodec.codec_version, "valid": [],
-                "invalid": []}
+    manifest = {
+        "codec": "deepstd",
+        "codec_version": DeepSTDVolumeCodec.codec_version,
+        "valid": [],
+        "invalid": [],
+    }
     for name, (array, codec, tile_shape, description) in cases.items():
         path = out / f"{name}.dstd"
-        dstdformat.save(array, path, codec=codec, tile_shape=tile_shape,
-                        spacing=scan.spacing, modality="CT")
+        dstdformat.save(array, path, codec=codec, tile_shape=tile_shape, spacing=scan.spacing, modality="CT")
         volume = dstdformat.open(path)
         decoded = volume.read()
-        item = {"file": path.name, "description": description, "shape": list(array.shape),
-                "dtype": array.dtype.name, "sha256": decoded_sha256(decoded),
-                "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                "metadata": volume.header["metadata"]}
+        item = {
+            "file": path.name,
+            "description": description,
+            "shape": list(array.shape),
+            "dtype": array.dtype.name,
+            "sha256": decoded_sha256(decoded),
+            "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "metadata": volume.header["metadata"],
+        }
         # The refinement and the warp are floating point: other hardware may differ by a unit.
         if volume.header["codec"]["model"] is not None or "texture" in volume.header["codec"]["state"]:
             np.save(out / f"{name}.reference.npy", decoded, allow_pickle=False)
-            item["tolerance"] = {"reference": f"{name}.reference.npy", "max_abs": 1,
-                                 "max_differing_fraction": 0.001}
+            item["tolerance"] = {
+                "reference": f"{name}.reference.npy",
+                "max_abs": 1,
+                "max_differing_fraction": 0.001,
+            }
         manifest["valid"].append(item)
     good = (out / f"{next(iter(cases))}.dstd").read_bytes()
     (out / "invalid").mkdir()
@@ -152,13 +185,19 @@ def _shape_cases(scan, crop) -> dict:
 
     body = np.ascontiguousarray(scan.array[20:68, 10:90, 15:105])  # enough anatomy to register
     return {
-        "deepstd_shape_ratio32": (body, DeepSTDVolumeCodec(
-            ratio=32, shape="default", shape_policy="always", shape_steps=200), None,
+        "deepstd_shape_ratio32": (
+            body,
+            DeepSTDVolumeCodec(ratio=32, shape="default", shape_policy="always", shape_steps=200),
+            None,
             "abdomen crop at 32x, shape-coded against the shipped template (texture grid, "
-            "shape section, refinement)"),
-        "deepstd_shape_fallback": (crop, DeepSTDVolumeCodec(
-            ratio=32, model=None, shape="default", shape_steps=200), None,
-            "shape asked for, too far from the template: texture only, the reason in the header"),
+            "shape section, refinement)",
+        ),
+        "deepstd_shape_fallback": (
+            crop,
+            DeepSTDVolumeCodec(ratio=32, model=None, shape="default", shape_steps=200),
+            None,
+            "shape asked for, too far from the template: texture only, the reason in the header",
+        ),
     }
 
 
@@ -168,18 +207,39 @@ def _av1_cases(scan, crop, padded) -> dict:
 
     body = np.ascontiguousarray(scan.array[20:68, 10:90, 15:105])
     return {
-        "deepstd_av1_ratio64": (crop, DeepSTDVolumeCodec(ratio=64, model=None), (24, 64, 72),
-                                "CT crop at 64x, AV1 base layer only (decodes bit-exactly), 2 tiles"),
-        "deepstd_av1_outliers": (padded, DeepSTDVolumeCodec(ratio=16, model=None, base="av1"),
-                                 (16, 40, 48), "AV1 at 16x over 12 tiles of odd in-plane sizes "
-                                 "(frames padded to 8), -2048 padding and metal stored exactly"),
-        "deepstd_av1_refined": (crop, DeepSTDVolumeCodec(ratio=64, model="deepstd-refine-v1"), None,
-                                "CT crop at 64x, AV1 base layer + the bundled refinement model"),
-        "deepstd_av1_shape": (body, DeepSTDVolumeCodec(
-            ratio=32, model=None, base="av1", shape="default", shape_policy="always",
-            shape_steps=200), None, "abdomen crop at 32x, shape-coded, AV1 texture"),
-        "deepstd_av1_quality40": (crop, DeepSTDVolumeCodec(quality=40, model=None), None,
-                                  "quality 40 dB: every tile's CRF searched, AV1 only"),
+        "deepstd_av1_ratio64": (
+            crop,
+            DeepSTDVolumeCodec(ratio=64, model=None),
+            (24, 64, 72),
+            "CT crop at 64x, AV1 base layer only (decodes bit-exactly), 2 tiles",
+        ),
+        "deepstd_av1_outliers": (
+            padded,
+            DeepSTDVolumeCodec(ratio=16, model=None, base="av1"),
+            (16, 40, 48),
+            "AV1 at 16x over 12 tiles of odd in-plane sizes "
+            "(frames padded to 8), -2048 padding and metal stored exactly",
+        ),
+        "deepstd_av1_refined": (
+            crop,
+            DeepSTDVolumeCodec(ratio=64, model="deepstd-refine-v1"),
+            None,
+            "CT crop at 64x, AV1 base layer + the bundled refinement model",
+        ),
+        "deepstd_av1_shape": (
+            body,
+            DeepSTDVolumeCodec(
+                ratio=32, model=None, base="av1", shape="default", shape_policy="always", shape_steps=200
+            ),
+            None,
+            "abdomen crop at 32x, shape-coded, AV1 texture",
+        ),
+        "deepstd_av1_quality40": (
+            crop,
+            DeepSTDVolumeCodec(quality=40, model=None),
+            None,
+            "quality 40 dB: every tile's CRF searched, AV1 only",
+        ),
     }
 
 
@@ -188,17 +248,29 @@ def _texture_cases(crop, padded) -> dict:
     from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
 
     return {
-        "deepstd_ratio64_refined": (crop, DeepSTDVolumeCodec(ratio=64), (24, 64, 72),
-                                    "CT crop at 64x with the bundled refinement model, 2 tiles"),
-        "deepstd_max_error_outliers": (padded, DeepSTDVolumeCodec(max_error=25), (16, 32, 40),
-                                       "max_error 25 HU, -2048 padding and metal stored exactly"),
-        "deepstd_quality45": (crop, DeepSTDVolumeCodec(quality=45, model=None), None,
-                              "quality 45 dB, wavelet layer only"),
+        "deepstd_ratio64_refined": (
+            crop,
+            DeepSTDVolumeCodec(ratio=64),
+            (24, 64, 72),
+            "CT crop at 64x with the bundled refinement model, 2 tiles",
+        ),
+        "deepstd_max_error_outliers": (
+            padded,
+            DeepSTDVolumeCodec(max_error=25),
+            (16, 32, 40),
+            "max_error 25 HU, -2048 padding and metal stored exactly",
+        ),
+        "deepstd_quality45": (
+            crop,
+            DeepSTDVolumeCodec(quality=45, model=None),
+            None,
+            "quality 45 dB, wavelet layer only",
+        ),
     }
 
 
 def _flip(data: bytes, at: int) -> bytes:
-    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
 
 def _major(data: bytes, major: int) -> bytes:

@@ -63,7 +63,8 @@ def read_index(path: Path) -> list[SectionEntry]:
     entries = []
     for n in range(i_len // INDEX_RECORD_SIZE):
         kind, flags, tile, off, length, crc, _ = struct.unpack_from(
-            "<HHIqqII", data, i_off + n * INDEX_RECORD_SIZE)
+            "<HHIqqII", data, i_off + n * INDEX_RECORD_SIZE
+        )
         entries.append(SectionEntry(kind, tile, off, length, crc, flags))
     return entries
 
@@ -78,22 +79,29 @@ def rewrite_index(path: Path, mutate: Callable[[list[SectionEntry]], list[Sectio
     path.write_bytes(body + Footer(i_off, len(index), crc32(index)).pack())
 
 
-def rewrite_header(path: Path, mutate: Callable[[dict], dict], *, raw: bytes | None = None,
-                   major: int | None = None) -> None:
+def rewrite_header(
+    path: Path, mutate: Callable[[dict], dict], *, raw: bytes | None = None, major: int | None = None
+) -> None:
     """Replace the JSON header (re-checksummed, offsets shifted) to test header validation."""
     data = path.read_bytes()
     pre = Preamble.unpack(data[:PREAMBLE_SIZE], len(data))
     h_end = PREAMBLE_SIZE + pre.header_length
-    header = raw if raw is not None else json.dumps(
-        mutate(json.loads(data[PREAMBLE_SIZE:h_end]))).encode()
+    header = raw if raw is not None else json.dumps(mutate(json.loads(data[PREAMBLE_SIZE:h_end]))).encode()
     shift = len(header) - pre.header_length
     footer = Footer.unpack(data[-FOOTER_SIZE:], len(data), h_end)
-    entries = [SectionEntry(e.kind, e.tile, e.offset + shift, e.length, e.crc32, e.flags)
-               for e in read_index(path)]
+    entries = [
+        SectionEntry(e.kind, e.tile, e.offset + shift, e.length, e.crc32, e.flags) for e in read_index(path)
+    ]
     index = pack_index(entries)
-    new_pre = Preamble(major if major is not None else pre.major, pre.minor, pre.flags,
-                       PREAMBLE_SIZE, len(header), crc32(header))
-    sections = data[h_end:footer.index_offset]
+    new_pre = Preamble(
+        major if major is not None else pre.major,
+        pre.minor,
+        pre.flags,
+        PREAMBLE_SIZE,
+        len(header),
+        crc32(header),
+    )
+    sections = data[h_end : footer.index_offset]
     out = new_pre.pack() + header + sections
     out += index + Footer(len(out), len(index), crc32(index)).pack()
     path.write_bytes(out)
@@ -112,15 +120,16 @@ def make_model(folder: Path, model_id: str = "test-refiner", seed: int = 0) -> P
         refiner.tail.weight.normal_(0, 0.05)
     weights = folder / f"{model_id}.safetensors"
     save_state(weights, refiner)
-    (folder / f"{model_id}.json").write_text(json.dumps(
-        {"id": model_id, "kind": "deepstd-refiner", "architecture": refiner.config.to_json()}))
+    (folder / f"{model_id}.json").write_text(
+        json.dumps({"id": model_id, "kind": "deepstd-refiner", "architecture": refiner.config.to_json()})
+    )
     return weights
 
 
 def ct_volume(shape=(24, 72, 80), seed=0) -> np.ndarray:
     """Air, a body with soft-tissue texture, bone, and -2048 padding outside a circular field."""
     rng = np.random.default_rng(seed)
-    z, y, x = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
+    z, y, x = np.mgrid[0 : shape[0], 0 : shape[1], 0 : shape[2]]
     cy, cx = shape[1] / 2, shape[2] / 2
     body = ((y - cy) / (shape[1] * 0.35)) ** 2 + ((x - cx) / (shape[2] * 0.4)) ** 2 < 1
     vol = np.where(body, 40.0, -1000.0) + rng.normal(0, 15, size=shape)
@@ -134,18 +143,19 @@ def ct_volume(shape=(24, 72, 80), seed=0) -> np.ndarray:
 def ct_chunk(shape=(16, 48, 40), seed=0) -> np.ndarray:
     """A small int16 CT-like chunk: air, an elliptic body, bony stripes and noise."""
     rng = np.random.default_rng(seed)
-    z, y, x = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
+    z, y, x = np.mgrid[0 : shape[0], 0 : shape[1], 0 : shape[2]]
     body = ((y - shape[1] / 2) / (shape[1] * 0.4)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.4)) ** 2 < 1
-    return (np.where(body, 40.0, -1000.0) + 300 * (x % 9 == 0) * body
-            + rng.normal(0, 10, shape)).astype(np.int16)
+    return (np.where(body, 40.0, -1000.0) + 300 * (x % 9 == 0) * body + rng.normal(0, 10, shape)).astype(
+        np.int16
+    )
 
 
-def phantom_hu(shape=(24, 40, 40), spacing=(4.0, 3.0, 3.0), centre_mm=(0.0, 0.0, 0.0),
-             scale: float = 1.0) -> np.ndarray:
+def phantom_hu(
+    shape=(24, 40, 40), spacing=(4.0, 3.0, 3.0), centre_mm=(0.0, 0.0, 0.0), scale: float = 1.0
+) -> np.ndarray:
     """A body (40 HU ellipsoid) with a bone and a lung, in HU, centred at ``centre_mm`` and
     ``scale`` times the size."""
-    k, j, i = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing)],
-                          indexing="ij")
+    k, j, i = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing)], indexing="ij")
     k, j, i = ((a - c) / scale for a, c in zip((k, j, i), centre_mm))
     hu = np.full(shape, -1000.0, dtype=np.float32)
     hu[(k / 40) ** 2 + (j / 50) ** 2 + (i / 45) ** 2 < 1] = 40.0
@@ -165,5 +175,6 @@ def assert_matches_golden_reference(array: np.ndarray, golden: Path) -> None:
     assert array.shape == reference.shape and array.dtype == reference.dtype
     difference = np.abs(array.astype(np.int64) - reference.astype(np.int64))
     assert difference.max() <= tolerance["max_abs"], f"{golden.name}: max {difference.max()}"
-    assert np.count_nonzero(difference) <= tolerance["max_differing_fraction"] * array.size, \
+    assert np.count_nonzero(difference) <= tolerance["max_differing_fraction"] * array.size, (
         f"{golden.name}: {np.count_nonzero(difference)} voxels differ"
+    )

@@ -77,10 +77,10 @@ class _Handler(SimpleHTTPRequestHandler):
         if not head:
             for at in range(0, len(body), 1 << 16):  # counted, so tests see a client hang up
                 try:
-                    self.wfile.write(body[at:at + (1 << 16)])
+                    self.wfile.write(body[at : at + (1 << 16)])
                 except (BrokenPipeError, ConnectionResetError):
                     return
-                self.server.bytes_sent += len(body[at:at + (1 << 16)])
+                self.server.bytes_sent += len(body[at : at + (1 << 16)])
 
 
 class _LoopbackServer(ThreadingHTTPServer):
@@ -194,15 +194,20 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         payload = self.rfile.read(length) if length else None
-        upstream = http.client.HTTPConnection(self.server.upstream_host, self.server.upstream_port,
-                                              timeout=30)
+        upstream = http.client.HTTPConnection(
+            self.server.upstream_host, self.server.upstream_port, timeout=30
+        )
         headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
         upstream.request(self.command, self.path, body=payload, headers=headers)
         response = upstream.getresponse()
         body = response.read()
         upstream.close()
-        if self.command == "GET" and self.headers.get("Range") and self.server.faults \
-                and response.status in (200, 206):
+        if (
+            self.command == "GET"
+            and self.headers.get("Range")
+            and self.server.faults
+            and response.status in (200, 206)
+        ):
             full = body
             content_range = response.getheader("Content-Range", "")
             total = int(content_range.rsplit("/", 1)[1]) if "/" in content_range else len(body)

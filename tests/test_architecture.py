@@ -23,20 +23,25 @@ def _facade_imports(path: Path) -> list[str]:
             found += [f"import {a.name}" for a in node.names if a.name == "dstdformat"]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
                 target = ".".join(base + ((node.module,) if node.module else ()))
             else:
                 target = node.module or ""
             if target == "dstdformat":
-                found += [f"from {'.' * node.level or 'dstdformat'} import {a.name}"
-                          for a in node.names if a.name not in rooms]
+                found += [
+                    f"from {'.' * node.level or 'dstdformat'} import {a.name}"
+                    for a in node.names
+                    if a.name not in rooms
+                ]
     return found
 
 
 def test_no_internal_module_imports_the_facade():
-    offenders = {str(p.relative_to(PACKAGE.parent)): found
-                 for p in PACKAGE.rglob("*.py")
-                 if p != PACKAGE / "__init__.py" and (found := _facade_imports(p))}
+    offenders = {
+        str(p.relative_to(PACKAGE.parent)): found
+        for p in PACKAGE.rglob("*.py")
+        if p != PACKAGE / "__init__.py" and (found := _facade_imports(p))
+    }
     assert offenders == {}
 
 

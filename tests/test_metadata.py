@@ -18,8 +18,14 @@ def test_defaults_and_derivations():
 
 
 def test_json_roundtrip():
-    meta = ScanMetadata(spacing=(2, 1, 1), slope=2, intercept=-1024, modality="CT",
-                        attributes={"a": 1}, provenance={"format": "nifti"})
+    meta = ScanMetadata(
+        spacing=(2, 1, 1),
+        slope=2,
+        intercept=-1024,
+        modality="CT",
+        attributes={"a": 1},
+        provenance={"format": "nifti"},
+    )
     again = ScanMetadata.from_json(meta.to_json())
     assert again.to_json() == meta.to_json()
 
@@ -30,10 +36,19 @@ def test_permutation_is_its_own_inverse():
     assert spacing_from_affine(affine @ IJK_TO_KJI) == pytest.approx((2.5, 0.8, 0.7))
 
 
-@pytest.mark.parametrize("kwargs", [{"spacing": (1, 2)}, {"spacing": (1, float("inf"), 1)},
-                                    {"spacing": "abc"}, {"affine": [[1, 2], [3, 4]]},
-                                    {"affine": np.full((4, 4), np.nan)}, {"slope": 0},
-                                    {"intercept": "x"}, {"attributes": [1, 2]}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"spacing": (1, 2)},
+        {"spacing": (1, float("inf"), 1)},
+        {"spacing": "abc"},
+        {"affine": [[1, 2], [3, 4]]},
+        {"affine": np.full((4, 4), np.nan)},
+        {"slope": 0},
+        {"intercept": "x"},
+        {"attributes": [1, 2]},
+    ],
+)
 def test_invalid_values(kwargs):
     with pytest.raises(InvalidInputError):
         ScanMetadata(**kwargs)

@@ -84,10 +84,13 @@ def test_hd95_of_shifted_cubes_by_hand():
     b = np.zeros_like(a)
     a[5:10, 5:10, 5:10] = True
     b[5:10, 5:10, 8:13] = True  # shifted by 3 voxels along axis 2
+
     # brute force over surface voxels
     def surface(m):
         from scipy import ndimage
+
         return np.argwhere(m & ~ndimage.binary_erosion(m))
+
     pa, pb = surface(a), surface(b)
     d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
     expected = max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95))

@@ -61,8 +61,9 @@ def read_catalog(location: ArchiveLocation) -> list[dict[str, Any]]:
         try:
             records.append(json.loads(line))
         except ValueError as exc:
-            raise CorruptFileError(f"{location.url_of(CATALOG_FILE)} line {number} is not valid "
-                                   f"JSON: {exc}") from None
+            raise CorruptFileError(
+                f"{location.url_of(CATALOG_FILE)} line {number} is not valid JSON: {exc}"
+            ) from None
     return records
 
 

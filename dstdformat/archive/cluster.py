@@ -54,8 +54,9 @@ def default_workers(learned: bool) -> int:
 
 
 @contextmanager
-def dask_cluster(workers: int | None = None, scheduler: str | None = None,
-                 learned: bool = True, threads: int | None = None) -> Iterator[Cluster]:
+def dask_cluster(
+    workers: int | None = None, scheduler: str | None = None, learned: bool = True, threads: int | None = None
+) -> Iterator[Cluster]:
     """A connected dask client: to ``scheduler`` (``tcp://host:8786``) when given, else to a local
     cluster of ``workers`` processes with one task at a time each. ``threads``: torch threads per
     task (default: the cores shared out among the local workers)."""
@@ -64,12 +65,14 @@ def dask_cluster(workers: int | None = None, scheduler: str | None = None,
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise InvalidInputError("archiving runs on dask.distributed: pip install 'dstdformat[dask]'") \
-            from None
+        raise InvalidInputError(
+            "archiving runs on dask.distributed: pip install 'dstdformat[dask]'"
+        ) from None
     if scheduler:
         if workers is not None:
-            raise InvalidInputError("--workers sets up a local cluster; with --scheduler the "
-                                    "cluster's own workers are used")
+            raise InvalidInputError(
+                "--workers sets up a local cluster; with --scheduler the cluster's own workers are used"
+            )
         try:
             client = Client(scheduler, timeout="30s")
         except (OSError, TimeoutError) as exc:
@@ -84,22 +87,29 @@ def dask_cluster(workers: int | None = None, scheduler: str | None = None,
     if count < 1:
         raise InvalidInputError(f"--workers must be at least 1, got {count}")
     threads = threads or max(1, (os.cpu_count() or 1) // count)
-    cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+    cluster = LocalCluster(
+        n_workers=count,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
     try:
         client = Client(cluster)
         try:
-            yield Cluster(client, count, threads, f"{count} local worker process"
-                          f"{'es' if count > 1 else ''}")
+            yield Cluster(client, count, threads, f"{count} local worker process{'es' if count > 1 else ''}")
         finally:
             client.close()
     finally:
         cluster.close()
 
 
-def run_jobs(cluster: Cluster, function: Callable[[dict[str, Any]], dict[str, Any]],
-             jobs: list[dict[str, Any]], priorities: list[int] | None = None
-             ) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None, BaseException | None]]:
+def run_jobs(
+    cluster: Cluster,
+    function: Callable[[dict[str, Any]], dict[str, Any]],
+    jobs: list[dict[str, Any]],
+    priorities: list[int] | None = None,
+) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None, BaseException | None]]:
     """Submit every job, yield ``(job, result, error)`` as each finishes (any order)."""
     from distributed import as_completed
 
@@ -109,8 +119,9 @@ def run_jobs(cluster: Cluster, function: Callable[[dict[str, Any]], dict[str, An
     futures = {}
     for number, job in enumerate(jobs):
         priority = priorities[number] if priorities else 0
-        future = cluster.client.submit(function, job, key=f"{function.__name__}-{run}-{number}",
-                                       priority=priority, pure=False)
+        future = cluster.client.submit(
+            function, job, key=f"{function.__name__}-{run}-{number}", priority=priority, pure=False
+        )
         futures[future] = job
     for future in as_completed(futures):
         job = futures.pop(future)

@@ -28,8 +28,13 @@ def is_archive(url: str | os.PathLike[str], storage_options: dict[str, Any] | No
 class ArchiveCollection(VolumeCollection):
     """The ``.dstd`` scans of an archive; ``catalog[name]`` is each scan's catalog record."""
 
-    def __init__(self, urls: dict[str, str], storage_options: dict[str, Any] | None,
-                 catalog: dict[str, dict[str, Any]], manifest: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        urls: dict[str, str],
+        storage_options: dict[str, Any] | None,
+        catalog: dict[str, dict[str, Any]],
+        manifest: dict[str, Any],
+    ) -> None:
         super().__init__(urls, storage_options)
         self.catalog, self.manifest = catalog, manifest
 
@@ -40,8 +45,9 @@ class ArchiveCollection(VolumeCollection):
 class ZarrArchiveCollection(Mapping[str, Any]):
     """The zarr arrays of an archive made with ``--zarr`` (``group/<name>/0``), opened lazily."""
 
-    def __init__(self, location: ArchiveLocation, catalog: dict[str, dict[str, Any]],
-                 manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, location: ArchiveLocation, catalog: dict[str, dict[str, Any]], manifest: dict[str, Any]
+    ) -> None:
         self.location, self.catalog, self.manifest = location, catalog, manifest
         self._open: dict[str, Any] = {}
 
@@ -50,8 +56,11 @@ class ZarrArchiveCollection(Mapping[str, Any]):
             import zarr
 
             destination = self.catalog[name]["destination"]
-            self._open[name] = zarr.open_array(self.location.url_of(f"{destination}/0"), mode="r",
-                                               storage_options=self.location.storage_options or None)
+            self._open[name] = zarr.open_array(
+                self.location.url_of(f"{destination}/0"),
+                mode="r",
+                storage_options=self.location.storage_options or None,
+            )
         return self._open[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -67,8 +76,7 @@ class ZarrArchiveCollection(Mapping[str, Any]):
         return f"<dstdformat.ZarrArchiveCollection of {len(self)} scans, {len(self._open)} opened>"
 
 
-def open_archive_collection(url: str | os.PathLike[str],
-                            storage_options: dict[str, Any] | None = None):
+def open_archive_collection(url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None):
     location = ArchiveLocation(url, storage_options)
     manifest = load_manifest(location)
     records = {r["name"]: r for r in read_catalog(location)} or read_records(location)

@@ -93,8 +93,11 @@ class ArchiveLocation:
         except FileNotFoundError:
             return {}
         prefix = base.rstrip("/") + "/"
-        return {path[len(prefix):]: int(info.get("size") or 0) for path, info in found.items()
-                if path.startswith(prefix) and info.get("type", "file") == "file"}
+        return {
+            path[len(prefix) :]: int(info.get("size") or 0)
+            for path, info in found.items()
+            if path.startswith(prefix) and info.get("type", "file") == "file"
+        }
 
     def remove(self, relative: str, recursive: bool = False) -> None:
         try:
@@ -118,5 +121,8 @@ def record_path(name: str) -> str:
 def leftover_temporaries(location: ArchiveLocation) -> list[str]:
     """Temporary files of writes killed midway (``.NAME.tmp-XXXXXXXX``, whose atomic rename never
     ran), relative to the archive's root."""
-    return [key for key in location.find("")
-            if key.rsplit("/", 1)[-1].startswith(".") and ".tmp-" in key.rsplit("/", 1)[-1]]
+    return [
+        key
+        for key in location.find("")
+        if key.rsplit("/", 1)[-1].startswith(".") and ".tmp-" in key.rsplit("/", 1)[-1]
+    ]

@@ -49,9 +49,17 @@ def resolve_models(codec_options: dict[str, Any]) -> tuple[dict[str, Any], list[
     if model is not None and options.get("max_error") is None:
         found = find_model(str(model))
         options["model"] = found.id
-        needed.append({"kind": "model", "id": found.id, "sha256": found.sha256,
-                       "files": {f"{found.id}.safetensors": str(found.weights),
-                                 f"{found.id}.json": str(found.weights.with_suffix(".json"))}})
+        needed.append(
+            {
+                "kind": "model",
+                "id": found.id,
+                "sha256": found.sha256,
+                "files": {
+                    f"{found.id}.safetensors": str(found.weights),
+                    f"{found.id}.json": str(found.weights.with_suffix(".json")),
+                },
+            }
+        )
     shape = options.get("shape")
     if shape:
         if str(shape).endswith(".safetensors"):
@@ -62,12 +70,20 @@ def resolve_models(codec_options: dict[str, Any]) -> tuple[dict[str, Any], list[
         else:
             template_id = DEFAULT_TEMPLATE if shape == "default" else str(shape)
             find_template(template_id)  # unknown ids fail here, before any scan
-            path = next(f / f"{template_id}.safetensors" for f in search_folders()
-                        if (f / f"{template_id}.safetensors").is_file())
+            path = next(
+                f / f"{template_id}.safetensors"
+                for f in search_folders()
+                if (f / f"{template_id}.safetensors").is_file()
+            )
         options["shape"] = template_id
-        needed.append({"kind": "template", "id": template_id,
-                       "sha256": template_id.removeprefix("template-"),
-                       "files": {f"{template_id}.safetensors": str(path)}})
+        needed.append(
+            {
+                "kind": "template",
+                "id": template_id,
+                "sha256": template_id.removeprefix("template-"),
+                "files": {f"{template_id}.safetensors": str(path)},
+            }
+        )
     return options, needed
 
 
@@ -83,8 +99,7 @@ def store_models(location: ArchiveLocation, needed: list[dict[str, Any]]) -> lis
             paths[name] = relative
             if not location.exists(relative):
                 location.write_bytes(relative, Path(local).read_bytes())
-        entries.append({"kind": item["kind"], "id": item["id"], "sha256": item["sha256"],
-                        "files": paths})
+        entries.append({"kind": item["kind"], "id": item["id"], "sha256": item["sha256"], "files": paths})
     return entries
 
 
@@ -104,16 +119,20 @@ def ensure_models(location: ArchiveLocation, entries: list[dict[str, Any]]) -> N
                 try:
                     data = location.read_bytes(relative)
                 except FileNotFoundError:
-                    raise StorageError(f"the archive's {entry['kind']} {entry['id']} is missing: "
-                                       f"no {location.url_of(relative)}") from None
+                    raise StorageError(
+                        f"the archive's {entry['kind']} {entry['id']} is missing: "
+                        f"no {location.url_of(relative)}"
+                    ) from None
                 with atomic_path(target) as temp:
                     temp.write_bytes(data)
         weights = folder / f"{entry['id']}.safetensors"
         if file_sha256(weights) != entry["sha256"]:
             for name in entry["files"]:
                 (folder / name).unlink(missing_ok=True)
-            raise CodecError(f"the archive's {entry['kind']} {entry['id']} does not match its "
-                             f"sha256 {entry['sha256'][:16]}...: the archive is damaged")
+            raise CodecError(
+                f"the archive's {entry['kind']} {entry['id']} does not match its "
+                f"sha256 {entry['sha256'][:16]}...: the archive is damaged"
+            )
         register_model_folder(folder)
 
 

@@ -31,10 +31,17 @@ class RestoreSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def restore_archive(destination: str | os.PathLike[str], output: str | os.PathLike[str], *,
-                    names: list[str] | None = None, overwrite: bool = False,
-                    storage_options: dict[str, Any] | None = None, workers: int | None = None,
-                    scheduler: str | None = None, progress: bool = False) -> RestoreSummary:
+def restore_archive(
+    destination: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    names: list[str] | None = None,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = False,
+) -> RestoreSummary:
     """Decode the archived scans (all, or ``names``) into NIfTI files under the local ``output``."""
     started = time.perf_counter()
     if "://" in os.fspath(output):
@@ -57,12 +64,17 @@ def restore_archive(destination: str | os.PathLike[str], output: str | os.PathLi
             continue
         todo.append((record, target))
     learned = manifest["settings"]["codec"] == "deepstd"
-    base = {"archive": location.url, "storage_options": location.storage_options,
-            "models": manifest.get("models", []), "learned": learned}
+    base = {
+        "archive": location.url,
+        "storage_options": location.storage_options,
+        "models": manifest.get("models", []),
+        "learned": learned,
+    }
     if todo:
         with dask_cluster(workers, scheduler, learned=learned) as cluster:
-            jobs = [{**base, "record": r, "output": str(t.resolve()), "threads": cluster.threads}
-                    for r, t in todo]
+            jobs = [
+                {**base, "record": r, "output": str(t.resolve()), "threads": cluster.threads} for r, t in todo
+            ]
             with bar(enabled=progress, desc="restoring", total=len(jobs), unit="scan") as shown:
                 for job, result, error in run_jobs(cluster, restore_scan, jobs):
                     if error is not None:

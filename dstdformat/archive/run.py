@@ -69,28 +69,35 @@ def _settings(codec: str, codec_options: dict[str, Any], zarr: bool) -> tuple[di
     return {"codec": codec, "codec_options": options, "zarr": bool(zarr)}, needed
 
 
-def open_archive(location: ArchiveLocation, settings: dict[str, Any],
-                 needed: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+def open_archive(
+    location: ArchiveLocation, settings: dict[str, Any], needed: list[dict[str, Any]], source: str
+) -> list[dict[str, Any]]:
     """Create the archive, or check that an existing one was made with the same settings; store
     the models; return the model entries the workers need."""
     existing = location.read_json(ARCHIVE_FILE) if location.exists(ARCHIVE_FILE) else None
     wanted_models = sorted((n["kind"], n["id"], n["sha256"]) for n in needed)
     if existing is not None:
         if existing.get("format", 0) > ARCHIVE_FORMAT:
-            raise InvalidInputError(f"{location.url} was written by a newer dstdformat (archive "
-                                    f"format {existing.get('format')}); upgrade to add to it")
+            raise InvalidInputError(
+                f"{location.url} was written by a newer dstdformat (archive "
+                f"format {existing.get('format')}); upgrade to add to it"
+            )
         had_models = sorted((m["kind"], m["id"], m["sha256"]) for m in existing.get("models", []))
         if existing.get("settings") != settings or had_models != wanted_models:
             raise InvalidInputError(
                 f"{location.url} holds an archive made with other settings "
                 f"({_describe(existing.get('settings', {}))}, models {had_models}) than these "
                 f"({_describe(settings)}, models {wanted_models}); archive into another "
-                "destination, or run with the same options to resume")
+                "destination, or run with the same options to resume"
+            )
     entries = store_models(location, needed)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest = {
-        "format": ARCHIVE_FORMAT, "settings": settings, "models": entries,
-        "created": existing.get("created", now) if existing else now, "updated": now,
+        "format": ARCHIVE_FORMAT,
+        "settings": settings,
+        "models": entries,
+        "created": existing.get("created", now) if existing else now,
+        "updated": now,
         "sources": sorted({*(existing or {}).get("sources", []), source}),
         "writer": f"dstdformat {__version__}",
     }
@@ -111,17 +118,25 @@ def _make_zarr_groups(location: ArchiveLocation, names: list[str]) -> None:
     zarr.open_group(location.url_of(ZARR_GROUP), mode="a", zarr_format=3, storage_options=options)
     parents = sorted({"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)})
     for parent in parents:
-        zarr.open_group(location.url_of(f"{ZARR_GROUP}/{parent}"), mode="a", zarr_format=3,
-                        storage_options=options)
+        zarr.open_group(
+            location.url_of(f"{ZARR_GROUP}/{parent}"), mode="a", zarr_format=3, storage_options=options
+        )
 
 
-def archive_collection(source: str | os.PathLike[str], destination: str | os.PathLike[str], *,
-                       codec: str = "deepstd", codec_options: dict[str, Any] | None = None,
-                       zarr: bool = False, workers: int | None = None, scheduler: str | None = None,
-                       threads: int | None = None,
-                       storage_options: dict[str, Any] | None = None,
-                       source_options: dict[str, Any] | None = None,
-                       progress: bool = False) -> ArchiveSummary:
+def archive_collection(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    codec: str = "deepstd",
+    codec_options: dict[str, Any] | None = None,
+    zarr: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    threads: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    source_options: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> ArchiveSummary:
     """Archive every scan under ``source`` into ``destination`` (any fsspec URL); see the module
     docstring. ``storage_options`` are for the destination, ``source_options`` for the source;
     ``threads``: torch threads per worker (default: the cores shared out among local workers)."""
@@ -130,25 +145,37 @@ def archive_collection(source: str | os.PathLike[str], destination: str | os.Pat
     settings, needed = _settings(codec, dict(codec_options or {}), zarr)
     found = discover(source_text, source_options)
     if not found.scans:
-        raise InvalidInputError(f"no scans under {source_text} (looked for NIfTI .nii/.nii.gz, "
-                                "HDF5 .h5/.hdf5 and DICOM series folders)")
+        raise InvalidInputError(
+            f"no scans under {source_text} (looked for NIfTI .nii/.nii.gz, "
+            "HDF5 .h5/.hdf5 and DICOM series folders)"
+        )
     check_names(found.scans)
     location = ArchiveLocation(destination, storage_options)
     location.makedirs("")
     models = open_archive(location, settings, needed, source_text)
     _remove_leftovers(location)
     records = read_records(location)
-    todo = [s for s in found.scans
-            if records.get(s.name, {}).get("status") != OK
-            or records[s.name].get("destination") != scan_destination(s.name, zarr)]
+    todo = [
+        s
+        for s in found.scans
+        if records.get(s.name, {}).get("status") != OK
+        or records[s.name].get("destination") != scan_destination(s.name, zarr)
+    ]
     if zarr:
         _make_zarr_groups(location, [s.name for s in found.scans])
 
-    base = {"archive": location.url, "storage_options": location.storage_options,
-            "source_options": dict(source_options or {}), "codec": codec,
-            "codec_options": settings["codec_options"], "zarr": zarr, "models": models}
-    summary = ArchiveSummary(location.url, len(found.scans), len(found.scans) - len(todo), 0, [],
-                             0, 0, 0, 0.0, "", found.ignored)
+    base = {
+        "archive": location.url,
+        "storage_options": location.storage_options,
+        "source_options": dict(source_options or {}),
+        "codec": codec,
+        "codec_options": settings["codec_options"],
+        "zarr": zarr,
+        "models": models,
+    }
+    summary = ArchiveSummary(
+        location.url, len(found.scans), len(found.scans) - len(todo), 0, [], 0, 0, 0, 0.0, "", found.ignored
+    )
     last_catalog = time.monotonic()
     # Biggest scans first: the last scans to finish are then small ones and workers idle less.
     order = sorted(todo, key=lambda s: -s.nbytes)
@@ -156,8 +183,9 @@ def archive_collection(source: str | os.PathLike[str], destination: str | os.Pat
         summary.cluster = cluster.description
         jobs = [{**base, "scan": s.to_json(), "threads": cluster.threads} for s in order]
         with bar(enabled=progress, desc="archiving", total=len(jobs), unit="scan") as shown:
-            for job, record, error in run_jobs(cluster, archive_scan, jobs,
-                                               [len(jobs) - i for i in range(len(jobs))]):
+            for job, record, error in run_jobs(
+                cluster, archive_scan, jobs, [len(jobs) - i for i in range(len(jobs))]
+            ):
                 if record is None:  # the job never wrote its record: its worker kept dying
                     record = _failed_record(job, error)
                     location.write_json(record_path(record["name"]), record)
@@ -195,8 +223,15 @@ def _failed_record(job: dict[str, Any], error: BaseException | None) -> dict[str
     reason = f"{type(error).__name__}: {error}" if error is not None else "no result"
     if type(error).__name__ == "KilledWorker":
         reason = f"the worker process died each time it tried this scan ({reason})"
-    return {"name": scan["name"], "source": scan["url"], "source_format": scan["format"],
-            "destination": scan_destination(scan["name"], job["zarr"]),
-            "source_bytes": scan["nbytes"], "codec": job["codec"], "status": FAILED,
-            "error": reason, "writer": f"dstdformat {__version__}",
-            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "name": scan["name"],
+        "source": scan["url"],
+        "source_format": scan["format"],
+        "destination": scan_destination(scan["name"], job["zarr"]),
+        "source_bytes": scan["nbytes"],
+        "codec": job["codec"],
+        "status": FAILED,
+        "error": reason,
+        "writer": f"dstdformat {__version__}",
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

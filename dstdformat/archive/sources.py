@@ -24,9 +24,36 @@ SCAN_SUFFIXES = {".nii.gz": "nifti", ".nii": "nifti", ".h5": "hdf5", ".hdf5": "h
 DICOM_SUFFIX = ".dcm"
 _GLOB_CHARS = set("*?[")
 #: Files that are certainly not DICOM (skipped without reading their first bytes).
-_NOT_DICOM = {".txt", ".md", ".json", ".jsonl", ".csv", ".xml", ".html", ".pdf", ".png", ".jpg",
-              ".jpeg", ".gif", ".zip", ".tar", ".gz", ".py", ".yaml", ".yml", ".npy", ".dstd",
-              ".log", ".pkl", ".safetensors", ".mha", ".mhd", ".nrrd", ".ini", ".cfg"}
+_NOT_DICOM = {
+    ".txt",
+    ".md",
+    ".json",
+    ".jsonl",
+    ".csv",
+    ".xml",
+    ".html",
+    ".pdf",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".zip",
+    ".tar",
+    ".gz",
+    ".py",
+    ".yaml",
+    ".yml",
+    ".npy",
+    ".dstd",
+    ".log",
+    ".pkl",
+    ".safetensors",
+    ".mha",
+    ".mhd",
+    ".nrrd",
+    ".ini",
+    ".cfg",
+}
 
 
 @dataclass(frozen=True)
@@ -40,8 +67,13 @@ class SourceScan:
     files: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "url": self.url, "format": self.format, "nbytes": self.nbytes,
-                "files": list(self.files)}
+        return {
+            "name": self.name,
+            "url": self.url,
+            "format": self.format,
+            "nbytes": self.nbytes,
+            "files": list(self.files),
+        }
 
 
 @dataclass(frozen=True)
@@ -62,8 +94,7 @@ def _open_fs(url: str, storage_options: dict[str, Any] | None):
     return url_to_fs(url, storage_options)
 
 
-def discover(source: str | os.PathLike[str],
-             storage_options: dict[str, Any] | None = None) -> Discovery:
+def discover(source: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Discovery:
     """Every scan under ``source``, sorted by name; files that are not scans are listed apart."""
     text = os.fspath(source).rstrip("/")
     fs, path = _open_fs(text, storage_options)
@@ -111,8 +142,15 @@ def discover(source: str | os.PathLike[str],
             ignored.append(url(p))
     for folder, members in dicom_folders.items():
         name = _relative(root, folder) if folder != root else posixpath.basename(root)
-        scans.append(SourceScan(name or "series", url(folder), "dicom",
-                                sum(files[m] for m in members), tuple(url(m) for m in members)))
+        scans.append(
+            SourceScan(
+                name or "series",
+                url(folder),
+                "dicom",
+                sum(files[m] for m in members),
+                tuple(url(m) for m in members),
+            )
+        )
     return Discovery(sorted(scans, key=lambda s: s.name), ignored)
 
 
@@ -123,7 +161,7 @@ def _files_under(fs, path: str) -> dict[str, int]:
 
 def _relative(root: str, path: str) -> str:
     root = root.rstrip("/")
-    return path[len(root) + 1:] if root and path.startswith(root + "/") else path.lstrip("/")
+    return path[len(root) + 1 :] if root and path.startswith(root + "/") else path.lstrip("/")
 
 
 def _looks_dicom(fs, path: str) -> bool:
@@ -200,4 +238,6 @@ def check_names(scans: Iterable[SourceScan]) -> None:
     if clashes:
         raise InvalidInputError(
             "two sources would be archived under one name (rename or move one of each pair): "
-            + "; ".join(clashes[:5]) + (f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""))
+            + "; ".join(clashes[:5])
+            + (f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else "")
+        )

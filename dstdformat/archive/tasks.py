@@ -79,7 +79,7 @@ def tree_sha256(location: ArchiveLocation, relative: str) -> tuple[str, int]:
     prefix = location.path(relative).rstrip("/") + "/"
     for path in sorted(blobs):
         blob = bytes(blobs[path])
-        digest.update(path[len(prefix):].encode() + b"\0" + len(blob).to_bytes(8, "little"))
+        digest.update(path[len(prefix) :].encode() + b"\0" + len(blob).to_bytes(8, "little"))
         digest.update(blob)
         total += len(blob)
     return digest.hexdigest(), total
@@ -97,9 +97,14 @@ def archive_scan(job: dict[str, Any]) -> dict[str, Any]:
     location = ArchiveLocation(job["archive"], job["storage_options"])
     destination = scan_destination(scan.name, job["zarr"])
     record: dict[str, Any] = {
-        "name": scan.name, "source": scan.url, "source_format": scan.format,
-        "destination": destination, "source_bytes": scan.nbytes, "codec": job["codec"],
-        "worker": worker_name(), "writer": f"dstdformat {__version__}",
+        "name": scan.name,
+        "source": scan.url,
+        "source_format": scan.format,
+        "destination": destination,
+        "source_bytes": scan.nbytes,
+        "codec": job["codec"],
+        "worker": worker_name(),
+        "writer": f"dstdformat {__version__}",
     }
     try:
         learned = job["codec"] == "deepstd"
@@ -111,13 +116,20 @@ def archive_scan(job: dict[str, Any]) -> dict[str, Any]:
         array = ct.array
         if array.ndim != 3 or min(array.shape) < 2:
             # A 2D image (a scout, a key image) read as one slice is not a CT volume.
-            raise InvalidInputError(f"a 2D image, not a 3D volume: shape {array.shape} (an "
-                                    "archive takes volumes with at least 2 voxels along each axis)")
-        record.update({
-            "shape": list(array.shape), "dtype": array.dtype.name,
-            "spacing": [round(float(s), 6) for s in ct.spacing], "raw_bytes": int(array.nbytes),
-            "source_sha256": source_sha256, "voxels_sha256": voxels_sha256(array),
-        })
+            raise InvalidInputError(
+                f"a 2D image, not a 3D volume: shape {array.shape} (an "
+                "archive takes volumes with at least 2 voxels along each axis)"
+            )
+        record.update(
+            {
+                "shape": list(array.shape),
+                "dtype": array.dtype.name,
+                "spacing": [round(float(s), 6) for s in ct.spacing],
+                "raw_bytes": int(array.nbytes),
+                "source_sha256": source_sha256,
+                "voxels_sha256": voxels_sha256(array),
+            }
+        )
         options = dict(job["codec_options"])
         if learned and not job["zarr"] and options.get("model", "x") is not None:
             options.setdefault("device", device)
@@ -125,19 +137,30 @@ def archive_scan(job: dict[str, Any]) -> dict[str, Any]:
             decoded, dest_sha256, dest_bytes = _store_zarr(ct, location, destination, options)
         else:
             location.prepare_parent(destination)
-            save(ct, location.url_of(destination), codec=job["codec"], codec_options=options,
-                 storage_options=location.storage_options or None)
+            save(
+                ct,
+                location.url_of(destination),
+                codec=job["codec"],
+                codec_options=options,
+                storage_options=location.storage_options or None,
+            )
             stored = location.read_bytes(destination)
             dest_sha256, dest_bytes = hashlib.sha256(stored).hexdigest(), len(stored)
             with open_volume(stored) as volume:  # the stored bytes themselves, not a cached copy
                 decoded = volume.read()
         error = error_summary(array, decoded, ct.metadata.slope, ct.metadata.intercept)
         mae, worst = error["mae_hu"], error["max_error_hu"]
-        record.update({
-            "status": OK, "dest_bytes": dest_bytes, "dest_sha256": dest_sha256,
-            "ratio": round(array.nbytes / dest_bytes, 3), "mae": round(mae, 4),
-            "max_abs_error": round(worst, 4), "decoded_sha256": voxels_sha256(decoded),
-        })
+        record.update(
+            {
+                "status": OK,
+                "dest_bytes": dest_bytes,
+                "dest_sha256": dest_sha256,
+                "ratio": round(array.nbytes / dest_bytes, 3),
+                "mae": round(mae, 4),
+                "max_abs_error": round(worst, 4),
+                "decoded_sha256": voxels_sha256(decoded),
+            }
+        )
     except Exception as exc:  # noqa: BLE001 - a bad scan is recorded, never fatal to the run
         record.update({"status": FAILED, "error": f"{type(exc).__name__}: {exc}"})
     record["seconds"] = round(time.perf_counter() - started, 3)
@@ -182,8 +205,12 @@ def restore_scan(job: dict[str, Any]) -> dict[str, Any]:
     target = Path(job["output"])
     target.parent.mkdir(parents=True, exist_ok=True)
     write_scan(scan, target)
-    return {"name": job["record"]["name"], "output": str(target), "bytes": target.stat().st_size,
-            "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "name": job["record"]["name"],
+        "output": str(target),
+        "bytes": target.stat().st_size,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def load_archived(location: ArchiveLocation, record: dict[str, Any]):

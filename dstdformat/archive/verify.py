@@ -53,10 +53,16 @@ def load_manifest(location: ArchiveLocation) -> dict[str, Any]:
     return location.read_json(ARCHIVE_FILE)
 
 
-def verify_archive(destination: str | os.PathLike[str], *, decode: bool = False,
-                   storage_options: dict[str, Any] | None = None, workers: int | None = None,
-                   scheduler: str | None = None, progress: bool = False,
-                   clean: bool = False) -> VerifySummary:
+def verify_archive(
+    destination: str | os.PathLike[str],
+    *,
+    decode: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = False,
+    clean: bool = False,
+) -> VerifySummary:
     """Check an archive against its catalog (and, with ``decode``, every scan's voxels).
     Temporary files of killed writes are reported, and removed with ``clean`` (not while a
     ``dstd archive`` run writes to the same archive: its files in flight look the same)."""
@@ -70,17 +76,21 @@ def verify_archive(destination: str | os.PathLike[str], *, decode: bool = False,
             elif name.endswith(".safetensors"):
                 digest = hashlib.sha256(location.read_bytes(relative)).hexdigest()
                 if digest != entry["sha256"]:
-                    summary.problems.append(VerifyProblem(
-                        entry["id"], f"{relative} does not match its sha256 (damaged)"))
+                    summary.problems.append(
+                        VerifyProblem(entry["id"], f"{relative} does not match its sha256 (damaged)")
+                    )
     records = read_records(location)
     consolidated = {r["name"]: r for r in read_catalog(location)}
     if consolidated != records:
-        summary.notes.append(f"catalog.jsonl lags the per-scan records ({len(consolidated)} against "
-                             f"{len(records)}): the last run stopped early; re-run dstd archive")
+        summary.notes.append(
+            f"catalog.jsonl lags the per-scan records ({len(consolidated)} against "
+            f"{len(records)}): the last run stopped early; re-run dstd archive"
+        )
     good = {n: r for n, r in records.items() if r.get("status") == OK}
     summary.failed_records = [r for r in records.values() if r.get("status") != OK]
-    for name, record in track(sorted(good.items()), enabled=progress, desc="checking",
-                              total=len(good), unit="scan"):
+    for name, record in track(
+        sorted(good.items()), enabled=progress, desc="checking", total=len(good), unit="scan"
+    ):
         problem = _check_stored(location, record, summary)
         if problem:
             summary.problems.append(VerifyProblem(name, problem))
@@ -92,9 +102,11 @@ def verify_archive(destination: str | os.PathLike[str], *, decode: bool = False,
             location.remove(key)
         summary.notes.append(f"removed {len(leftovers)} temporary file(s) of killed writes")
     elif leftovers:
-        summary.notes.append(f"{len(leftovers)} temporary file(s) of killed writes (e.g. "
-                             f"{leftovers[0]}); remove them with dstd verify --clean, or they "
-                             "go with the next dstd archive run")
+        summary.notes.append(
+            f"{len(leftovers)} temporary file(s) of killed writes (e.g. "
+            f"{leftovers[0]}); remove them with dstd verify --clean, or they "
+            "go with the next dstd archive run"
+        )
     if decode and good:
         _check_decoding(location, manifest, good, summary, workers, scheduler, progress)
     return summary
@@ -135,37 +147,51 @@ def _check_stored(location: ArchiveLocation, record: dict[str, Any], summary: Ve
     return None
 
 
-def _check_orphans(location: ArchiveLocation, manifest: dict[str, Any], good: dict[str, dict],
-                   summary: VerifySummary) -> None:
+def _check_orphans(
+    location: ArchiveLocation, manifest: dict[str, Any], good: dict[str, dict], summary: VerifySummary
+) -> None:
     """Stored scans no catalog record names: a run stopped between writing a scan and its record."""
     named = {r["destination"] for r in good.values()}
     if manifest["settings"].get("zarr"):
-        found = {f"{ZARR_GROUP}/{key[: -len('/0/zarr.json')]}" for key in location.find(ZARR_GROUP)
-                 if key.endswith("/0/zarr.json")}
+        found = {
+            f"{ZARR_GROUP}/{key[: -len('/0/zarr.json')]}"
+            for key in location.find(ZARR_GROUP)
+            if key.endswith("/0/zarr.json")
+        }
     else:
-        found = {f"{SCANS_DIR}/{key}" for key in location.find(SCANS_DIR)
-                 if key.endswith(".dstd") and not key.rsplit("/", 1)[-1].startswith(".")}
+        found = {
+            f"{SCANS_DIR}/{key}"
+            for key in location.find(SCANS_DIR)
+            if key.endswith(".dstd") and not key.rsplit("/", 1)[-1].startswith(".")
+        }
     orphans = sorted(found - named)
     if orphans:
-        summary.notes.append(f"{len(orphans)} stored scan(s) have no ok catalog record (a run "
-                             f"stopped before recording them; re-run dstd archive): "
-                             + ", ".join(orphans[:5]))
+        summary.notes.append(
+            f"{len(orphans)} stored scan(s) have no ok catalog record (a run "
+            f"stopped before recording them; re-run dstd archive): " + ", ".join(orphans[:5])
+        )
 
 
 def _check_decoding(location, manifest, good, summary, workers, scheduler, progress) -> None:
     learned = manifest["settings"]["codec"] == "deepstd"
-    base = {"archive": location.url, "storage_options": location.storage_options,
-            "models": manifest.get("models", []), "learned": learned}
+    base = {
+        "archive": location.url,
+        "storage_options": location.storage_options,
+        "models": manifest.get("models", []),
+        "learned": learned,
+    }
     with dask_cluster(workers, scheduler, learned=learned) as cluster:
         jobs = [{**base, "record": r, "threads": cluster.threads} for r in good.values()]
         results = run_jobs(cluster, decode_scan, jobs)
-        for job, result, error in track(results, enabled=progress, desc="decoding",
-                                        total=len(jobs), unit="scan"):
+        for job, result, error in track(
+            results, enabled=progress, desc="decoding", total=len(jobs), unit="scan"
+        ):
             name = job["record"]["name"]
             if error is not None:
                 summary.problems.append(VerifyProblem(name, f"decoding failed: {error}"))
             elif result["decoded_sha256"] != job["record"].get("decoded_sha256"):
-                summary.problems.append(VerifyProblem(
-                    name, "decodes to other voxels than when it was archived (sha256 mismatch)"))
+                summary.problems.append(
+                    VerifyProblem(name, "decodes to other voxels than when it was archived (sha256 mismatch)")
+                )
             else:
                 summary.decoded += 1

@@ -57,9 +57,15 @@ def _integral(q: np.ndarray, log_rate: np.ndarray, low: float, high: float, meth
     return float(np.polyval(antiderivative, high) - np.polyval(antiderivative, low))
 
 
-def bd_rate(reference_rates: Sequence[float], reference_quality: Sequence[float],
-            rates: Sequence[float], quality: Sequence[float], method: str = "pchip",
-            min_points: int = MIN_POINTS, names: tuple[str, str] = ("reference", "codec")) -> float:
+def bd_rate(
+    reference_rates: Sequence[float],
+    reference_quality: Sequence[float],
+    rates: Sequence[float],
+    quality: Sequence[float],
+    method: str = "pchip",
+    min_points: int = MIN_POINTS,
+    names: tuple[str, str] = ("reference", "codec"),
+) -> float:
     """BD-rate in percent of the curve (``rates``, ``quality``) against the reference curve.
 
     Rates are anything proportional to bytes; quality is any metric (higher or lower better:
@@ -77,34 +83,51 @@ def bd_rate(reference_rates: Sequence[float], reference_quality: Sequence[float]
             raise BDRateUnavailable(f"{label} has {n} points (need {need})")
     low, high = max(ref_q[0], q[0]), min(ref_q[-1], q[-1])
     if not high > low:
-        raise BDRateUnavailable(f"no quality overlap ({names[0]} {ref_q[0]:.4g}..{ref_q[-1]:.4g}, "
-                                f"{names[1]} {q[0]:.4g}..{q[-1]:.4g})")
-    mean_difference = (_integral(q, lr, low, high, method)
-                       - _integral(ref_q, ref_lr, low, high, method)) / (high - low)
+        raise BDRateUnavailable(
+            f"no quality overlap ({names[0]} {ref_q[0]:.4g}..{ref_q[-1]:.4g}, "
+            f"{names[1]} {q[0]:.4g}..{q[-1]:.4g})"
+        )
+    mean_difference = (_integral(q, lr, low, high, method) - _integral(ref_q, ref_lr, low, high, method)) / (
+        high - low
+    )
     return 100.0 * (math.exp(mean_difference) - 1.0)
 
 
 def _in_range(ratio: Any, ratio_range: tuple[float, float], slack: float) -> bool:
-    return (isinstance(ratio, int | float) and math.isfinite(ratio)
-            and ratio_range[0] / (1 + slack) <= ratio <= ratio_range[1] * (1 + slack))
+    return (
+        isinstance(ratio, int | float)
+        and math.isfinite(ratio)
+        and ratio_range[0] / (1 + slack) <= ratio <= ratio_range[1] * (1 + slack)
+    )
 
 
 def _points(records: Iterable[dict[str, Any]], metric: str) -> tuple[list[float], list[float]]:
-    pairs = {(r["compressed_bytes"], r[metric]) for r in records
-             if isinstance(r.get(metric), int | float) and r.get("compressed_bytes")}
+    pairs = {
+        (r["compressed_bytes"], r[metric])
+        for r in records
+        if isinstance(r.get(metric), int | float) and r.get("compressed_bytes")
+    }
     return [p[0] for p in sorted(pairs)], [p[1] for p in sorted(pairs)]
 
 
-def bd_rate_summary(records: Sequence[dict[str, Any]], references: Sequence[str] = REFERENCES,
-                    metrics: Sequence[str] = tuple(METRICS), method: str = "pchip",
-                    ratio_range: tuple[float, float] = RATIO_RANGE,
-                    slack: float = RATIO_SLACK, min_points: int = MIN_POINTS) -> dict[str, Any]:
+def bd_rate_summary(
+    records: Sequence[dict[str, Any]],
+    references: Sequence[str] = REFERENCES,
+    metrics: Sequence[str] = tuple(METRICS),
+    method: str = "pchip",
+    ratio_range: tuple[float, float] = RATIO_RANGE,
+    slack: float = RATIO_SLACK,
+    min_points: int = MIN_POINTS,
+) -> dict[str, Any]:
     """BD-rate of every codec against each reference present, per volume and metric, from the
     benchmark's records (what ``results.json`` holds under ``"bd_rate"``)."""
     rows: list[dict[str, Any]] = []
     for volume in dict.fromkeys(r["volume"] for r in records):
-        usable = [r for r in records if r["volume"] == volume
-                  and _in_range(r.get("achieved_ratio"), ratio_range, slack)]
+        usable = [
+            r
+            for r in records
+            if r["volume"] == volume and _in_range(r.get("achieved_ratio"), ratio_range, slack)
+        ]
         codecs = list(dict.fromkeys(r["codec"] for r in records if r["volume"] == volume))
         for reference in references:
             if reference not in codecs:
@@ -115,12 +138,20 @@ def bd_rate_summary(records: Sequence[dict[str, Any]], references: Sequence[str]
                 for metric in metrics:
                     ref_rates, ref_quality = _points([r for r in usable if r["codec"] == reference], metric)
                     rates, quality = _points([r for r in usable if r["codec"] == codec], metric)
-                    row = {"volume": volume, "codec": codec, "reference": reference, "metric": metric,
-                           "bd_rate_percent": None, "points": len(rates),
-                           "reference_points": len(ref_rates), "reason": None}
+                    row = {
+                        "volume": volume,
+                        "codec": codec,
+                        "reference": reference,
+                        "metric": metric,
+                        "bd_rate_percent": None,
+                        "points": len(rates),
+                        "reference_points": len(ref_rates),
+                        "reason": None,
+                    }
                     try:
-                        row["bd_rate_percent"] = bd_rate(ref_rates, ref_quality, rates, quality,
-                                                         method, min_points, (reference, codec))
+                        row["bd_rate_percent"] = bd_rate(
+                            ref_rates, ref_quality, rates, quality, method, min_points, (reference, codec)
+                        )
                     except BDRateUnavailable as exc:
                         row["reason"] = str(exc)
                     rows.append(row)
@@ -132,7 +163,7 @@ def bd_rate_summary(records: Sequence[dict[str, Any]], references: Sequence[str]
         "references": list(references),
         "metrics": {m: METRICS.get(m, m) for m in metrics},
         "definition": "percent bytes vs the reference at equal quality (negative: smaller); "
-                      f"log(bytes) vs quality, {method} interpolation, averaged over the "
-                      "overlapping quality interval; MAE used directly as the quality axis",
+        f"log(bytes) vs quality, {method} interpolation, averaged over the "
+        "overlapping quality interval; MAE used directly as the quality axis",
         "rows": rows,
     }

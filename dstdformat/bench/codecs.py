@@ -22,8 +22,16 @@ from .base import BenchCodec, Knob, Payload
 from .base import to_int16 as _to_int16
 from .video import VIDEO_CODECS
 
-__all__ = ["BASELINES", "BenchCodec", "Knob", "Payload", "available_bench_codecs",
-           "cpu_threads", "make_bench_codec", "payload_size"]
+__all__ = [
+    "BASELINES",
+    "BenchCodec",
+    "Knob",
+    "Payload",
+    "available_bench_codecs",
+    "cpu_threads",
+    "make_bench_codec",
+    "payload_size",
+]
 
 
 def _map_slices(fn: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
@@ -40,8 +48,7 @@ class Sperr3D(BenchCodec):
     def encode(self, volume, value, threads):
         import imagecodecs
 
-        return [bytes(imagecodecs.sperr_encode(volume.astype(np.float64), value, "bpp",
-                                               numthreads=threads))]
+        return [bytes(imagecodecs.sperr_encode(volume.astype(np.float64), value, "bpp", numthreads=threads))]
 
     def decode(self, payload, shape, threads):
         import imagecodecs
@@ -76,9 +83,16 @@ class ZFP(BenchCodec):
     def encode(self, volume, value, threads):
         import imagecodecs
 
-        return [bytes(imagecodecs.zfp_encode(volume.astype(np.float32), value,
-                                             mode=getattr(imagecodecs.ZFP.MODE, self.mode),
-                                             numthreads=threads))]
+        return [
+            bytes(
+                imagecodecs.zfp_encode(
+                    volume.astype(np.float32),
+                    value,
+                    mode=getattr(imagecodecs.ZFP.MODE, self.mode),
+                    numthreads=threads,
+                )
+            )
+        ]
 
     def decode(self, payload, shape, threads):
         import imagecodecs
@@ -161,8 +175,11 @@ class JPEGXL(_SliceCodec):
         import imagecodecs
 
         def one(image: np.ndarray) -> bytes:
-            return bytes(imagecodecs.jpegxl_encode(np.ascontiguousarray(image), distance=value,
-                                                   bitspersample=bits, numthreads=1))
+            return bytes(
+                imagecodecs.jpegxl_encode(
+                    np.ascontiguousarray(image), distance=value, bitspersample=bits, numthreads=1
+                )
+            )
 
         return [header, *_map_slices(one, list(shifted), threads)]
 
@@ -170,8 +187,7 @@ class JPEGXL(_SliceCodec):
         import imagecodecs
 
         low, _ = np.frombuffer(payload[0], dtype="<i4")
-        slices = _map_slices(lambda b: imagecodecs.jpegxl_decode(b, numthreads=1), payload[1:],
-                             threads)
+        slices = _map_slices(lambda b: imagecodecs.jpegxl_decode(b, numthreads=1), payload[1:], threads)
         return _to_int16(np.stack(slices).astype(np.int32) + int(low))
 
 
@@ -217,8 +233,7 @@ class DstdCodec(BenchCodec):
         self.codec_id, self.options = codec_id, dict(options or {})
         self.name = f"dstd {label or codec_id}"
         cls = get_codec_class(codec_id)
-        self.knob = None if cls.exact else Knob("ratio", 2.0, 4096.0, raises_ratio=True,
-                                                guess=lambda r: r)
+        self.knob = None if cls.exact else Knob("ratio", 2.0, 4096.0, raises_ratio=True, guess=lambda r: r)
 
     def encode(self, volume, value, threads):
         from ..io.dstd_files import save_dstd
@@ -258,8 +273,16 @@ def _torch_threads(threads: int):
 
 
 BASELINES: dict[str, Callable[[], BenchCodec]] = {
-    "sperr": Sperr3D, "sz3": SZ3, "zfp": ZFP, "zfp-rate": ZFPRate, "htj2k": HTJ2K, "jpeg2000": JPEG2000,
-    "jpegxl": JPEGXL, "zstd": ZstdReference, "blosc": BloscReference, **VIDEO_CODECS,
+    "sperr": Sperr3D,
+    "sz3": SZ3,
+    "zfp": ZFP,
+    "zfp-rate": ZFPRate,
+    "htj2k": HTJ2K,
+    "jpeg2000": JPEG2000,
+    "jpegxl": JPEGXL,
+    "zstd": ZstdReference,
+    "blosc": BloscReference,
+    **VIDEO_CODECS,
 }
 
 
@@ -267,8 +290,7 @@ def available_bench_codecs() -> list[str]:
     """Ids usable with ``dstd bench --codecs``: ours as ``dstd-<id>``, then the baselines."""
     from ..codecs.registry import available_codecs
 
-    return ([f"dstd-{c}" for c in available_codecs()] + [f"dstd-{v}" for v in DSTD_VARIANTS]
-            + list(BASELINES))
+    return [f"dstd-{c}" for c in available_codecs()] + [f"dstd-{v}" for v in DSTD_VARIANTS] + list(BASELINES)
 
 
 #: Variants of our codecs worth measuring beside the defaults (ablations).

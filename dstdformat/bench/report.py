@@ -10,14 +10,23 @@ from typing import Any
 from .bdrate import bd_rate_summary
 
 COLUMNS = [
-    ("codec", "codec", "{}"), ("target_ratio", "target", "{:g}"),
-    ("achieved_ratio", "ratio", "{:.1f}"), ("mae", "MAE HU", "{:.2f}"),
-    ("max_error", "max err", "{:.0f}"), ("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"),
-    ("dice_body", "Dice body", "{:.4f}"), ("dice_lungs", "Dice lungs", "{:.4f}"),
-    ("dice_bone", "Dice bone", "{:.4f}"), ("hd95_bone", "HD95 bone mm", "{:.2f}"),
-    ("encode_mbps_1t", "enc MB/s 1t", "{:.1f}"), ("encode_mbps_nt", "enc MB/s all", "{:.1f}"),
-    ("decode_mbps_1t", "dec MB/s 1t", "{:.1f}"), ("decode_mbps_nt", "dec MB/s all", "{:.1f}"),
-    ("peak_memory_mb", "peak MB", "{:.0f}"), ("status", "status", "{}"),
+    ("codec", "codec", "{}"),
+    ("target_ratio", "target", "{:g}"),
+    ("achieved_ratio", "ratio", "{:.1f}"),
+    ("mae", "MAE HU", "{:.2f}"),
+    ("max_error", "max err", "{:.0f}"),
+    ("psnr", "PSNR dB", "{:.2f}"),
+    ("ssim", "SSIM", "{:.4f}"),
+    ("dice_body", "Dice body", "{:.4f}"),
+    ("dice_lungs", "Dice lungs", "{:.4f}"),
+    ("dice_bone", "Dice bone", "{:.4f}"),
+    ("hd95_bone", "HD95 bone mm", "{:.2f}"),
+    ("encode_mbps_1t", "enc MB/s 1t", "{:.1f}"),
+    ("encode_mbps_nt", "enc MB/s all", "{:.1f}"),
+    ("decode_mbps_1t", "dec MB/s 1t", "{:.1f}"),
+    ("decode_mbps_nt", "dec MB/s all", "{:.1f}"),
+    ("peak_memory_mb", "peak MB", "{:.0f}"),
+    ("status", "status", "{}"),
 ]
 
 
@@ -42,11 +51,13 @@ def markdown_table(results: dict[str, Any]) -> str:
         "",
     ]
     for info in results["volumes"]:
-        lines += [f"### {info['volume']} ({' x '.join(map(str, info['shape']))}, spacing "
-                  f"{' x '.join(f'{s:g}' for s in info['spacing'])} mm)", "",
-                  "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-                  "|" + "|".join("---" if k in ("codec", "status") else "---:"
-                                 for k, _, _ in COLUMNS) + "|"]
+        lines += [
+            f"### {info['volume']} ({' x '.join(map(str, info['shape']))}, spacing "
+            f"{' x '.join(f'{s:g}' for s in info['spacing'])} mm)",
+            "",
+            "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+            "|" + "|".join("---" if k in ("codec", "status") else "---:" for k, _, _ in COLUMNS) + "|",
+        ]
         for row in results["records"]:
             if row["volume"] == info["volume"]:
                 lines.append("| " + " | ".join(_cell(row, k, f) for k, _, f in COLUMNS) + " |")
@@ -71,11 +82,14 @@ def bd_rate_table(bd: dict[str, Any], volume: str) -> list[str]:
     cells = {(r["codec"], r["reference"], r["metric"]): r for r in rows}
     low, high = bd["ratio_range"]
     slack = 100 * bd.get("ratio_slack", 0)
-    lines = [f"BD-rate (bytes at equal quality vs the reference; negative = smaller; {bd['method']} "
-             "interpolation of log bytes over the shared quality range; points at "
-             f"{low:g}x..{high:g}x, {slack:g}% slack):",
-             "", "| codec | " + " | ".join(f"vs {ref} ({bd['metrics'].get(m, m)})" for ref, m in columns)
-             + " |", "|---|" + "---:|" * len(columns)]
+    lines = [
+        f"BD-rate (bytes at equal quality vs the reference; negative = smaller; {bd['method']} "
+        "interpolation of log bytes over the shared quality range; points at "
+        f"{low:g}x..{high:g}x, {slack:g}% slack):",
+        "",
+        "| codec | " + " | ".join(f"vs {ref} ({bd['metrics'].get(m, m)})" for ref, m in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
     notes: dict[str, int] = {}  # reason -> footnote number (one codec's reasons often repeat)
     for codec in dict.fromkeys(r["codec"] for r in rows):
         line = []
@@ -103,25 +117,33 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figures = [("mae", "MAE (HU)", "mae_vs_ratio.png", True),
-               ("ssim", "SSIM", "ssim_vs_ratio.png", False),
-               ("encode_mbps_nt", "MB/s (all threads; solid encode, dashed decode)",
-                "speed_vs_ratio.png", True)]
+    figures = [
+        ("mae", "MAE (HU)", "mae_vs_ratio.png", True),
+        ("ssim", "SSIM", "ssim_vs_ratio.png", False),
+        ("encode_mbps_nt", "MB/s (all threads; solid encode, dashed decode)", "speed_vs_ratio.png", True),
+    ]
     volumes = [v["volume"] for v in results["volumes"]]
     written = []
     for key, label, name, logy in figures:
         fig, axes = plt.subplots(1, len(volumes), figsize=(6.5 * len(volumes), 4.8), squeeze=False)
         for ax, volume in zip(axes[0], volumes):
-            rows = [r for r in results["records"] if r["volume"] == volume
-                    and r.get("achieved_ratio") and r.get(key) is not None]
+            rows = [
+                r
+                for r in results["records"]
+                if r["volume"] == volume and r.get("achieved_ratio") and r.get(key) is not None
+            ]
             for codec in dict.fromkeys(r["codec"] for r in rows):
-                points = sorted({(r["achieved_ratio"], r[key], r.get("decode_mbps_nt"))
-                                 for r in rows if r["codec"] == codec})
+                points = sorted(
+                    {
+                        (r["achieved_ratio"], r[key], r.get("decode_mbps_nt"))
+                        for r in rows
+                        if r["codec"] == codec
+                    }
+                )
                 xs = [p[0] for p in points]
-                line, = ax.plot(xs, [p[1] for p in points], marker="o", label=codec)
+                (line,) = ax.plot(xs, [p[1] for p in points], marker="o", label=codec)
                 if key == "encode_mbps_nt":
-                    ax.plot(xs, [p[2] for p in points], marker="x", linestyle="--",
-                            color=line.get_color())
+                    ax.plot(xs, [p[2] for p in points], marker="x", linestyle="--", color=line.get_color())
             ax.set_xscale("log", base=2)
             if logy:
                 ax.set_yscale("log")
@@ -153,7 +175,6 @@ def write_reports(results: dict[str, Any], out: Path) -> list[Path]:
     """results.json (with the BD-rates), results.md (tables, BD-rate tables) and the plots."""
     results = _with_bd_rate(results)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(json_safe(results), indent=2, allow_nan=False)
-                                      + "\n")
+    (out / "results.json").write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
     (out / "results.md").write_text(markdown_table(results) + "\n")
     return [out / "results.json", out / "results.md", *plot(results, out)]

@@ -19,9 +19,23 @@ from .measure import PeakMemory, timed
 from .search import search_ratio
 
 DEFAULT_RATIOS = (32.0, 64.0, 128.0, 256.0, 512.0)
-DEFAULT_CODECS = ("dstd-*", "sperr", "av1", "av1-deepstd-settings", "hevc-12bit", "hevc-10bit", "vp9",
-                  "sz3", "zfp", "zfp-rate",
-                  "htj2k", "jpeg2000", "jpegxl", "zstd", "blosc")
+DEFAULT_CODECS = (
+    "dstd-*",
+    "sperr",
+    "av1",
+    "av1-deepstd-settings",
+    "hevc-12bit",
+    "hevc-10bit",
+    "vp9",
+    "sz3",
+    "zfp",
+    "zfp-rate",
+    "htj2k",
+    "jpeg2000",
+    "jpegxl",
+    "zstd",
+    "blosc",
+)
 
 
 @dataclass
@@ -59,8 +73,9 @@ def _expand(codecs: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def measure_point(codec: BenchCodec, volume: np.ndarray, value: float | None, threads: int,
-                  spacing: tuple) -> dict[str, Any]:
+def measure_point(
+    codec: BenchCodec, volume: np.ndarray, value: float | None, threads: int, spacing: tuple
+) -> dict[str, Any]:
     """Encode/decode at ``value`` single- and multi-threaded; quality metrics on the result."""
     from .. import metrics
 
@@ -68,8 +83,7 @@ def measure_point(codec: BenchCodec, volume: np.ndarray, value: float | None, th
     row: dict[str, Any] = {}
     payload, t_enc1 = timed(lambda: codec.encode(volume, value, 1))
     decoded, t_dec1 = timed(lambda: codec.decode(payload, volume.shape, 1))
-    row.update(compressed_bytes=payload_size(payload),
-               encode_mbps_1t=mb / t_enc1, decode_mbps_1t=mb / t_dec1)
+    row.update(compressed_bytes=payload_size(payload), encode_mbps_1t=mb / t_enc1, decode_mbps_1t=mb / t_dec1)
     if codec.threaded and threads > 1:
         with PeakMemory() as memory:
             payload, t_enc = timed(lambda: codec.encode(volume, value, threads))
@@ -101,15 +115,26 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             loaded.clear()
             loaded[path] = load_hu_volume(path, config.crop)
             volume, spacing = loaded[path]
-            volumes_info.append({"volume": path.name, "shape": list(volume.shape),
-                                 "spacing": list(spacing), "raw_bytes": volume.nbytes})
+            volumes_info.append(
+                {
+                    "volume": path.name,
+                    "shape": list(volume.shape),
+                    "spacing": list(spacing),
+                    "raw_bytes": volume.nbytes,
+                }
+            )
         volume, spacing = loaded[path]
-        base = {"volume": path.name, "codec": codec.name, "family": codec.family,
-                "knob": codec.knob.name if codec.knob else None}
+        base = {
+            "volume": path.name,
+            "codec": codec.name,
+            "family": codec.family,
+            "knob": codec.knob.name if codec.knob else None,
+        }
         cache: dict[tuple, dict[str, Any]] = {}
         for target in config.ratios:
             row = {**base, "target_ratio": target}
             try:
+
                 def ratio_at(v, codec=codec, volume=volume):
                     return volume.nbytes / payload_size(codec.encode(volume, v, threads))
 
@@ -118,11 +143,15 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 if key not in cache:
                     cache[key] = measure_point(codec, volume, found.value, threads, spacing)
                 row.update(cache[key])
-                row.update(knob_value=found.value, search_evaluations=found.evaluations,
-                           reached=found.reached,
-                           status="ok" if found.reached else
-                           f"unreachable: closest achieved ratio {found.ratio:.1f}"
-                           + (f" ({found.note})" if found.note else ""))
+                row.update(
+                    knob_value=found.value,
+                    search_evaluations=found.evaluations,
+                    reached=found.reached,
+                    status="ok"
+                    if found.reached
+                    else f"unreachable: closest achieved ratio {found.ratio:.1f}"
+                    + (f" ({found.note})" if found.note else ""),
+                )
             except Exception as exc:  # a baseline failing must not sink the whole run
                 row.update(reached=False, status=f"error: {type(exc).__name__}: {exc}")
             records.append(row)

@@ -22,9 +22,13 @@ class SearchResult:
     note: str = ""  # why a target was missed when the knob's steps straddle it
 
 
-def search_ratio(ratio_at: Callable[[float | None], float], knob: Knob | None, target: float,
-                 tolerance: float = TOLERANCE,
-                 max_evaluations: int = MAX_EVALUATIONS) -> SearchResult:
+def search_ratio(
+    ratio_at: Callable[[float | None], float],
+    knob: Knob | None,
+    target: float,
+    tolerance: float = TOLERANCE,
+    max_evaluations: int = MAX_EVALUATIONS,
+) -> SearchResult:
     """Regula falsi in log(knob)-log(ratio) space, bracketed, falling back to bisection.
 
     ``ratio_at(value)`` encodes and returns the achieved ratio; it must be monotone in the
@@ -58,8 +62,15 @@ def search_ratio(ratio_at: Callable[[float | None], float], knob: Knob | None, t
     if abs(math.exp(y - goal) - 1) <= tolerance:
         return best()
     # Bracket: walk outwards in steps that double until the target is crossed or a bound is hit.
-    bracket = _bracket(evaluate, lambda y: abs(math.exp(y - goal) - 1) <= tolerance, (u, y), goal,
-                       (lo_u, hi_u), math.log(4.0), lambda: max_evaluations - len(tried))
+    bracket = _bracket(
+        evaluate,
+        lambda y: abs(math.exp(y - goal) - 1) <= tolerance,
+        (u, y),
+        goal,
+        (lo_u, hi_u),
+        math.log(4.0),
+        lambda: max_evaluations - len(tried),
+    )
     if bracket is None:
         return best()
     below, above = bracket
@@ -83,8 +94,13 @@ def search_ratio(ratio_at: Callable[[float | None], float], knob: Knob | None, t
     return best()
 
 
-def _search_integer(ratio_at: Callable[[float | None], float], knob: Knob, target: float,
-                    tolerance: float, max_evaluations: int) -> SearchResult:
+def _search_integer(
+    ratio_at: Callable[[float | None], float],
+    knob: Knob,
+    target: float,
+    tolerance: float,
+    max_evaluations: int,
+) -> SearchResult:
     """The float search's bracketing and regula falsi, on integers in linear knob space (a CRF is
     already a log-quantizer scale). No integer is encoded twice; when no integer lands within the
     tolerance the bracket shrinks to two neighbours and the closer one is kept, with a note."""
@@ -114,8 +130,7 @@ def _search_integer(ratio_at: Callable[[float | None], float], knob: Knob, targe
     y = evaluate(u)
     if hit(y):
         return best()
-    bracket = _bracket(evaluate, hit, (u, y), goal, (lo_u, hi_u), 4,
-                       lambda: max_evaluations - len(tried))
+    bracket = _bracket(evaluate, hit, (u, y), goal, (lo_u, hi_u), 4, lambda: max_evaluations - len(tried))
     if bracket is None:
         return best()
     below, above = bracket

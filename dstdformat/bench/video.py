@@ -64,8 +64,10 @@ class VideoCodec(BenchCodec):
         raise NotImplementedError
 
     def coded_size(self, shape: tuple[int, ...]) -> tuple[int, int]:
-        return tuple(max(self.min_size, -(-int(s) // self.align) * self.align)  # type: ignore[return-value]
-                     for s in shape[1:])
+        return tuple(
+            max(self.min_size, -(-int(s) // self.align) * self.align)  # type: ignore[return-value]
+            for s in shape[1:]
+        )
 
     def to_samples(self, volume: np.ndarray) -> np.ndarray:
         samples = np.clip(np.rint((volume.astype(np.float32) - WINDOW_LOW) / self.step), 0, self.levels)
@@ -80,8 +82,9 @@ class VideoCodec(BenchCodec):
             raise InvalidInputError(f"{self.name}: crf must be in {low}..{high}, got {value}")
         height, width = self.coded_size(volume.shape)
         samples = self.to_samples(volume)
-        samples = np.pad(samples, [(0, 0), (0, height - samples.shape[1]),
-                                   (0, width - samples.shape[2])], mode="edge")
+        samples = np.pad(
+            samples, [(0, 0), (0, height - samples.shape[1]), (0, width - samples.shape[2])], mode="edge"
+        )
         context = av.CodecContext.create(self.encoder, "w")
         context.width, context.height, context.pix_fmt = width, height, self.pix_fmt
         context.time_base, context.framerate = Fraction(1, 25), 25
@@ -124,7 +127,6 @@ class AV1(VideoCodec):
         return {"crf": str(crf), "preset": "4", "svtav1-params": f"lp={threads}"}
 
 
-
 class AV1AtDeepSTDSettings(AV1):
     """Bare AV1 with the settings of deepstd's AV1 base layer (slower preset, no temporal
     filtering): the like-for-like baseline, where :class:`AV1` is what a user runs by default."""
@@ -132,8 +134,12 @@ class AV1AtDeepSTDSettings(AV1):
     name = "AV1 (deepstd settings)"
 
     def options(self, crf, threads):
-        return {"crf": str(crf), "preset": str(DEFAULT_PRESET),
-                "svtav1-params": f"{ENCODER_PARAMS}:lp={threads}"}
+        return {
+            "crf": str(crf),
+            "preset": str(DEFAULT_PRESET),
+            "svtav1-params": f"{ENCODER_PARAMS}:lp={threads}",
+        }
+
 
 class _X265(VideoCodec):
     """x265 at preset medium, 4:0:0 (grey) HEVC, decoded by FFmpeg's HEVC decoder."""
@@ -145,8 +151,7 @@ class _X265(VideoCodec):
     knob = _crf_knob(0, 51, 21, 5)
 
     def options(self, crf, threads):
-        return {"crf": str(crf), "preset": "medium",
-                "x265-params": f"log-level=error:pools={threads}"}
+        return {"crf": str(crf), "preset": "medium", "x265-params": f"log-level=error:pools={threads}"}
 
 
 class HEVC12(_X265):
@@ -170,6 +175,9 @@ class VP9(VideoCodec):
 
 #: ``dstd bench --codecs`` names of the video adapters.
 VIDEO_CODECS: dict[str, type[VideoCodec]] = {
-    "av1": AV1, "av1-deepstd-settings": AV1AtDeepSTDSettings, "hevc-12bit": HEVC12,
-    "hevc-10bit": HEVC10, "vp9": VP9,
+    "av1": AV1,
+    "av1-deepstd-settings": AV1AtDeepSTDSettings,
+    "hevc-12bit": HEVC12,
+    "hevc-10bit": HEVC10,
+    "vp9": VP9,
 }

@@ -26,30 +26,49 @@ def _options(text: str | None, flag: str) -> dict[str, Any] | None:
 
 
 def add_parsers(add) -> None:
-    p = add("archive", "archive a collection of CT scans (folder, glob or URL of NIfTI, HDF5 and "
-                       "DICOM series) into DEST in parallel on dask; re-running resumes")
+    p = add(
+        "archive",
+        "archive a collection of CT scans (folder, glob or URL of NIfTI, HDF5 and "
+        "DICOM series) into DEST in parallel on dask; re-running resumes",
+    )
     p.add_argument("source", help="folder (searched recursively), glob or fsspec URL of the scans")
     p.add_argument("destination", help="archive folder or fsspec URL (e.g. s3://bucket/prefix)")
-    p.add_argument("--codec", default="deepstd", choices=("deepstd", "lossless"),
-                   help="codec (default: deepstd at 256x)")
+    p.add_argument(
+        "--codec", default="deepstd", choices=("deepstd", "lossless"), help="codec (default: deepstd at 256x)"
+    )
     p.add_argument("--ratio", type=float, help="deepstd: target compression ratio (default 256)")
     p.add_argument("--quality", type=float, metavar="DB", help="deepstd: PSNR every tile reaches")
     p.add_argument("--max-error", type=float, metavar="HU", help="deepstd: bound on |error|")
-    p.add_argument("--model", help="deepstd: model id or .safetensors path ('none': without); "
-                                   "stored once in the archive")
-    p.add_argument("--shape", metavar="TEMPLATE", help="deepstd: code shape against this template "
-                                                      "(stored once in the archive)")
+    p.add_argument(
+        "--model", help="deepstd: model id or .safetensors path ('none': without); stored once in the archive"
+    )
+    p.add_argument(
+        "--shape",
+        metavar="TEMPLATE",
+        help="deepstd: code shape against this template (stored once in the archive)",
+    )
     p.add_argument("--shape-policy", choices=("best", "always"), help="deepstd --shape policy")
-    p.add_argument("--zarr", action="store_true",
-                   help="one zarr group (DEST/scans.zarr, v3, DeepSTD chunks) instead of .dstd files")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="local worker processes (default: one per GPU, else one per core as "
-                        "memory allows)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on an existing dask.distributed cluster (tcp://host:8786)")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="torch threads per worker (default: the cores shared out among the local "
-                        "workers; with --scheduler: the workers' own setting)")
+    p.add_argument(
+        "--zarr",
+        action="store_true",
+        help="one zarr group (DEST/scans.zarr, v3, DeepSTD chunks) instead of .dstd files",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local worker processes (default: one per GPU, else one per core as memory allows)",
+    )
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on an existing dask.distributed cluster (tcp://host:8786)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads per worker (default: the cores shared out among the local "
+        "workers; with --scheduler: the workers' own setting)",
+    )
     p.add_argument("--storage-options", metavar="JSON", help="fsspec options for DEST")
     p.add_argument("--source-options", metavar="JSON", help="fsspec options for the source")
     p.set_defaults(func=archive)
@@ -68,9 +87,17 @@ def add_parsers(add) -> None:
 def archive(args: argparse.Namespace) -> int:
     from ..archive import archive_collection
 
-    options = {name: value for name, value in (
-        ("ratio", args.ratio), ("quality", args.quality), ("max_error", args.max_error),
-        ("shape", args.shape), ("shape_policy", args.shape_policy)) if value is not None}
+    options = {
+        name: value
+        for name, value in (
+            ("ratio", args.ratio),
+            ("quality", args.quality),
+            ("max_error", args.max_error),
+            ("shape", args.shape),
+            ("shape_policy", args.shape_policy),
+        )
+        if value is not None
+    }
     if args.model is not None:
         options["model"] = None if args.model == "none" else args.model
     if options and args.codec == "lossless":
@@ -78,24 +105,36 @@ def archive(args: argparse.Namespace) -> int:
     if args.shape_policy and not args.shape:
         raise InvalidInputError("--shape-policy needs --shape TEMPLATE")
     summary = archive_collection(
-        args.source, args.destination, codec=args.codec, codec_options=options, zarr=args.zarr,
-        workers=args.workers, scheduler=args.scheduler, threads=args.threads,
+        args.source,
+        args.destination,
+        codec=args.codec,
+        codec_options=options,
+        zarr=args.zarr,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        threads=args.threads,
         storage_options=_options(args.storage_options, "--storage-options"),
-        source_options=_options(args.source_options, "--source-options"), progress=not args.quiet)
+        source_options=_options(args.source_options, "--source-options"),
+        progress=not args.quiet,
+    )
     if not args.quiet:
         print(archive_text(summary))
     return EXIT_SOME_FAILED if summary.failed else 0
 
 
 def archive_text(summary) -> str:
-    lines = [f"archived {summary.archived} of {summary.found} scans into {summary.archive} "
-             f"({summary.already_done} already done, {len(summary.failed)} failed) in "
-             f"{summary.seconds:.1f} s on {summary.cluster}"]
+    lines = [
+        f"archived {summary.archived} of {summary.found} scans into {summary.archive} "
+        f"({summary.already_done} already done, {len(summary.failed)} failed) in "
+        f"{summary.seconds:.1f} s on {summary.cluster}"
+    ]
     if summary.archived:
         rate = summary.raw_bytes / summary.seconds if summary.seconds else 0.0
-        lines.append(f"  voxels {human_bytes(summary.raw_bytes)} (source files "
-                     f"{human_bytes(summary.source_bytes)}) -> {human_bytes(summary.dest_bytes)} "
-                     f"stored, {summary.ratio:.1f}x; {human_bytes(rate)}/s of voxels")
+        lines.append(
+            f"  voxels {human_bytes(summary.raw_bytes)} (source files "
+            f"{human_bytes(summary.source_bytes)}) -> {human_bytes(summary.dest_bytes)} "
+            f"stored, {summary.ratio:.1f}x; {human_bytes(rate)}/s of voxels"
+        )
     for record in summary.failed:
         lines.append(f"  failed: {record['name']} ({record['source']}): {record.get('error')}")
     if summary.ignored:
@@ -106,17 +145,24 @@ def archive_text(summary) -> str:
 def verify(args: argparse.Namespace) -> int:
     from ..archive import verify_archive
 
-    summary = verify_archive(args.file, decode=args.decode,
-                             storage_options=_options(args.storage_options, "--storage-options"),
-                             workers=args.workers, progress=not args.quiet, clean=args.clean)
+    summary = verify_archive(
+        args.file,
+        decode=args.decode,
+        storage_options=_options(args.storage_options, "--storage-options"),
+        workers=args.workers,
+        progress=not args.quiet,
+        clean=args.clean,
+    )
     for note in summary.notes:
         print(f"{args.file}: note: {note}")
     for record in summary.failed_records:
         print(f"{args.file}: not archived: {record['name']}: {record.get('error')}")
     if summary.ok:
         decoded = f", {summary.decoded} decoded to the recorded voxels" if args.decode else ""
-        print(f"{args.file}: OK ({summary.checked} scans, {human_bytes(summary.bytes_checked)} "
-              f"checked against the catalog{decoded})")
+        print(
+            f"{args.file}: OK ({summary.checked} scans, {human_bytes(summary.bytes_checked)} "
+            f"checked against the catalog{decoded})"
+        )
         return 0
     for problem in summary.problems:
         print(f"{args.file}: FAILED: {problem}")
@@ -126,15 +172,22 @@ def verify(args: argparse.Namespace) -> int:
 def restore(args: argparse.Namespace) -> int:
     from ..archive import restore_archive
 
-    summary = restore_archive(args.destination, args.output, names=args.names,
-                              overwrite=args.overwrite, workers=args.workers,
-                              scheduler=args.scheduler,
-                              storage_options=_options(args.storage_options, "--storage-options"),
-                              progress=not args.quiet)
+    summary = restore_archive(
+        args.destination,
+        args.output,
+        names=args.names,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        storage_options=_options(args.storage_options, "--storage-options"),
+        progress=not args.quiet,
+    )
     if not args.quiet:
-        print(f"restored {summary.restored} scans into {summary.output} "
-              f"({human_bytes(summary.bytes_written)}, {summary.already_there} already there) in "
-              f"{summary.seconds:.1f} s")
+        print(
+            f"restored {summary.restored} scans into {summary.output} "
+            f"({human_bytes(summary.bytes_written)}, {summary.already_there} already there) in "
+            f"{summary.seconds:.1f} s"
+        )
     for name, error in summary.failed:
         print(f"failed: {name}: {error}")
     return EXIT_SOME_FAILED if summary.failed else 0

@@ -57,10 +57,19 @@ def compress(args: argparse.Namespace) -> int:
     from ..io.dstd_files import save_dstd as save
 
     codec_cls = get_codec_class(args.codec)
-    options = {name: value for name, value in (
-        ("ratio", args.ratio), ("quality", args.quality), ("max_error", args.max_error),
-        ("model", None if args.model == "none" else args.model), ("shape", args.shape),
-        ("shape_policy", args.shape_policy), ("base", args.base)) if value is not None}
+    options = {
+        name: value
+        for name, value in (
+            ("ratio", args.ratio),
+            ("quality", args.quality),
+            ("max_error", args.max_error),
+            ("model", None if args.model == "none" else args.model),
+            ("shape", args.shape),
+            ("shape_policy", args.shape_policy),
+            ("base", args.base),
+        )
+        if value is not None
+    }
     if args.model == "none":
         options["model"] = None
     if args.shape_policy and not args.shape:
@@ -68,8 +77,9 @@ def compress(args: argparse.Namespace) -> int:
     for name in options:
         flag = "--" + name.replace("_", "-")
         if codec_cls.exact:
-            raise InvalidInputError(f"{flag} applies to lossy codecs; {args.codec!r} keeps every "
-                                    "voxel exactly")
+            raise InvalidInputError(
+                f"{flag} applies to lossy codecs; {args.codec!r} keeps every voxel exactly"
+            )
         if name != "ratio" and args.codec != "deepstd":
             raise InvalidInputError(f"{flag} applies to the deepstd codec only")
     if not args.output.lower().endswith(".dstd"):
@@ -77,33 +87,50 @@ def compress(args: argparse.Namespace) -> int:
     check_destination(args.output, args.force)
     started = time.perf_counter()
     scan = _load(args.input, args)
-    result = save(scan, args.output, codec=args.codec, codec_options=options,
-                  tile_shape=tuple(args.tile) if args.tile else None, progress=not args.quiet)
+    result = save(
+        scan,
+        args.output,
+        codec=args.codec,
+        codec_options=options,
+        tile_shape=tuple(args.tile) if args.tile else None,
+        progress=not args.quiet,
+    )
     if not args.quiet:
         error = result.header["stats"].get("error")
-        print(f"{args.output}: {human_bytes(result.raw_nbytes)} -> {human_bytes(result.file_size)} "
-              f"({result.ratio:.2f}x, codec {args.codec}) in {time.perf_counter() - started:.1f} s"
-              + (f"; {error_text(error)}" if error else ""))
+        print(
+            f"{args.output}: {human_bytes(result.raw_nbytes)} -> {human_bytes(result.file_size)} "
+            f"({result.ratio:.2f}x, codec {args.codec}) in {time.perf_counter() - started:.1f} s"
+            + (f"; {error_text(error)}" if error else "")
+        )
     return 0
 
 
 def to_zarr(args: argparse.Namespace) -> int:
     from ..interop.to_zarr import scan_to_zarr
 
-    options = {name: value for name, value in (
-        ("ratio", args.ratio), ("quality", args.quality), ("max_error", args.max_error))
-        if value is not None}
+    options = {
+        name: value
+        for name, value in (("ratio", args.ratio), ("quality", args.quality), ("max_error", args.max_error))
+        if value is not None
+    }
     if args.model is not None:
         options["model"] = None if args.model == "none" else args.model
     check_destination(args.output, args.force)
     started = time.perf_counter()
     scan = _load(args.input, args)
-    array = scan_to_zarr(scan, args.output, zarr_format=args.zarr_format,
-                         chunks=tuple(args.chunks) if args.chunks else None, codec_options=options,
-                         progress=not args.quiet)
+    array = scan_to_zarr(
+        scan,
+        args.output,
+        zarr_format=args.zarr_format,
+        chunks=tuple(args.chunks) if args.chunks else None,
+        codec_options=options,
+        progress=not args.quiet,
+    )
     if not args.quiet:
-        print(f"{args.output}: array '0' {array.shape} {array.dtype}, chunks {array.chunks}, zarr "
-              f"format {args.zarr_format}, in {time.perf_counter() - started:.1f} s")
+        print(
+            f"{args.output}: array '0' {array.shape} {array.dtype}, chunks {array.chunks}, zarr "
+            f"format {args.zarr_format}, in {time.perf_counter() - started:.1f} s"
+        )
     return 0
 
 
@@ -121,13 +148,14 @@ def from_zarr(args: argparse.Namespace) -> int:
     scan = zarr_to_scan(args.input)
     if to_dstd:
         options = {"ratio": args.ratio} if args.ratio is not None else {}
-        save_dstd(scan, args.output, codec=args.codec, codec_options=options,
-                  progress=not args.quiet)
+        save_dstd(scan, args.output, codec=args.codec, codec_options=options, progress=not args.quiet)
     else:
         io.write_scan(scan, args.output)
     if not args.quiet:
-        print(f"{args.output}: {fmt}, {scan.array.shape} {scan.array.dtype} from {args.input} in "
-              f"{time.perf_counter() - started:.1f} s")
+        print(
+            f"{args.output}: {fmt}, {scan.array.shape} {scan.array.dtype} from {args.input} in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
     return 0
 
 
@@ -172,18 +200,22 @@ def verify(args: argparse.Namespace) -> int:
         if is_archive(args.file, _json_option(args.storage_options)):
             return verify_archive(args)
         if Path(args.file).is_dir():
-            raise IsADirectoryError(21, "is a directory, not a .dstd file nor an archive (no "
-                                    "archive.json)", args.file)
+            raise IsADirectoryError(
+                21, "is a directory, not a .dstd file nor an archive (no archive.json)", args.file
+            )
     elif args.decode or args.storage_options or args.workers:
         raise InvalidInputError("--decode, --workers and --storage-options apply to archives")
 
     with open(args.file) as volume:
         report = verify_volume(volume, progress=not args.quiet)
     if report.ok:
-        exact = {True: "; decoded voxels match the original's sha256",
-                 None: "", False: ""}[report.content_hash_matches]
-        print(f"{args.file}: OK ({report.sections_checked} sections, "
-              f"{human_bytes(report.bytes_checked)} checked, every tile decoded{exact})")
+        exact = {True: "; decoded voxels match the original's sha256", None: "", False: ""}[
+            report.content_hash_matches
+        ]
+        print(
+            f"{args.file}: OK ({report.sections_checked} sections, "
+            f"{human_bytes(report.bytes_checked)} checked, every tile decoded{exact})"
+        )
         return 0
     for problem in report.problems:
         print(f"{args.file}: FAILED: {problem}")
@@ -201,8 +233,7 @@ def bench(args: argparse.Namespace) -> int:
         import imagecodecs  # noqa: F401
         import matplotlib  # noqa: F401
     except ImportError:
-        raise InvalidInputError(
-            "dstd bench needs the bench extra: pip install 'dstdformat[bench]'") from None
+        raise InvalidInputError("dstd bench needs the bench extra: pip install 'dstdformat[bench]'") from None
     from ..bench.codecs import make_bench_codec
     from ..bench.report import write_reports
     from ..bench.runner import DEFAULT_CODECS, BenchConfig, run_bench
@@ -213,15 +244,22 @@ def bench(args: argparse.Namespace) -> int:
             make_bench_codec(name)  # unknown names fail before any work
     if any(r <= 1 for r in args.ratios):
         raise InvalidInputError("--ratios must be greater than 1")
-    config = BenchConfig(volumes=[Path(v) for v in args.volumes], ratios=list(args.ratios),
-                         codecs=codecs, threads=args.threads,
-                         crop=tuple(args.crop) if args.crop else None, progress=not args.quiet)
+    config = BenchConfig(
+        volumes=[Path(v) for v in args.volumes],
+        ratios=list(args.ratios),
+        codecs=codecs,
+        threads=args.threads,
+        crop=tuple(args.crop) if args.crop else None,
+        progress=not args.quiet,
+    )
     results = run_bench(config)
     written = write_reports(results, Path(args.out))
     if not args.quiet:
         failed = [r for r in results["records"] if not r.get("reached")]
-        print(f"{len(results['records'])} measurements ({len(failed)} targets not reached); "
-              f"wrote {', '.join(str(p) for p in written)}")
+        print(
+            f"{len(results['records'])} measurements ({len(failed)} targets not reached); "
+            f"wrote {', '.join(str(p) for p in written)}"
+        )
     return 0
 
 
@@ -254,9 +292,11 @@ def _train_collection(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--collection {args.collection} is not a folder")
     paths = [str(p) for p in training_paths([args.collection]) if p.name not in set(args.exclude)]
     config = CollectionTrainConfig(
-        sources=paths, out=args.out,
-        registration=RegistrationConfig(steps=args.shape_steps, cycle_weight=args.cycle_weight,
-                                        seed=args.seed),
+        sources=paths,
+        out=args.out,
+        registration=RegistrationConfig(
+            steps=args.shape_steps, cycle_weight=args.cycle_weight, seed=args.seed
+        ),
         texture=_refiner_settings(args),
     )
     try:
@@ -264,9 +304,11 @@ def _train_collection(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
     if not args.quiet:
-        print(f"reference {summary['reference']} (template {summary['template_sha256'][:12]}); "
-              f"{summary['aligned']} scans aligned, {len(summary['texture_only'])} texture-only "
-              f"{summary['texture_only']}; {summary['resumed_scans']} resumed; output in {args.out}")
+        print(
+            f"reference {summary['reference']} (template {summary['template_sha256'][:12]}); "
+            f"{summary['aligned']} scans aligned, {len(summary['texture_only'])} texture-only "
+            f"{summary['texture_only']}; {summary['resumed_scans']} resumed; output in {args.out}"
+        )
     return 0
 
 
@@ -282,9 +324,15 @@ def _refiner_settings(args: argparse.Namespace) -> dict:
     settings = {"steps": 20000, "learning_rate": 3e-4}
     if args.limited_data:
         settings.update(limited_data_settings())
-    given = {"steps": args.steps, "learning_rate": args.lr, "init_from": args.init_from,
-             "teacher": args.teacher, "teacher_weight": args.teacher_weight,
-             "augment": args.augment, "world_size": args.processes}
+    given = {
+        "steps": args.steps,
+        "learning_rate": args.lr,
+        "init_from": args.init_from,
+        "teacher": args.teacher,
+        "teacher_weight": args.teacher_weight,
+        "augment": args.augment,
+        "world_size": args.processes,
+    }
     settings.update({k: v for k, v in given.items() if v is not None})
     if settings.get("teacher") and "teacher_weight" not in settings:
         settings["teacher_weight"] = 0.5
@@ -292,23 +340,29 @@ def _refiner_settings(args: argparse.Namespace) -> dict:
         settings.update({"base": "av1", "tile_shape": (64, 512, 512)})
     else:
         settings["base"] = "sperr"
-    return {**settings, "batch_size": args.batch, "crop": crop, "seed": args.seed,
-            "device": args.device, "model": {"channels": args.channels or 32, "blocks": args.blocks}}
+    return {
+        **settings,
+        "batch_size": args.batch,
+        "crop": crop,
+        "seed": args.seed,
+        "device": args.device,
+        "model": {"channels": args.channels or 32, "blocks": args.blocks},
+    }
 
 
 def _train_refiner(args: argparse.Namespace, paths: list[str]) -> int:
     from ..training.refiner import RefinerTrainConfig, export_model, train_refiner
 
-    config = RefinerTrainConfig(sources=paths, out=args.out, eval_sources=list(args.eval),
-                                **_refiner_settings(args))
+    config = RefinerTrainConfig(
+        sources=paths, out=args.out, eval_sources=list(args.eval), **_refiner_settings(args)
+    )
     last = train_refiner(config, progress=not args.quiet)
     if args.export:
         weights = export_model(args.out, args.export, args.out)
         if not args.quiet:
             print(f"model {args.export} written to {weights}")
     if not args.quiet and last:
-        print(f"step {last['step']}: training MAE {last['train_mae_hu']:.2f} HU; "
-              f"checkpoint in {args.out}")
+        print(f"step {last['step']}: training MAE {last['train_mae_hu']:.2f} HU; checkpoint in {args.out}")
     return 0
 
 
@@ -320,16 +374,27 @@ def _train_hyperprior(args: argparse.Namespace, paths: list[str]) -> int:
     if any(c <= 0 or c % 32 for c in crop):
         raise InvalidInputError(f"--crop sizes must be positive multiples of 32, got {crop}")
     config = TrainConfig(
-        sources=paths, out=args.out, steps=args.steps or 20000, batch_size=args.batch,
-        crop=crop, lmbda=args.lmbda, learning_rate=args.lr or 1e-4, seed=args.seed,
-        model={"channels": args.channels or 48, "latent_channels": args.latent_channels,
-               "hyper_channels": args.hyper_channels},
+        sources=paths,
+        out=args.out,
+        steps=args.steps or 20000,
+        batch_size=args.batch,
+        crop=crop,
+        lmbda=args.lmbda,
+        learning_rate=args.lr or 1e-4,
+        seed=args.seed,
+        model={
+            "channels": args.channels or 48,
+            "latent_channels": args.latent_channels,
+            "hyper_channels": args.hyper_channels,
+        },
         device=args.device,
     )
     last = run_training(config, progress=not args.quiet)
     if not args.quiet and last:
-        print(f"step {last['step']}: {last['bpv']:.4f} bits/voxel (~{last['ratio_est']:.0f}x), "
-              f"RMSE {last['rmse_hu']:.1f} HU on training crops; checkpoint in {args.out}")
+        print(
+            f"step {last['step']}: {last['bpv']:.4f} bits/voxel (~{last['ratio_est']:.0f}x), "
+            f"RMSE {last['rmse_hu']:.1f} HU on training crops; checkpoint in {args.out}"
+        )
     return 0
 
 
@@ -374,8 +439,9 @@ def demo(args: argparse.Namespace) -> int:
             f"of the file's {human_bytes(result.file_size)} (its tiles' sections) in "
             f"{read_s * 1000:.1f} ms",
             f"  error         max {error.max():.1f} HU, mean {error.mean():.2f} HU",
-            f"  written to    {target}" if args.out else "  (written to a temporary folder; "
-            "use --out DIR to keep it)",
+            f"  written to    {target}"
+            if args.out
+            else "  (written to a temporary folder; use --out DIR to keep it)",
         ]
         print("\n".join(lines))
     return 0

@@ -16,8 +16,10 @@ def human_bytes(n: float) -> str:
 def error_text(error: dict[str, Any]) -> str:
     """A lossy file's recorded error, as ``dstd compress`` and ``dstd info`` print it."""
     psnr = error.get("psnr_db")
-    return (f"MAE {error.get('mae_hu', float('nan')):.2f} HU, max {error.get('max_error_hu', 0):.0f} HU, "
-            f"PSNR {'inf' if psnr is None else f'{psnr:.2f}'} dB")
+    return (
+        f"MAE {error.get('mae_hu', float('nan')):.2f} HU, max {error.get('max_error_hu', 0):.0f} HU, "
+        f"PSNR {'inf' if psnr is None else f'{psnr:.2f}'} dB"
+    )
 
 
 def info_text(name: str, summary: dict[str, Any]) -> str:
@@ -26,22 +28,28 @@ def info_text(name: str, summary: dict[str, Any]) -> str:
     shape = " x ".join(str(s) for s in array["shape"])
     spacing = " x ".join(f"{s:g}" for s in meta["spacing"])
     grid = tiles["grid"]
-    sections = ", ".join(f"{v['count']} {k} ({human_bytes(v['bytes'])})"
-                         for k, v in summary["sections"].items()) or "none"
+    sections = (
+        ", ".join(f"{v['count']} {k} ({human_bytes(v['bytes'])})" for k, v in summary["sections"].items())
+        or "none"
+    )
     params = ", ".join(f"{k}={v}" for k, v in codec.get("params", {}).items())
     lines = [
         f"file          {name} ({human_bytes(summary['file_size'])})",
         f"format        dstd {summary['format_version']} (written by {h.get('writer', '?')})",
         f"array         {shape} (axes k, j, i) {array['dtype']}",
         f"spacing       {spacing} mm",
-        "affine        " + "\n              ".join(
-            "[" + " ".join(f"{v:10.4f}" for v in row) + "]" for row in meta["affine"]),
+        "affine        "
+        + "\n              ".join("[" + " ".join(f"{v:10.4f}" for v in row) + "]" for row in meta["affine"]),
         f"intensity     value = stored * {meta['slope']:g} + {meta['intercept']:g}"
         f"   modality {meta.get('modality') or '-'}   original dtype "
         f"{meta.get('original_dtype') or '-'}",
-        f"codec         {codec['id']} v{codec['version']}" + (f" ({params})" if params else "")
-        + (f"   model {codec['model']['id']} (sha256 {codec['model']['sha256'][:12]}...)"
-           if codec.get("model") else ""),
+        f"codec         {codec['id']} v{codec['version']}"
+        + (f" ({params})" if params else "")
+        + (
+            f"   model {codec['model']['id']} (sha256 {codec['model']['sha256'][:12]}...)"
+            if codec.get("model")
+            else ""
+        ),
         f"tiles         {' x '.join(map(str, tiles['tile_shape']))} voxels, grid "
         f"{' x '.join(map(str, grid))} ({grid[0] * grid[1] * grid[2]} tiles)",
         f"sections      {sections}",
@@ -53,11 +61,16 @@ def info_text(name: str, summary: dict[str, Any]) -> str:
         rates = state["bits_per_voxel"]
         target = {"ratio": f"target {state.get('target_ratio', 0):g}x"}.get(state["mode"], state["mode"])
         base = state.get("base") if isinstance(state.get("base"), dict) else {"codec": "sperr"}
-        layer = {"av1": f"AV1 base layer (preset {base.get('preset', '?')})",
-                 "sperr": "SPERR base layer"}.get(str(base.get("codec")), "base layer")
-        lines.insert(-2, f"lossy         {target}, {layer} {sum(rates) / max(len(rates), 1):.4f} "
-                         f"bits/voxel, {state.get('outlier_voxels', 0)} voxels stored exactly, "
-                         f"refinement halo {state.get('halo', 0)}")
+        layer = {
+            "av1": f"AV1 base layer (preset {base.get('preset', '?')})",
+            "sperr": "SPERR base layer",
+        }.get(str(base.get("codec")), "base layer")
+        lines.insert(
+            -2,
+            f"lossy         {target}, {layer} {sum(rates) / max(len(rates), 1):.4f} "
+            f"bits/voxel, {state.get('outlier_voxels', 0)} voxels stored exactly, "
+            f"refinement halo {state.get('halo', 0)}",
+        )
     error = (h.get("stats") or {}).get("error")
     if isinstance(error, dict):
         lines.insert(-1, "error         " + error_text(error))

@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ..codecs.registry import available_codecs
 
     parser = argparse.ArgumentParser(
-        prog="dstd", description="Store CT volumes in .dstd files and read them back.")
+        prog="dstd", description="Store CT volumes in .dstd files and read them back."
+    )
     parser.add_argument("--version", action="version", version=f"dstd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -27,30 +28,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compress", "compress a NIfTI / DICOM series / HDF5 / .npy / .dstd volume into .dstd")
     p.add_argument("input", help="input file, DICOM folder, or .dstd (path or URL)")
     p.add_argument("output", help="output .dstd path or fsspec URL")
-    p.add_argument("--codec", default="deepstd", choices=available_codecs(),
-                   help="codec (default: deepstd at 256x; lossless keeps every voxel)")
-    p.add_argument("--ratio", type=float,
-                   help="target compression ratio, raw bytes / file bytes (deepstd default: 256)")
-    p.add_argument("--quality", type=float, metavar="DB",
-                   help="deepstd: PSNR in dB (over the -1024..3071 HU window) every tile reaches")
-    p.add_argument("--max-error", type=float, metavar="HU",
-                   help="deepstd: guaranteed bound on |decoded - original| (no refinement)")
-    p.add_argument("--model", help="deepstd: refinement model id or .safetensors path; 'default' "
-                                   "the bundled model; 'none' codes without (default: the bundled "
-                                   "model on the SPERR base, none on AV1, where it gains <5%%)")
-    p.add_argument("--base", choices=("auto", "av1", "sperr"),
-                   help="deepstd: base layer under the refinement (default auto: AV1 from 24x, "
-                        "SPERR below and for --max-error)")
-    p.add_argument("--shape", metavar="TEMPLATE",
-                   help="deepstd: also code the scan's shape against a reference template "
-                        "('default': the shipped chest template; an id from DSTD_MODEL_PATH; or a "
-                        ".safetensors path). Falls back to texture only, saying why in the header, "
-                        "when the scan is far from the template or the shape does not pay off")
-    p.add_argument("--shape-policy", choices=("best", "always"),
-                   help="deepstd --shape: best (default) codes both ways and keeps the closer one; "
-                        "always keeps the shape whenever the registration is usable")
-    p.add_argument("--tile", type=int, nargs=3, metavar=("K", "J", "I"),
-                   help="tile shape in voxels (default: the codec's choice)")
+    p.add_argument(
+        "--codec",
+        default="deepstd",
+        choices=available_codecs(),
+        help="codec (default: deepstd at 256x; lossless keeps every voxel)",
+    )
+    p.add_argument(
+        "--ratio", type=float, help="target compression ratio, raw bytes / file bytes (deepstd default: 256)"
+    )
+    p.add_argument(
+        "--quality",
+        type=float,
+        metavar="DB",
+        help="deepstd: PSNR in dB (over the -1024..3071 HU window) every tile reaches",
+    )
+    p.add_argument(
+        "--max-error",
+        type=float,
+        metavar="HU",
+        help="deepstd: guaranteed bound on |decoded - original| (no refinement)",
+    )
+    p.add_argument(
+        "--model",
+        help="deepstd: refinement model id or .safetensors path; 'default' "
+        "the bundled model; 'none' codes without (default: the bundled "
+        "model on the SPERR base, none on AV1, where it gains <5%%)",
+    )
+    p.add_argument(
+        "--base",
+        choices=("auto", "av1", "sperr"),
+        help="deepstd: base layer under the refinement (default auto: AV1 from 24x, "
+        "SPERR below and for --max-error)",
+    )
+    p.add_argument(
+        "--shape",
+        metavar="TEMPLATE",
+        help="deepstd: also code the scan's shape against a reference template "
+        "('default': the shipped chest template; an id from DSTD_MODEL_PATH; or a "
+        ".safetensors path). Falls back to texture only, saying why in the header, "
+        "when the scan is far from the template or the shape does not pay off",
+    )
+    p.add_argument(
+        "--shape-policy",
+        choices=("best", "always"),
+        help="deepstd --shape: best (default) codes both ways and keeps the closer one; "
+        "always keeps the shape whenever the registration is usable",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        nargs=3,
+        metavar=("K", "J", "I"),
+        help="tile shape in voxels (default: the codec's choice)",
+    )
     p.add_argument("--dataset", help="HDF5 dataset to read (default: the only 3D dataset)")
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.compress)
@@ -58,10 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("to-zarr", "convert a scan into a zarr group (OME-Zarr layout) with DeepSTD chunks")
     p.add_argument("input", help="NIfTI / DICOM folder / HDF5 / .npy / .dstd (path or URL)")
     p.add_argument("output", help="output zarr store (folder or fsspec URL)")
-    p.add_argument("--format", type=int, choices=(2, 3), default=3, dest="zarr_format",
-                   help="zarr format: 3 (serializer=DeepSTDCodec, default) or 2 (compressor=DeepSTD)")
-    p.add_argument("--chunks", type=int, nargs=3, metavar=("K", "J", "I"),
-                   help="chunk shape (default 64 512 512, clipped to the volume)")
+    p.add_argument(
+        "--format",
+        type=int,
+        choices=(2, 3),
+        default=3,
+        dest="zarr_format",
+        help="zarr format: 3 (serializer=DeepSTDCodec, default) or 2 (compressor=DeepSTD)",
+    )
+    p.add_argument(
+        "--chunks",
+        type=int,
+        nargs=3,
+        metavar=("K", "J", "I"),
+        help="chunk shape (default 64 512 512, clipped to the volume)",
+    )
     p.add_argument("--ratio", type=float, help="target ratio per chunk (default 256)")
     p.add_argument("--quality", type=float, metavar="DB", help="PSNR in dB each chunk reaches")
     p.add_argument("--max-error", type=float, metavar="HU", help="guaranteed bound on the error")
@@ -72,11 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("from-zarr", "turn a zarr group made by to-zarr back into .dstd, NIfTI, HDF5 or .npy")
     p.add_argument("input", help="zarr store (folder or fsspec URL) written by `dstd to-zarr`")
-    p.add_argument("output", help="output file; its suffix picks the format (.dstd, .nii.gz, .h5, "
-                                  ".npy)")
-    p.add_argument("--codec", default="lossless", choices=available_codecs(),
-                   help=".dstd output: codec (default lossless: the voxels as the zarr decodes "
-                        "them, no further loss)")
+    p.add_argument("output", help="output file; its suffix picks the format (.dstd, .nii.gz, .h5, .npy)")
+    p.add_argument(
+        "--codec",
+        default="lossless",
+        choices=available_codecs(),
+        help=".dstd output: codec (default lossless: the voxels as the zarr decodes them, no further loss)",
+    )
     p.add_argument("--ratio", type=float, help=".dstd output with a lossy codec: target ratio")
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.from_zarr)
@@ -84,8 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("decompress", "decode a .dstd into NIfTI (.nii/.nii.gz), HDF5 (.h5) or .npy")
     p.add_argument("input", help=".dstd path or URL")
     p.add_argument("output", help="output file; its suffix picks the format")
-    p.add_argument("--no-refine", action="store_true",
-                   help="skip the learned refinement (deepstd): a faster, slightly coarser decode")
+    p.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="skip the learned refinement (deepstd): a faster, slightly coarser decode",
+    )
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.decompress)
 
@@ -94,84 +141,154 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
     p.set_defaults(func=commands.info)
 
-    p = add("verify", "check every checksum and decode every tile of a .dstd file; or check an "
-                      "archive made by `dstd archive` against its catalog")
+    p = add(
+        "verify",
+        "check every checksum and decode every tile of a .dstd file; or check an "
+        "archive made by `dstd archive` against its catalog",
+    )
     p.add_argument("file", help=".dstd path or URL, or an archive folder or URL")
-    p.add_argument("--decode", action="store_true",
-                   help="archive: also decode every scan and compare with the recorded voxels")
+    p.add_argument(
+        "--decode",
+        action="store_true",
+        help="archive: also decode every scan and compare with the recorded voxels",
+    )
     p.add_argument("--workers", type=int, metavar="N", help="archive --decode: local workers")
     p.add_argument("--storage-options", metavar="JSON", help="archive: fsspec options")
-    p.add_argument("--clean", action="store_true",
-                   help="archive: remove temporary files of killed writes (not during a run)")
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="archive: remove temporary files of killed writes (not during a run)",
+    )
     p.set_defaults(func=commands.verify)
 
     archive_commands.add_parsers(add)
 
     p = add("bench", "compare every codec at target ratios on CT volumes: metrics, speed, memory")
     p.add_argument("volumes", nargs="+", help="CT volumes (NIfTI, DICOM folder, HDF5, .npy)")
-    p.add_argument("--ratios", type=float, nargs="+", default=[32, 64, 128, 256, 512],
-                   help="target compression ratios (default: 32 64 128 256 512)")
-    p.add_argument("--codecs", nargs="+", default=None,
-                   help="codecs to compare (default: all): dstd-<id> for ours (and the variants "
-                        "dstd-deepstd-sperr, -wavelet, -refined), sperr, sz3, zfp, zfp-rate, htj2k, "
-                        "jpeg2000, jpegxl, av1, av1-deepstd-settings, hevc-12bit, hevc-10bit, vp9 "
-                        "(video codecs over the slice stack, through PyAV), zstd, blosc; BD-rate "
-                        "against SPERR and AV1 over 64x-512x goes into the report")
+    p.add_argument(
+        "--ratios",
+        type=float,
+        nargs="+",
+        default=[32, 64, 128, 256, 512],
+        help="target compression ratios (default: 32 64 128 256 512)",
+    )
+    p.add_argument(
+        "--codecs",
+        nargs="+",
+        default=None,
+        help="codecs to compare (default: all): dstd-<id> for ours (and the variants "
+        "dstd-deepstd-sperr, -wavelet, -refined), sperr, sz3, zfp, zfp-rate, htj2k, "
+        "jpeg2000, jpegxl, av1, av1-deepstd-settings, hevc-12bit, hevc-10bit, vp9 "
+        "(video codecs over the slice stack, through PyAV), zstd, blosc; BD-rate "
+        "against SPERR and AV1 over 64x-512x goes into the report",
+    )
     p.add_argument("--out", default="bench-results", help="output folder (default: bench-results)")
     p.add_argument("--threads", type=int, help="threads for the 'all threads' runs (default: all)")
-    p.add_argument("--crop", type=int, nargs=3, metavar=("K", "J", "I"),
-                   help="benchmark a central crop of this size (quick runs)")
+    p.add_argument(
+        "--crop",
+        type=int,
+        nargs=3,
+        metavar=("K", "J", "I"),
+        help="benchmark a central crop of this size (quick runs)",
+    )
     p.set_defaults(func=commands.bench)
 
     p = add("train", "train a learned model on CT volumes (resumes from --out)")
     p.add_argument("sources", nargs="*", help="NIfTI files, folders or globs")
-    p.add_argument("--collection", metavar="DIR",
-                   help="DeepSTD's three steps on the scans in DIR: choose the reference template, "
-                        "align every scan to it (shape), train the texture refinement on the "
-                        "aligned scans; resumes step by step and scan by scan")
-    p.add_argument("--shape-steps", type=int, default=2500,
-                   help="--collection: SIREN steps per scan (the paper's 2,500)")
-    p.add_argument("--cycle-weight", type=float, default=0.1,
-                   help="--collection: weight of the cycle-consistency term (default 0.1, as the "
-                        "codec's shape coding; the paper's 0.001 left the warp 2-3x lossier)")
-    p.add_argument("--limited-data", action="store_true",
-                   help="refiner, for small collections: fine-tune the bundled model with "
-                        "distillation from it and strong augmentation (1,500 steps at 1e-4 unless "
-                        "--steps / --lr say otherwise)")
+    p.add_argument(
+        "--collection",
+        metavar="DIR",
+        help="DeepSTD's three steps on the scans in DIR: choose the reference template, "
+        "align every scan to it (shape), train the texture refinement on the "
+        "aligned scans; resumes step by step and scan by scan",
+    )
+    p.add_argument(
+        "--shape-steps", type=int, default=2500, help="--collection: SIREN steps per scan (the paper's 2,500)"
+    )
+    p.add_argument(
+        "--cycle-weight",
+        type=float,
+        default=0.1,
+        help="--collection: weight of the cycle-consistency term (default 0.1, as the "
+        "codec's shape coding; the paper's 0.001 left the warp 2-3x lossier)",
+    )
+    p.add_argument(
+        "--limited-data",
+        action="store_true",
+        help="refiner, for small collections: fine-tune the bundled model with "
+        "distillation from it and strong augmentation (1,500 steps at 1e-4 unless "
+        "--steps / --lr say otherwise)",
+    )
     p.add_argument("--init-from", metavar="MODEL", help="refiner: start from this model's weights")
-    p.add_argument("--teacher", metavar="MODEL",
-                   help="refiner: distil from this model (weight --teacher-weight)")
+    p.add_argument(
+        "--teacher", metavar="MODEL", help="refiner: distil from this model (weight --teacher-weight)"
+    )
     p.add_argument("--teacher-weight", type=float, help="weight of the distillation term (default 0.5)")
-    p.add_argument("--augment", choices=("flips", "strong"),
-                   help="refiner crops: in-plane flips (default), or flips on every axis and "
-                        "transposition")
-    p.add_argument("--processes", type=int, metavar="N",
-                   help="refiner: DistributedDataParallel processes (default: one per GPU when "
-                        "there are several, else 1; on the CPU they share the cores)")
+    p.add_argument(
+        "--augment",
+        choices=("flips", "strong"),
+        help="refiner crops: in-plane flips (default), or flips on every axis and transposition",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="refiner: DistributedDataParallel processes (default: one per GPU when "
+        "there are several, else 1; on the CPU they share the cores)",
+    )
     p.add_argument("--out", required=True, help="run folder (checkpoints); resumes if it holds one")
-    p.add_argument("--arch", choices=("refiner", "hyperprior"), default="refiner",
-                   help="refiner: the deepstd codec's refinement network (default); hyperprior: "
-                        "the experimental latent-space texture model")
-    p.add_argument("--base", choices=("av1", "sperr"), default="av1",
-                   help="refiner: base layer the training pairs are coded with (default av1, the "
-                        "codec's default; deepstd-refine-v1 was trained on sperr)")
+    p.add_argument(
+        "--arch",
+        choices=("refiner", "hyperprior"),
+        default="refiner",
+        help="refiner: the deepstd codec's refinement network (default); hyperprior: "
+        "the experimental latent-space texture model",
+    )
+    p.add_argument(
+        "--base",
+        choices=("av1", "sperr"),
+        default="av1",
+        help="refiner: base layer the training pairs are coded with (default av1, the "
+        "codec's default; deepstd-refine-v1 was trained on sperr)",
+    )
     p.add_argument("--steps", type=int, help="total optimizer steps (default 20,000)")
     p.add_argument("--batch", type=int, default=4, help="crops per step")
-    p.add_argument("--crop", type=int, nargs=3, metavar=("K", "J", "I"),
-                   help="crop size in voxels (default 32 64 64; hyperprior: multiples of 32, 64 64 64)")
+    p.add_argument(
+        "--crop",
+        type=int,
+        nargs=3,
+        metavar=("K", "J", "I"),
+        help="crop size in voxels (default 32 64 64; hyperprior: multiples of 32, 64 64 64)",
+    )
     p.add_argument("--lr", type=float, help="learning rate (default 3e-4; hyperprior 1e-4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--exclude", nargs="*", default=[],
-                   help="file names to keep out of training (held-out evaluation scans)")
-    p.add_argument("--eval", nargs="*", default=[], metavar="FILE",
-                   help="refiner: held-out scans whose MAE is logged at every checkpoint")
-    p.add_argument("--export", metavar="MODEL_ID",
-                   help="refiner: when done, write MODEL_ID.safetensors/.json into --out; use it "
-                        "(and, with --collection, the template beside it) through DSTD_MODEL_PATH")
+    p.add_argument(
+        "--exclude",
+        nargs="*",
+        default=[],
+        help="file names to keep out of training (held-out evaluation scans)",
+    )
+    p.add_argument(
+        "--eval",
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="refiner: held-out scans whose MAE is logged at every checkpoint",
+    )
+    p.add_argument(
+        "--export",
+        metavar="MODEL_ID",
+        help="refiner: when done, write MODEL_ID.safetensors/.json into --out; use it "
+        "(and, with --collection, the template beside it) through DSTD_MODEL_PATH",
+    )
     p.add_argument("--channels", type=int, help="network width (refiner 32, hyperprior 48)")
     p.add_argument("--blocks", type=int, default=3, help="refiner: residual blocks")
-    p.add_argument("--lmbda", type=float, default=0.5,
-                   help="hyperprior: rate-distortion trade-off (0.5: about 470x on chest CT)")
+    p.add_argument(
+        "--lmbda",
+        type=float,
+        default=0.5,
+        help="hyperprior: rate-distortion trade-off (0.5: about 470x on chest CT)",
+    )
     p.add_argument("--latent-channels", type=int, default=64, help="hyperprior only")
     p.add_argument("--hyper-channels", type=int, default=32, help="hyperprior only")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

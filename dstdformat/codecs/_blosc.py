@@ -12,8 +12,9 @@ from ..errors import CorruptSectionError
 _HEADER = struct.Struct("<BBBBIII")  # version, versionlz, flags, typesize, nbytes, blocksize, cbytes
 
 
-def decode_checked(payload: bytes | memoryview, shape: tuple[int, ...], dtype: np.dtype | str,
-                   what: str) -> np.ndarray:
+def decode_checked(
+    payload: bytes | memoryview, shape: tuple[int, ...], dtype: np.dtype | str, what: str
+) -> np.ndarray:
     """Decompress ``payload`` into a new array of ``shape`` and ``dtype`` after checking Blosc's
     declared sizes against it.
 

@@ -94,8 +94,12 @@ class VolumeCodec(ABC):
 
     def describe(self) -> dict[str, Any]:
         """The header's ``codec`` member (the writer adds ``state`` after encoding)."""
-        return {"id": self.codec_id, "version": self.codec_version, "model": None,
-                "params": self.get_config()}
+        return {
+            "id": self.codec_id,
+            "version": self.codec_version,
+            "model": None,
+            "params": self.get_config(),
+        }
 
     def check_array(self, array: np.ndarray) -> None:
         """Raise :class:`InvalidInputError` for arrays this codec cannot store."""
@@ -106,9 +110,15 @@ class VolumeCodec(ABC):
             )
 
     @abstractmethod
-    def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False,
-               metadata: ScanMetadata | None = None,
-               costs: ContainerCosts | None = None) -> Encoded:
+    def encode(
+        self,
+        array: np.ndarray,
+        grid: TileGrid,
+        *,
+        progress: bool = False,
+        metadata: ScanMetadata | None = None,
+        costs: ContainerCosts | None = None,
+    ) -> Encoded:
         """Encode a C-contiguous little-endian 3D array into sections.
 
         ``metadata`` tells lossy codecs how stored values map to physical units (slope, intercept);

@@ -36,9 +36,7 @@ class LosslessCodec(VolumeCodec):
         if cname not in _CNAMES:
             raise InvalidInputError(f"lossless cname must be one of {_CNAMES}, got {cname!r}")
         if shuffle not in _SHUFFLES:
-            raise InvalidInputError(
-                f"lossless shuffle must be one of {tuple(_SHUFFLES)}, got {shuffle!r}"
-            )
+            raise InvalidInputError(f"lossless shuffle must be one of {tuple(_SHUFFLES)}, got {shuffle!r}")
         if isinstance(clevel, bool) or not isinstance(clevel, int) or not 0 <= clevel <= 9:
             raise InvalidInputError(f"lossless clevel must be an integer 0..9, got {clevel!r}")
         self.cname, self.clevel, self.shuffle = cname, clevel, shuffle
@@ -47,12 +45,19 @@ class LosslessCodec(VolumeCodec):
     def get_config(self) -> dict[str, Any]:
         return {"cname": self.cname, "clevel": self.clevel, "shuffle": self.shuffle}
 
-    def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False,
-               metadata: ScanMetadata | None = None,
-               costs: ContainerCosts | None = None) -> Encoded:
+    def encode(
+        self,
+        array: np.ndarray,
+        grid: TileGrid,
+        *,
+        progress: bool = False,
+        metadata: ScanMetadata | None = None,
+        costs: ContainerCosts | None = None,
+    ) -> Encoded:
         def sections():
-            for tile in track(grid, enabled=progress, desc="compressing tiles",
-                              total=grid.n_tiles, unit="tile"):
+            for tile in track(
+                grid, enabled=progress, desc="compressing tiles", total=grid.n_tiles, unit="tile"
+            ):
                 block = np.ascontiguousarray(array[grid.tile_region(tile)])
                 yield Section(SectionKind.TEXTURE, tile, bytes(self._blosc.encode(block)))
 

@@ -41,8 +41,9 @@ class VolumeCollection(Mapping[str, Volume]):
         return f"<dstdformat.VolumeCollection of {len(self)} files, {len(self._open)} opened>"
 
 
-def open_collection(pattern: str | os.PathLike[str],
-                    storage_options: dict[str, Any] | None = None) -> VolumeCollection:
+def open_collection(
+    pattern: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> VolumeCollection:
     """Every ``.dstd`` file matching ``pattern`` (a glob, local or any fsspec URL), lazily."""
     text = os.fspath(pattern)
     try:

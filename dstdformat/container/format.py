@@ -44,6 +44,7 @@ _RECORD = struct.Struct("<HHIqqII")
 assert _PREAMBLE.size <= PREAMBLE_SIZE and _FOOTER.size == FOOTER_SIZE
 assert _RECORD.size == INDEX_RECORD_SIZE
 
+
 def crc32(data: bytes | memoryview) -> int:
     """CRC-32 (ISO-HDLC, as zlib and PNG compute it) of ``data``."""
     return zlib.crc32(data) & 0xFFFFFFFF
@@ -60,7 +61,12 @@ class Preamble:
 
     def pack(self) -> bytes:
         body = _PREAMBLE.pack(
-            MAGIC, self.major, self.minor, self.flags, self.header_offset, self.header_length,
+            MAGIC,
+            self.major,
+            self.minor,
+            self.flags,
+            self.header_offset,
+            self.header_length,
             self.header_crc32,
         )
         body += bytes(_PREAMBLE_CRC_AT - len(body))
@@ -69,9 +75,7 @@ class Preamble:
     @classmethod
     def unpack(cls, data: bytes, file_size: int) -> Preamble:
         if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
-            raise NotADstdFileError(
-                "not a .dstd file: the first bytes are not the .dstd magic number"
-            )
+            raise NotADstdFileError("not a .dstd file: the first bytes are not the .dstd magic number")
         if len(data) < PREAMBLE_SIZE or file_size < PREAMBLE_SIZE + FOOTER_SIZE:
             raise TruncatedFileError(
                 f"file is truncated: {file_size} bytes is shorter than the fixed preamble and footer"
@@ -113,7 +117,7 @@ class Footer:
 
     @staticmethod
     def _fields(data: bytes) -> tuple[int, int, int]:
-        if len(data) != FOOTER_SIZE or data[-len(FOOTER_MAGIC):] != FOOTER_MAGIC:
+        if len(data) != FOOTER_SIZE or data[-len(FOOTER_MAGIC) :] != FOOTER_MAGIC:
             raise TruncatedFileError(
                 "file is truncated or damaged: the footer at the end of the file is missing"
             )
@@ -181,8 +185,7 @@ def unpack_index(data: bytes, data_start: int, data_end: int) -> list[SectionEnt
             raise CorruptIndexError(f"{where} has a negative offset or length ({off}, {length})")
         if off < data_start or off + length > data_end:
             raise CorruptIndexError(
-                f"{where} spans bytes {off}..{off + length}, outside the data area "
-                f"{data_start}..{data_end}"
+                f"{where} spans bytes {off}..{off + length}, outside the data area {data_start}..{data_end}"
             )
         entries.append(SectionEntry(kind, tile, off, length, crc, flags))
     ordered = sorted(entries, key=lambda e: e.offset)
@@ -201,5 +204,8 @@ def relative_index_crc32(entries: list[SectionEntry], data_start: int = 0) -> in
     """CRC-32 of the index packed with offsets counted from the end of the header: the header
     records it (``stats.index_crc32``) so that a header and an index from different files do not
     pass for one file."""
-    return crc32(pack_index([SectionEntry(e.kind, e.tile, e.offset - data_start, e.length,
-                                          e.crc32, e.flags) for e in entries]))
+    return crc32(
+        pack_index(
+            [SectionEntry(e.kind, e.tile, e.offset - data_start, e.length, e.crc32, e.flags) for e in entries]
+        )
+    )

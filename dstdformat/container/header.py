@@ -26,16 +26,23 @@ MAX_DIM = 1 << 24
 MAX_DECLARED_RATIO = 1 << 20
 
 
-def build_header(*, shape: tuple[int, int, int], dtype: np.dtype, metadata: ScanMetadata,
-                 codec: dict[str, Any], grid: TileGrid, payload_nbytes: int,
-                 original_sha256: str, writer: str) -> dict[str, Any]:
+def build_header(
+    *,
+    shape: tuple[int, int, int],
+    dtype: np.dtype,
+    metadata: ScanMetadata,
+    codec: dict[str, Any],
+    grid: TileGrid,
+    payload_nbytes: int,
+    original_sha256: str,
+    writer: str,
+) -> dict[str, Any]:
     raw_nbytes = int(np.prod(shape)) * dtype.itemsize
     return {
         "format": "dstd",
         "format_version": [FORMAT_MAJOR, FORMAT_MINOR],
         "writer": writer,
-        "array": {"shape": list(shape), "dtype": dtype.name, "byte_order": "little",
-                  "order": "C"},
+        "array": {"shape": list(shape), "dtype": dtype.name, "byte_order": "little", "order": "C"},
         "metadata": metadata.to_json(),
         "codec": codec,
         "tiles": grid.to_json(),
@@ -50,8 +57,9 @@ def build_header(*, shape: tuple[int, int, int], dtype: np.dtype, metadata: Scan
 
 def encode_header(header: dict[str, Any]) -> bytes:
     try:
-        return json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
-                          sort_keys=False).encode("utf-8")
+        return json.dumps(
+            header, ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=False
+        ).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata cannot be stored as JSON: {exc}") from None
 
@@ -70,8 +78,11 @@ def _require(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> A
 
 
 def _int_list(value: Any, where: str, length: int = 3) -> list[int]:
-    if not (isinstance(value, list) and len(value) == length
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+    if not (
+        isinstance(value, list)
+        and len(value) == length
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         raise CorruptHeaderError(f"header field {where} must be a list of {length} integers")
     return value
 
@@ -120,11 +131,15 @@ class ParsedHeader:
         self.codec_state: dict[str, Any] = state
         self.model = codec.get("model")
         if self.model is not None and not (
-                isinstance(self.model, dict) and isinstance(self.model.get("id"), str)
-                and isinstance(self.model.get("sha256"), str)
-                and _is_sha256(self.model["sha256"])):
-            raise CorruptHeaderError("header field codec.model must be an object with a model id "
-                                     "and the sha256 of its weights (64 hex digits)")
+            isinstance(self.model, dict)
+            and isinstance(self.model.get("id"), str)
+            and isinstance(self.model.get("sha256"), str)
+            and _is_sha256(self.model["sha256"])
+        ):
+            raise CorruptHeaderError(
+                "header field codec.model must be an object with a model id "
+                "and the sha256 of its weights (64 hex digits)"
+            )
 
         try:
             self.metadata = ScanMetadata.from_json(_require(raw, "metadata", dict, ""))
@@ -135,8 +150,9 @@ class ParsedHeader:
         self.raw_nbytes = int(np.prod(shape)) * self.dtype.itemsize
         self.payload_nbytes = stats.get("payload_nbytes") if isinstance(stats, dict) else None
         index_crc = stats.get("index_crc32") if isinstance(stats, dict) else None
-        if index_crc is not None and not (isinstance(index_crc, int) and not isinstance(index_crc, bool)
-                                          and 0 <= index_crc <= 0xFFFFFFFF):
+        if index_crc is not None and not (
+            isinstance(index_crc, int) and not isinstance(index_crc, bool) and 0 <= index_crc <= 0xFFFFFFFF
+        ):
             raise CorruptHeaderError("header field stats.index_crc32 must be a 32-bit unsigned integer")
         self.index_crc32: int | None = index_crc
         sha = raw.get("original_sha256")

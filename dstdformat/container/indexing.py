@@ -21,7 +21,7 @@ def plan_index(key: Any, shape: tuple[int, ...]) -> tuple[Region, tuple[Any, ...
     if Ellipsis in key:
         at = key.index(Ellipsis)
         fill = len(shape) - (len(key) - 1)
-        key = key[:at] + (slice(None),) * fill + key[at + 1:]
+        key = key[:at] + (slice(None),) * fill + key[at + 1 :]
     if len(key) > len(shape):
         raise IndexError(f"too many indices: volume is {len(shape)}-dimensional, got {len(key)}")
     key = key + (slice(None),) * (len(shape) - len(key))
@@ -41,8 +41,9 @@ def plan_index(key: Any, shape: tuple[int, ...]) -> tuple[Region, tuple[Any, ...
             view.append(slice(start, stop if stop >= 0 else None, r.step))
             continue
         if k is None:
-            raise IndexError("np.newaxis is not supported when indexing a volume; "
-                             "index first, then add axes to the result")
+            raise IndexError(
+                "np.newaxis is not supported when indexing a volume; index first, then add axes to the result"
+            )
         try:
             i = operator.index(k)
         except TypeError:

@@ -92,7 +92,6 @@ def verify(volume: Volume, *, decode: bool = True, progress: bool = False) -> Ve
         report.content_hash_matches = digest.hexdigest() == expected
         if not report.content_hash_matches:
             report.problems.append(
-                "decoded voxels differ from the original (sha256 mismatch) although the codec "
-                "is lossless"
+                "decoded voxels differ from the original (sha256 mismatch) although the codec is lossless"
             )
     return report

@@ -34,11 +34,11 @@ class DstdReader:
         self.source = source
         head, tail = source.read_ends(PROBE_SIZE)
         if source.size is None:  # a remote source read a suffix: the footer says how long it is
-            implied = Footer.implied_file_size(tail[-FOOTER_SIZE:]) if len(tail) >= FOOTER_SIZE \
-                else len(tail)
+            implied = Footer.implied_file_size(tail[-FOOTER_SIZE:]) if len(tail) >= FOOTER_SIZE else len(tail)
             if implied < len(tail):
-                raise CorruptIndexError(f"the footer implies a {implied}-byte file, but its last "
-                                        f"{len(tail)} bytes were read")
+                raise CorruptIndexError(
+                    f"the footer implies a {implied}-byte file, but its last {len(tail)} bytes were read"
+                )
             source.size = implied
         size = source.size
         self.preamble = Preamble.unpack(head[:PREAMBLE_SIZE], size)
@@ -54,7 +54,7 @@ class DstdReader:
         index_gap = (f.index_offset, min(i_end, tail_start))
         missing = [gap for gap in (header_gap, index_gap) if gap[0] < gap[1]]
         fetched = dict(zip(missing, source.read_ranges(missing))) if missing else {}
-        header_bytes = head[p.header_offset:h_end] + fetched.get(header_gap, b"")
+        header_bytes = head[p.header_offset : h_end] + fetched.get(header_gap, b"")
         if crc32(header_bytes) != p.header_crc32:
             raise ChecksumError("header checksum mismatch: the JSON header is damaged")
         self.header: ParsedHeader = parse_header(header_bytes)
@@ -64,8 +64,10 @@ class DstdReader:
                 f"bytes, more than {MAX_DECLARED_RATIO}:1 (corrupt or forged file)"
             )
 
-        index_bytes = fetched.get(index_gap, b"") + \
-            tail[max(f.index_offset - tail_start, 0):max(i_end - tail_start, 0)]
+        index_bytes = (
+            fetched.get(index_gap, b"")
+            + tail[max(f.index_offset - tail_start, 0) : max(i_end - tail_start, 0)]
+        )
         if crc32(index_bytes) != f.index_crc32:
             raise ChecksumError("section index checksum mismatch: the index is damaged")
         entries = unpack_index(index_bytes, h_end, f.index_offset)
@@ -98,7 +100,9 @@ class DstdReader:
         out = {}
         for entry, blob in zip(entries, blobs):
             if crc32(blob) != entry.crc32:
-                raise ChecksumError(f"checksum mismatch in the {entry.label}: the file is damaged, "
-                                    "or it changed after it was opened")
+                raise ChecksumError(
+                    f"checksum mismatch in the {entry.label}: the file is damaged, "
+                    "or it changed after it was opened"
+                )
             out[entry.key] = blob
         return out

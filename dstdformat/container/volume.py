@@ -169,8 +169,7 @@ class Volume:
         if align > 0:
             depth = max(align, round(depth / align) * align)
         for z in range(0, self.shape[0], depth):
-            yield (slice(z, min(z + depth, self.shape[0])), slice(0, self.shape[1]),
-                   slice(0, self.shape[2]))
+            yield (slice(z, min(z + depth, self.shape[0])), slice(0, self.shape[1]), slice(0, self.shape[2]))
 
     def to_dask(self, chunks: tuple[int, int, int] | None = None):
         """A lazy dask array over this volume; chunks default to the file's tiles, so each dask
@@ -180,8 +179,14 @@ class Volume:
         except ImportError:
             raise DstdError("Volume.to_dask() needs dask: pip install 'dstdformat[dask]'") from None
 
-        return da.from_array(self, chunks=chunks or self.tile_shape, lock=False, asarray=True,
-                             fancy=False, name=f"dstd-{self.header.get('original_sha256', id(self))}")
+        return da.from_array(
+            self,
+            chunks=chunks or self.tile_shape,
+            lock=False,
+            asarray=True,
+            fancy=False,
+            name=f"dstd-{self.header.get('original_sha256', id(self))}",
+        )
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         data = self.read()
@@ -210,14 +215,19 @@ class Volume:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"<dstdformat.Volume shape={self.shape} dtype={self.dtype.name} "
-                f"codec={self.codec_id!r} spacing={tuple(round(s, 4) for s in self.spacing)} "
-                f"file={self._source.description!r}>")
+        return (
+            f"<dstdformat.Volume shape={self.shape} dtype={self.dtype.name} "
+            f"codec={self.codec_id!r} spacing={tuple(round(s, 4) for s in self.spacing)} "
+            f"file={self._source.description!r}>"
+        )
 
 
-def open_volume(path_or_url: str | os.PathLike[str],
-                storage_options: dict[str, Any] | None = None, *,
-                retry: RetryPolicy | None = None) -> Volume:
+def open_volume(
+    path_or_url: str | os.PathLike[str],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+) -> Volume:
     """Open a ``.dstd`` file from a local path or any fsspec URL, lazily (remote reads retry
     transient failures under ``retry``)."""
     source = open_source(path_or_url, storage_options, retry)

@@ -76,25 +76,50 @@ def prepare_array(data: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def write_volume(path_or_url: str | os.PathLike[str], data: Any, *, codec: VolumeCodec,
-                 metadata: ScanMetadata | None = None,
-                 tile_shape: Sequence[int] | None = None, progress: bool = False,
-                 storage_options: dict[str, Any] | None = None,
-                 record_error: bool = True) -> WriteResult:
+def write_volume(
+    path_or_url: str | os.PathLike[str],
+    data: Any,
+    *,
+    codec: VolumeCodec,
+    metadata: ScanMetadata | None = None,
+    tile_shape: Sequence[int] | None = None,
+    progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    record_error: bool = True,
+) -> WriteResult:
     """Encode ``data`` with ``codec`` and write a complete ``.dstd`` file atomically. A lossy
     file records the error a reader will get (``stats.error``) unless ``record_error=False``."""
-    return _encode(data, codec=codec, metadata=metadata, tile_shape=tile_shape, progress=progress,
-                   open_output=lambda: atomic_output(path_or_url, storage_options),
-                   name=os.fspath(path_or_url), record_error=record_error)
+    return _encode(
+        data,
+        codec=codec,
+        metadata=metadata,
+        tile_shape=tile_shape,
+        progress=progress,
+        open_output=lambda: atomic_output(path_or_url, storage_options),
+        name=os.fspath(path_or_url),
+        record_error=record_error,
+    )
 
 
-def encode_volume(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None = None,
-                  tile_shape: Sequence[int] | None = None) -> bytes:
+def encode_volume(
+    data: Any,
+    *,
+    codec: VolumeCodec,
+    metadata: ScanMetadata | None = None,
+    tile_shape: Sequence[int] | None = None,
+) -> bytes:
     """A complete ``.dstd`` stream in memory (e.g. one zarr chunk); read back with ``open(bytes)``."""
     buffer = io.BytesIO()
-    _encode(data, codec=codec, metadata=metadata, tile_shape=tile_shape, progress=False,
-            open_output=lambda: contextlib.nullcontext(buffer), name="<memory>",
-            record_error=False)  # a zarr chunk: the decode would double every chunk's cost
+    _encode(
+        data,
+        codec=codec,
+        metadata=metadata,
+        tile_shape=tile_shape,
+        progress=False,
+        open_output=lambda: contextlib.nullcontext(buffer),
+        name="<memory>",
+        record_error=False,
+    )  # a zarr chunk: the decode would double every chunk's cost
     return buffer.getvalue()
 
 
@@ -106,21 +131,30 @@ def container_costs(metadata: ScanMetadata | None) -> ContainerCosts:
             metadata_bytes = len(json.dumps(metadata.to_json()))
         except (TypeError, ValueError):  # the header refuses it later, naming the field
             pass
-    return ContainerCosts(fixed_bytes=HEADER_ESTIMATE + metadata_bytes,
-                          per_section_bytes=INDEX_RECORD_SIZE)
+    return ContainerCosts(fixed_bytes=HEADER_ESTIMATE + metadata_bytes, per_section_bytes=INDEX_RECORD_SIZE)
 
 
-def _encode(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None,
-            tile_shape: Sequence[int] | None, progress: bool,
-            open_output: Callable[[], ContextManager[BinaryIO]], name: str,
-            record_error: bool) -> WriteResult:
+def _encode(
+    data: Any,
+    *,
+    codec: VolumeCodec,
+    metadata: ScanMetadata | None,
+    tile_shape: Sequence[int] | None,
+    progress: bool,
+    open_output: Callable[[], ContextManager[BinaryIO]],
+    name: str,
+    record_error: bool,
+) -> WriteResult:
     array = prepare_array(data)
     codec.check_array(array)
     metadata = metadata or ScanMetadata()
     if metadata.original_dtype is None:
         metadata = metadata.replace(original_dtype=array.dtype.name)
-    tile = default_tile_shape(array.shape, tile_shape or codec.preferred_tile_shape,
-                              balanced=tile_shape is None and codec.balanced_tiles)
+    tile = default_tile_shape(
+        array.shape,
+        tile_shape or codec.preferred_tile_shape,
+        balanced=tile_shape is None and codec.balanced_tiles,
+    )
     if tile_shape is not None and any(int(t) < 1 for t in tile_shape):
         raise InvalidInputError(f"tile_shape must be positive, got {tuple(tile_shape)}")
     if math.prod(tile) > MAX_TILE_VOXELS:
@@ -128,22 +162,27 @@ def _encode(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None,
     grid = TileGrid(array.shape, tile)  # type: ignore[arg-type]
     original_sha256 = hashlib.sha256(memoryview(array).cast("B")).hexdigest()
 
-    encoded = codec.encode(array, grid, progress=progress, metadata=metadata,
-                           costs=container_costs(metadata))
+    encoded = codec.encode(array, grid, progress=progress, metadata=metadata, costs=container_costs(metadata))
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY) as spool:
         relative: list[SectionEntry] = []
         for section in encoded.sections:
             payload = section.payload
-            relative.append(SectionEntry(int(section.kind), int(section.tile), spool.tell(),
-                                         len(payload), crc32(payload)))
+            relative.append(
+                SectionEntry(int(section.kind), int(section.tile), spool.tell(), len(payload), crc32(payload))
+            )
             spool.write(payload)
         payload_nbytes = spool.tell()
 
         description = codec.describe()
         description["state"] = encoded.state
         header = build_header(
-            shape=array.shape, dtype=array.dtype, metadata=metadata, codec=description,
-            grid=grid, payload_nbytes=payload_nbytes, original_sha256=original_sha256,
+            shape=array.shape,
+            dtype=array.dtype,
+            metadata=metadata,
+            codec=description,
+            grid=grid,
+            payload_nbytes=payload_nbytes,
+            original_sha256=original_sha256,
             writer=f"dstdformat {__version__}",
         )
         # Binds this header to its sections: a file spliced from two files fails the check.
@@ -167,21 +206,21 @@ def _encode(data: Any, *, codec: VolumeCodec, metadata: ScanMetadata | None,
     return WriteResult(name, file_size, array.nbytes, header)
 
 
-def _framing(header_bytes: bytes, relative: list[SectionEntry],
-             payload_nbytes: int) -> tuple[bytes, bytes]:
+def _framing(header_bytes: bytes, relative: list[SectionEntry], payload_nbytes: int) -> tuple[bytes, bytes]:
     """What goes before the sections (preamble + header) and after them (index + footer), with
     the index's offsets made absolute."""
     data_start = PREAMBLE_SIZE + len(header_bytes)
-    index = pack_index([SectionEntry(e.kind, e.tile, data_start + e.offset, e.length, e.crc32)
-                        for e in relative])
-    preamble = Preamble(FORMAT_MAJOR, FORMAT_MINOR, 0, PREAMBLE_SIZE, len(header_bytes),
-                        crc32(header_bytes))
+    index = pack_index(
+        [SectionEntry(e.kind, e.tile, data_start + e.offset, e.length, e.crc32) for e in relative]
+    )
+    preamble = Preamble(FORMAT_MAJOR, FORMAT_MINOR, 0, PREAMBLE_SIZE, len(header_bytes), crc32(header_bytes))
     footer = Footer(data_start + payload_nbytes, len(index), crc32(index))
     return preamble.pack() + header_bytes, index + footer.pack()
 
 
-def _decoded_error(array: np.ndarray, metadata: ScanMetadata, header: dict,
-                   relative: list[SectionEntry], spool: BinaryIO) -> dict:
+def _decoded_error(
+    array: np.ndarray, metadata: ScanMetadata, header: dict, relative: list[SectionEntry], spool: BinaryIO
+) -> dict:
     """What a reader will get, measured: the file decoded as a reader decodes it (refinement
     included) against the original. Costs one decode (AV1 without refinement: ~1 s for a
     512x512x300 scan)."""

@@ -31,14 +31,23 @@ class DeepSTD(Codec):
 
     codec_id = "deepstd"
 
-    def __init__(self, ratio: float | None = None, quality: float | None = None,
-                 max_error: float | None = None, window: tuple[float, float] = HU_WINDOW,
-                 model: str | None = "auto", model_sha256: str | None = None,
-                 slope: float = 1.0, intercept: float = 0.0, base: str = "auto") -> None:
+    def __init__(
+        self,
+        ratio: float | None = None,
+        quality: float | None = None,
+        max_error: float | None = None,
+        window: tuple[float, float] = HU_WINDOW,
+        model: str | None = "auto",
+        model_sha256: str | None = None,
+        slope: float = 1.0,
+        intercept: float = 0.0,
+        base: str = "auto",
+    ) -> None:
         from ..codecs.deepstd import DeepSTDVolumeCodec
 
-        volume_codec = DeepSTDVolumeCodec(ratio=ratio, quality=quality, max_error=max_error,
-                                          window=tuple(window), model=model, base=base)
+        volume_codec = DeepSTDVolumeCodec(
+            ratio=ratio, quality=quality, max_error=max_error, window=tuple(window), model=model, base=base
+        )
         self.base = base  # as given: "auto" lets each chunk's ratio choose
         self.ratio, self.quality, self.max_error = ratio, quality, max_error
         if volume_codec.mode == "ratio":
@@ -60,8 +69,13 @@ class DeepSTD(Codec):
         for name in ("ratio", "quality", "max_error"):
             if getattr(self, name) is not None:
                 config[name] = float(getattr(self, name))
-        config.update(window=self.window, model=self.model, model_sha256=self.model_sha256,
-                      slope=self.slope, intercept=self.intercept)
+        config.update(
+            window=self.window,
+            model=self.model,
+            model_sha256=self.model_sha256,
+            slope=self.slope,
+            intercept=self.intercept,
+        )
         if self.base != "auto":  # configs written before the AV1 base layer stay as they were
             config["base"] = self.base
         return config
@@ -69,9 +83,15 @@ class DeepSTD(Codec):
     def _volume_codec(self):
         from ..codecs.deepstd import DeepSTDVolumeCodec
 
-        return DeepSTDVolumeCodec(ratio=self.ratio, quality=self.quality, max_error=self.max_error,
-                                  window=tuple(self.window), model=self.model, clamp_ratio=True,
-                                  base=self.base)
+        return DeepSTDVolumeCodec(
+            ratio=self.ratio,
+            quality=self.quality,
+            max_error=self.max_error,
+            window=tuple(self.window),
+            model=self.model,
+            clamp_ratio=True,
+            base=self.base,
+        )
 
     def encode(self, buf: Any) -> bytes:
         from ..container.writer import encode_volume
@@ -88,8 +108,7 @@ class DeepSTD(Codec):
             attributes.update(core_shape=list(core), fill=fill)
             volume = volume[: core[0], : core[1], : core[2]]
         metadata = ScanMetadata(slope=self.slope, intercept=self.intercept, attributes=attributes)
-        return encode_volume(np.ascontiguousarray(volume), codec=self._volume_codec(),
-                             metadata=metadata)
+        return encode_volume(np.ascontiguousarray(volume), codec=self._volume_codec(), metadata=metadata)
 
     def decode(self, buf: Any, out: Any = None) -> np.ndarray:
         array = self.decode_many([buf])[0]
@@ -114,8 +133,9 @@ class DeepSTD(Codec):
             with open_volume(memoryview(data)) as volume:
                 self._check_model(volume.header["codec"].get("model"))
                 region = tuple(slice(0, s) for s in volume.shape)
-                plans.append(volume.codec.plan_region(volume.decode_context, region,
-                                                      volume.reader.read_sections))
+                plans.append(
+                    volume.codec.plan_region(volume.decode_context, region, volume.reader.read_sections)
+                )
                 shapes.append(_chunk_layout(volume.metadata.attributes, volume.shape))
         refiners = {id(p.refiner): p.refiner for p in plans if p.refiner is not None}
         if len(refiners) == 1:
@@ -125,7 +145,7 @@ class DeepSTD(Codec):
             refined = [out for p in plans for out in refine_all(p.refiner, p.jobs)]
         arrays, start = [], 0
         for plan, (shape, padded, fill) in zip(plans, shapes):
-            array = plan.complete(refined[start:start + len(plan.jobs)])
+            array = plan.complete(refined[start : start + len(plan.jobs)])
             start += len(plan.jobs)
             if padded is not None:
                 full = np.full(padded, fill, dtype=array.dtype)
@@ -137,8 +157,11 @@ class DeepSTD(Codec):
         return arrays
 
     def _check_model(self, recorded: dict | None) -> None:
-        if recorded is not None and self.model_sha256 is not None \
-                and recorded.get("sha256") != self.model_sha256:
+        if (
+            recorded is not None
+            and self.model_sha256 is not None
+            and recorded.get("sha256") != self.model_sha256
+        ):
             raise CodecError(
                 f"chunk was written with model {recorded.get('id')} sha256 "
                 f"{str(recorded.get('sha256'))[:16]}..., this codec pins {self.model_sha256[:16]}..."

@@ -22,9 +22,16 @@ DEFAULT_CHUNKS = (64, 512, 512)
 AXES = ("k", "j", "i")
 
 
-def scan_to_zarr(scan: Scan, store: str | os.PathLike[str], *, zarr_format: int = 3,
-                 chunks: tuple[int, int, int] | None = None, codec_options: dict[str, Any] | None = None,
-                 progress: bool = False, storage_options: dict[str, Any] | None = None):
+def scan_to_zarr(
+    scan: Scan,
+    store: str | os.PathLike[str],
+    *,
+    zarr_format: int = 3,
+    chunks: tuple[int, int, int] | None = None,
+    codec_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+):
     """Write ``scan`` as a zarr group (v2 or v3 format) with DeepSTD chunks; returns the array."""
     import zarr
 
@@ -40,19 +47,26 @@ def scan_to_zarr(scan: Scan, store: str | os.PathLike[str], *, zarr_format: int 
     options = dict(codec_options or {})
     options.setdefault("slope", meta.slope)
     options.setdefault("intercept", meta.intercept)
-    group = zarr.open_group(os.fspath(store), mode="w", zarr_format=zarr_format,
-                            storage_options=storage_options)
+    group = zarr.open_group(
+        os.fspath(store), mode="w", zarr_format=zarr_format, storage_options=storage_options
+    )
     common = {"name": "0", "shape": array.shape, "chunks": chunks, "dtype": array.dtype}
     if zarr_format == 2:
         # No fill value: xarray would otherwise mask voxels equal to it and turn int16 into float.
-        target = group.create_array(**common, compressors=DeepSTD(**options), fill_value=None,
-                                    attributes={"_ARRAY_DIMENSIONS": list(AXES)})
+        target = group.create_array(
+            **common,
+            compressors=DeepSTD(**options),
+            fill_value=None,
+            attributes={"_ARRAY_DIMENSIONS": list(AXES)},
+        )
     else:
-        target = group.create_array(**common, serializer=DeepSTDCodec(**options), compressors=None,
-                                    dimension_names=AXES)
-    for start in track(range(0, array.shape[0], chunks[0]), enabled=progress, desc="writing zarr",
-                       unit="chunk row"):
-        target[start:start + chunks[0]] = array[start:start + chunks[0]]
+        target = group.create_array(
+            **common, serializer=DeepSTDCodec(**options), compressors=None, dimension_names=AXES
+        )
+    for start in track(
+        range(0, array.shape[0], chunks[0]), enabled=progress, desc="writing zarr", unit="chunk row"
+    ):
+        target[start : start + chunks[0]] = array[start : start + chunks[0]]
     group.attrs.update(_group_attributes(scan, zarr_format))
     return target
 
@@ -64,19 +78,33 @@ def _group_attributes(scan: Scan, zarr_format: int) -> dict[str, Any]:
     # signed step and the origin along the world axis each array axis runs on (a flip keeps its
     # sign). An oblique affine has no such form; the full affine below stays the truth.
     geometry = axis_geometry(np.asarray(scan.affine))
-    multiscales = [{
-        "version": "0.4" if zarr_format == 2 else "0.5",
-        "name": "ct",
-        "axes": [{"name": a, "type": "space", "unit": "millimeter"} for a in AXES],
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": list(geometry.step)},
-            {"type": "translation", "translation": list(geometry.origin)}]}],
-    }]
-    ours = {"spacing": spacing, "affine": np.asarray(scan.affine).tolist(), "slope": meta.slope,
-            "intercept": meta.intercept, "modality": meta.modality,
-            "original_dtype": meta.original_dtype or scan.array.dtype.name,
-            "axes": "array axes k, j, i; affine maps (k, j, i, 1) to RAS+ millimetres",
-            "world_axes": list(geometry.world_axes), "oblique": geometry.oblique}
+    multiscales = [
+        {
+            "version": "0.4" if zarr_format == 2 else "0.5",
+            "name": "ct",
+            "axes": [{"name": a, "type": "space", "unit": "millimeter"} for a in AXES],
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": list(geometry.step)},
+                        {"type": "translation", "translation": list(geometry.origin)},
+                    ],
+                }
+            ],
+        }
+    ]
+    ours = {
+        "spacing": spacing,
+        "affine": np.asarray(scan.affine).tolist(),
+        "slope": meta.slope,
+        "intercept": meta.intercept,
+        "modality": meta.modality,
+        "original_dtype": meta.original_dtype or scan.array.dtype.name,
+        "axes": "array axes k, j, i; affine maps (k, j, i, 1) to RAS+ millimetres",
+        "world_axes": list(geometry.world_axes),
+        "oblique": geometry.oblique,
+    }
     if zarr_format == 3:
         return {"ome": {"version": "0.5", "multiscales": multiscales}, "dstdformat": ours}
     return {"multiscales": multiscales, "dstdformat": ours}
@@ -94,7 +122,11 @@ def zarr_to_scan(store: str | os.PathLike[str], storage_options: dict[str, Any] 
     if "0" not in group:
         raise InvalidInputError(f"{os.fspath(store)} holds no array '0': not written by scan_to_zarr")
     array = group["0"][...]
-    meta = ScanMetadata(affine=ours.get("affine"), slope=ours.get("slope", 1.0),
-                        intercept=ours.get("intercept", 0.0), modality=ours.get("modality"),
-                        original_dtype=ours.get("original_dtype"))
+    meta = ScanMetadata(
+        affine=ours.get("affine"),
+        slope=ours.get("slope", 1.0),
+        intercept=ours.get("intercept", 0.0),
+        modality=ours.get("modality"),
+        original_dtype=ours.get("original_dtype"),
+    )
     return Scan(np.asarray(array), meta)

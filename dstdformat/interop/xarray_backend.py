@@ -30,31 +30,44 @@ class _VolumeArray(BackendArray):
         self.dtype = volume.dtype
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC,
-                                                  self.volume.__getitem__)
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.BASIC, self.volume.__getitem__
+        )
 
 
 class DstdBackendEntrypoint(BackendEntrypoint):
     description = "Lazy CT volumes from .dstd files (local or any fsspec URL)"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "storage_options")
 
-    def open_dataset(self, filename_or_obj: Any, *, drop_variables: Any = None,
-                     storage_options: dict[str, Any] | None = None) -> Any:
+    def open_dataset(
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: Any = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> Any:
         import xarray as xr
 
         volume = open_volume(os.fspath(filename_or_obj), storage_options=storage_options)
         data = indexing.LazilyIndexedArray(_VolumeArray(volume))
         meta = volume.metadata
         geometry = axis_geometry(np.asarray(volume.affine))
-        coords = {d: (d, origin + step * np.arange(n), {"units": "mm", "world_axis": axis})
-                  for d, n, origin, step, axis in zip(DIMS, volume.shape, geometry.origin,
-                                                      geometry.step, geometry.world_axes)}
-        attrs = {"affine": np.asarray(volume.affine).tolist(), "spacing": list(volume.spacing),
-                 "oblique": int(geometry.oblique),
-                 "slope": meta.slope, "intercept": meta.intercept, "modality": meta.modality or "",
-                 "codec": volume.codec_id}
-        variable = xr.Variable(DIMS, data, attrs={"units": "stored value (HU = value x slope + "
-                                                            "intercept)"})
+        coords = {
+            d: (d, origin + step * np.arange(n), {"units": "mm", "world_axis": axis})
+            for d, n, origin, step, axis in zip(
+                DIMS, volume.shape, geometry.origin, geometry.step, geometry.world_axes
+            )
+        }
+        attrs = {
+            "affine": np.asarray(volume.affine).tolist(),
+            "spacing": list(volume.spacing),
+            "oblique": int(geometry.oblique),
+            "slope": meta.slope,
+            "intercept": meta.intercept,
+            "modality": meta.modality or "",
+            "codec": volume.codec_id,
+        }
+        variable = xr.Variable(DIMS, data, attrs={"units": "stored value (HU = value x slope + intercept)"})
         dataset = xr.Dataset({"ct": variable}, coords=coords, attrs=attrs)
         dataset.set_close(volume.close)
         return dataset

@@ -53,10 +53,17 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     _inner: DeepSTD = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        inner = DeepSTD(ratio=self.ratio, quality=self.quality, max_error=self.max_error,
-                        window=tuple(self.window), model=self.model,
-                        model_sha256=self.model_sha256, slope=self.slope, intercept=self.intercept,
-                        base=self.base)
+        inner = DeepSTD(
+            ratio=self.ratio,
+            quality=self.quality,
+            max_error=self.max_error,
+            window=tuple(self.window),
+            model=self.model,
+            model_sha256=self.model_sha256,
+            slope=self.slope,
+            intercept=self.intercept,
+            base=self.base,
+        )
         config = inner.get_config()
         # Store the resolved values (default ratio, model id, its hash), so metadata pins them.
         for name in ("ratio", "quality", "max_error", "model", "model_sha256"):
@@ -74,8 +81,9 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         config.pop("id")
         return {"name": CODEC_NAME, "configuration": config}
 
-    def validate(self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar],
-                 chunk_grid: ChunkGrid) -> None:
+    def validate(
+        self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid
+    ) -> None:
         native = dtype.to_native_dtype()
         if native.name not in CHUNK_DTYPES:
             raise CodecError(f"DeepSTDCodec stores {', '.join(CHUNK_DTYPES)} arrays, not {native.name}")
@@ -97,8 +105,10 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             out[n] = self._check_decoded(array, spec)
         return out
 
-    async def decode(self, chunks_and_specs: Iterable[tuple[Buffer | None, ArraySpec]],
-                     ) -> Iterable[NDBuffer | None]:
+    async def decode(
+        self,
+        chunks_and_specs: Iterable[tuple[Buffer | None, ArraySpec]],
+    ) -> Iterable[NDBuffer | None]:
         return await asyncio.to_thread(self._decode_batch, list(chunks_and_specs))
 
     def _check_decoded(self, array: np.ndarray, chunk_spec: ArraySpec) -> NDBuffer:
@@ -119,19 +129,23 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
 
-    async def decode_partial(self, batch_info: Iterable[tuple[ByteGetter, SelectorTuple, ArraySpec]],
-                             ) -> Iterable[NDBuffer | None]:
+    async def decode_partial(
+        self,
+        batch_info: Iterable[tuple[ByteGetter, SelectorTuple, ArraySpec]],
+    ) -> Iterable[NDBuffer | None]:
         """zarr reads through here whenever the codec can decode parts: whole chunks of the batch
         go through the network together, partial ones decode only what they need."""
         items = list(batch_info)
-        fetched = await asyncio.gather(*[getter.get(prototype=spec.prototype)
-                                         for getter, _, spec in items])
+        fetched = await asyncio.gather(*[getter.get(prototype=spec.prototype) for getter, _, spec in items])
         return await asyncio.to_thread(self._decode_partial_batch, items, fetched)
 
     def _decode_partial_batch(self, items, fetched) -> list[NDBuffer | None]:
         results: list[NDBuffer | None] = [None] * len(items)
-        whole = [n for n, ((_, selection, spec), data) in enumerate(zip(items, fetched))
-                 if data is not None and _is_whole(selection, spec.shape)]
+        whole = [
+            n
+            for n, ((_, selection, spec), data) in enumerate(zip(items, fetched))
+            if data is not None and _is_whole(selection, spec.shape)
+        ]
         for n, decoded in zip(whole, self._decode_batch([(fetched[n], items[n][2]) for n in whole])):
             results[n] = decoded
         for n, ((_, selection, spec), data) in enumerate(zip(items, fetched)):
@@ -139,8 +153,9 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
                 results[n] = self._decode_selection(data, selection, spec)
         return results
 
-    async def _decode_partial_single(self, byte_getter: ByteGetter, selection: SelectorTuple,
-                                     chunk_spec: ArraySpec) -> NDBuffer | None:
+    async def _decode_partial_single(
+        self, byte_getter: ByteGetter, selection: SelectorTuple, chunk_spec: ArraySpec
+    ) -> NDBuffer | None:
         """Decode only the tiles and refinement blocks under ``selection`` (a chunk holding several
         tiles need not be decoded whole to read one slice of it)."""
         chunk_bytes = await byte_getter.get(prototype=chunk_spec.prototype)
@@ -148,8 +163,9 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             return None
         return await asyncio.to_thread(self._decode_selection, chunk_bytes, selection, chunk_spec)
 
-    def _decode_selection(self, chunk_bytes: Buffer, selection: SelectorTuple,
-                          chunk_spec: ArraySpec) -> NDBuffer:
+    def _decode_selection(
+        self, chunk_bytes: Buffer, selection: SelectorTuple, chunk_spec: ArraySpec
+    ) -> NDBuffer:
         from ..container.volume import open_volume
 
         selection = selection if isinstance(selection, tuple) else (selection,)
@@ -163,14 +179,15 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
                 # fancy selections, and edge chunks stored without zarr's padding: decode the
                 # chunk, let numpy select
                 whole = self._inner.decode_many([chunk_bytes.as_numpy_array()])[0]
-                return chunk_spec.prototype.nd_buffer.from_numpy_array(
-                    np.ascontiguousarray(whole[selection]))
+                return chunk_spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(whole[selection]))
             lead = (slice(0, 1),) * (3 - len(shape))
             block = volume.read_region(lead + tuple(slice(lo, hi) for lo, hi in box))
         block = block.reshape(tuple(hi - lo for lo, hi in box))
         local = tuple(s if isinstance(s, slice) else s - lo for s, (lo, _) in zip(selection, box))
-        local = tuple(slice(s.start - lo, s.stop - lo, s.step) if isinstance(s, slice) else s
-                      for s, (lo, _) in zip(local, box))
+        local = tuple(
+            slice(s.start - lo, s.stop - lo, s.step) if isinstance(s, slice) else s
+            for s, (lo, _) in zip(local, box)
+        )
         return chunk_spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(block[local]))
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
@@ -180,7 +197,8 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 def _is_whole(selection, shape: tuple[int, ...]) -> bool:
     selection = selection if isinstance(selection, tuple) else (selection,)
     return len(selection) == len(shape) and all(
-        isinstance(s, slice) and s.indices(n) == (0, n, 1) for s, n in zip(selection, shape))
+        isinstance(s, slice) and s.indices(n) == (0, n, 1) for s, n in zip(selection, shape)
+    )
 
 
 def _bounding_box(selection: tuple, shape: tuple[int, ...]) -> list[tuple[int, int]] | None:
@@ -208,4 +226,3 @@ def register() -> None:
     from zarr.registry import register_codec
 
     register_codec(CODEC_NAME, DeepSTDCodec)
-

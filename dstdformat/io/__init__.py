@@ -29,9 +29,11 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
     name = p.name.lower()
     if p.is_dir():
         if (p / "zarr.json").exists() or (p / ".zgroup").exists() or (p / ".zarray").exists():
-            raise InvalidInputError(f"{str(path)!r} is a zarr store, not a DICOM folder; turn it "
-                                    "into a scan with `dstd from-zarr` or "
-                                    "dstdformat.interop.to_zarr.zarr_to_scan")
+            raise InvalidInputError(
+                f"{str(path)!r} is a zarr store, not a DICOM folder; turn it "
+                "into a scan with `dstd from-zarr` or "
+                "dstdformat.interop.to_zarr.zarr_to_scan"
+            )
         if not any(child.is_file() for child in p.rglob("*")):
             raise InvalidInputError(f"{str(path)!r} is an empty folder, not a DICOM series")
         return "dicom"
@@ -53,8 +55,10 @@ def format_for_output(path: str | os.PathLike[str]) -> str:
         if writable and any(name.endswith(s) for s in suffixes):
             return fmt
     known = ", ".join(s for suffixes, writable in FORMATS.values() if writable for s in suffixes)
-    raise InvalidInputError(f"cannot write {str(path)!r}: its suffix names no format written "
-                            f"here; use {known} (DICOM is read only; .dstd: dstdformat.save)")
+    raise InvalidInputError(
+        f"cannot write {str(path)!r}: its suffix names no format written "
+        f"here; use {known} (DICOM is read only; .dstd: dstdformat.save)"
+    )
 
 
 def read_scan(path: str | os.PathLike[str], **options: Any) -> Scan:
@@ -93,8 +97,9 @@ def write_scan(scan: Scan, path: str | os.PathLike[str], **options: Any) -> None
     writer(scan, path, **options)
 
 
-def _read_dstd(path: str | os.PathLike[str], *, refine: bool = True, progress: bool = False,
-               **options: Any) -> Scan:
+def _read_dstd(
+    path: str | os.PathLike[str], *, refine: bool = True, progress: bool = False, **options: Any
+) -> Scan:
     """A whole ``.dstd`` volume as a Scan (what the CLI accepts wherever it takes a scan)."""
     from ..container.volume import open_volume
 
@@ -116,9 +121,12 @@ def _is_dicom_file(path: Path) -> bool:
 
 def _check_options(function: Any, fmt: str, action: str, options: dict[str, Any]) -> None:
     """Refuse an option the format does not take with a clear error, not a TypeError."""
-    accepted = [name for name, p in inspect.signature(function).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY
-                or (p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
+    accepted = [
+        name
+        for name, p in inspect.signature(function).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        or (p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is not p.empty)
+    ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise InvalidInputError(

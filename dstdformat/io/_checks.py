@@ -22,13 +22,11 @@ def as_one_slice(array: np.ndarray) -> np.ndarray:
 def check_volume(array: np.ndarray, source: str) -> np.ndarray:
     if array.ndim != 3:
         raise UnsupportedImageError(
-            f"{source}: image has {array.ndim} dimensions (shape {array.shape}); "
-            "dstd stores 3D volumes"
+            f"{source}: image has {array.ndim} dimensions (shape {array.shape}); dstd stores 3D volumes"
         )
     if array.dtype.name not in IMPORTABLE_DTYPES:
         raise UnsupportedImageError(
-            f"{source}: voxel type {array.dtype} is not supported; "
-            f"supported: {', '.join(IMPORTABLE_DTYPES)}"
+            f"{source}: voxel type {array.dtype} is not supported; supported: {', '.join(IMPORTABLE_DTYPES)}"
         )
     if array.size == 0:
         raise UnsupportedImageError(f"{source}: image is empty (shape {array.shape})")

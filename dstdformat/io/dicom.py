@@ -19,14 +19,34 @@ from ..metadata import Scan, ScanMetadata
 from ..progress import track
 
 #: Copied into ``attributes["dicom"]`` by default: acquisition facts, nothing identifying.
-SAFE_TAGS = ("Modality", "Manufacturer", "ManufacturerModelName", "KVP", "SliceThickness",
-             "ConvolutionKernel", "BodyPartExamined", "PhotometricInterpretation",
-             "BitsStored", "PixelRepresentation")
+SAFE_TAGS = (
+    "Modality",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "KVP",
+    "SliceThickness",
+    "ConvolutionKernel",
+    "BodyPartExamined",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "PixelRepresentation",
+)
 #: Copied as well with ``keep_identifiers=True``.
-IDENTIFYING_TAGS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "PatientAge",
-                    "StudyDate", "StudyTime", "AccessionNumber", "InstitutionName",
-                    "StudyDescription", "SeriesDescription", "StudyInstanceUID",
-                    "SeriesInstanceUID")
+IDENTIFYING_TAGS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "InstitutionName",
+    "StudyDescription",
+    "SeriesDescription",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+)
 #: Relative tolerance on the spacing between consecutive slices.
 STEP_TOLERANCE = 0.01
 
@@ -35,8 +55,7 @@ def _pydicom():
     try:
         import pydicom
     except ImportError:  # pragma: no cover - depends on the environment
-        raise UnsupportedImageError(
-            "reading DICOM needs pydicom: pip install 'dstdformat[dicom]'") from None
+        raise UnsupportedImageError("reading DICOM needs pydicom: pip install 'dstdformat[dicom]'") from None
     return pydicom
 
 
@@ -90,8 +109,13 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = None,
-                      keep_identifiers: bool = False, progress: bool = False) -> Scan:
+def read_dicom_series(
+    path: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    keep_identifiers: bool = False,
+    progress: bool = False,
+) -> Scan:
     """Read the largest image series in a folder (or the series ``series_uid``) as HU."""
     pydicom = _pydicom()
     folder = Path(path)
@@ -114,11 +138,15 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
     if series_uid is not None:
         if series_uid not in series:
             raise UnsupportedImageError(
-                f"{folder}: no series {series_uid!r}; found {', '.join(sorted(series))}")
+                f"{folder}: no series {series_uid!r}; found {', '.join(sorted(series))}"
+            )
         chosen = series[series_uid]
     else:  # the largest CT series; the largest of any modality if there is no CT
-        ct = [items for items in series.values()
-              if any(str(ds.get("Modality", "")).upper() == "CT" for _, ds in items)]
+        ct = [
+            items
+            for items in series.values()
+            if any(str(ds.get("Modality", "")).upper() == "CT" for _, ds in items)
+        ]
         chosen = max(ct or series.values(), key=len)
 
     first = chosen[0][1]
@@ -126,8 +154,7 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
     row_dir, col_dir = orientation[:3], orientation[3:]  # along a row (i), down a column (j)
     normal = np.cross(row_dir, col_dir)
     for file, ds in chosen:
-        if not np.allclose(np.array(ds.ImageOrientationPatient, dtype=np.float64), orientation,
-                           atol=1e-4):
+        if not np.allclose(np.array(ds.ImageOrientationPatient, dtype=np.float64), orientation, atol=1e-4):
             raise UnsupportedImageError(f"{file}: slice orientation differs within the series")
         if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
             raise UnsupportedImageError(f"{file}: slice size differs within the series")
@@ -153,7 +180,8 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
         row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
     except (AttributeError, TypeError, ValueError):
         raise UnsupportedImageError(
-            f"{chosen[0][0]}: no usable PixelSpacing ({first.get('PixelSpacing')!r})") from None
+            f"{chosen[0][0]}: no usable PixelSpacing ({first.get('PixelSpacing')!r})"
+        ) from None
     lps = np.eye(4)
     lps[:3, 0] = slice_vector
     lps[:3, 1] = col_dir * row_spacing
@@ -175,7 +203,8 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
             raise UnsupportedImageError(f"{file}: multi-frame or colour images are not supported")
         if pixels.shape != (first.Rows, first.Columns):
             raise UnsupportedImageError(
-                f"{file}: pixel data is {pixels.shape}, expected {(first.Rows, first.Columns)}")
+                f"{file}: pixel data is {pixels.shape}, expected {(first.Rows, first.Columns)}"
+            )
         stored_dtype = pixels.dtype
         slope = _number(ds.get("RescaleSlope"), 1.0)
         intercept = _number(ds.get("RescaleIntercept"), 0.0)
@@ -189,8 +218,12 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
         modality=str(first.get("Modality")) if "Modality" in first else None,
         original_dtype=np.dtype(stored_dtype).name,
         attributes={"dicom": attributes},
-        provenance={"format": "dicom", "slices": len(chosen),
-                    "transfer_syntax": str(first.file_meta.get("TransferSyntaxUID", ""))
-                    if hasattr(first, "file_meta") else ""},
+        provenance={
+            "format": "dicom",
+            "slices": len(chosen),
+            "transfer_syntax": str(first.file_meta.get("TransferSyntaxUID", ""))
+            if hasattr(first, "file_meta")
+            else "",
+        },
     )
     return Scan(array, metadata)

@@ -13,10 +13,17 @@ from ..errors import InvalidInputError
 from ..metadata import Scan, ScanMetadata
 
 
-def save_dstd(data: Any, path: str | os.PathLike[str], codec: str | VolumeCodec = "lossless", *,
-              tile_shape: tuple[int, int, int] | None = None,
-              codec_options: dict[str, Any] | None = None, progress: bool = False,
-              storage_options: dict[str, Any] | None = None, **metadata: Any) -> WriteResult:
+def save_dstd(
+    data: Any,
+    path: str | os.PathLike[str],
+    codec: str | VolumeCodec = "lossless",
+    *,
+    tile_shape: tuple[int, int, int] | None = None,
+    codec_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    **metadata: Any,
+) -> WriteResult:
     """Compress ``data`` (array ``[k, j, i]``, :class:`Scan` or open :class:`Volume`) into a
     ``.dstd`` file, atomically; keyword arguments override the metadata it carries."""
     if isinstance(data, Scan):
@@ -34,5 +41,12 @@ def save_dstd(data: Any, path: str | os.PathLike[str], codec: str | VolumeCodec 
         raise InvalidInputError(f"codec must be a codec id or a VolumeCodec, got {codec!r}")
     elif codec_options:
         raise InvalidInputError("codec_options only apply when codec is given by id")
-    return write_volume(path, array, codec=codec, metadata=meta, tile_shape=tile_shape,
-                       progress=progress, storage_options=storage_options)
+    return write_volume(
+        path,
+        array,
+        codec=codec,
+        metadata=meta,
+        tile_shape=tile_shape,
+        progress=progress,
+        storage_options=storage_options,
+    )

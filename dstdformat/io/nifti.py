@@ -46,8 +46,7 @@ def read_nifti(path: str | os.PathLike[str]) -> Scan:
     if len(shape) > 3:
         if any(s != 1 for s in shape[3:]):
             raise UnsupportedImageError(
-                f"{path}: NIfTI image has {len(shape)} dimensions (shape {shape}); "
-                "dstd stores 3D volumes"
+                f"{path}: NIfTI image has {len(shape)} dimensions (shape {shape}); dstd stores 3D volumes"
             )
     try:
         data = np.asanyarray(image.dataobj.get_unscaled())
@@ -118,8 +117,7 @@ def write_nifti(scan: Scan, path: str | os.PathLike[str]) -> None:
             _save_raw_with_scaling(image, array, meta.slope, meta.intercept, tmp)
 
 
-def _save_raw_with_scaling(image: Any, array: np.ndarray, slope: float, inter: float,
-                           path: Path) -> None:
+def _save_raw_with_scaling(image: Any, array: np.ndarray, slope: float, inter: float, path: Path) -> None:
     """Write stored values unchanged with scl_slope/scl_inter set (nib.save would rescale)."""
     header = image.header
     header.set_data_shape(array.shape)

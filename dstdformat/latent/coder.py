@@ -25,8 +25,9 @@ def _models(freq_rows: np.ndarray, supports: np.ndarray):
     return models
 
 
-def encode_symbols(symbols: np.ndarray, table_index: np.ndarray, freq: np.ndarray,
-                   supports: np.ndarray) -> tuple[bytes, np.ndarray]:
+def encode_symbols(
+    symbols: np.ndarray, table_index: np.ndarray, freq: np.ndarray, supports: np.ndarray
+) -> tuple[bytes, np.ndarray]:
     """Code ``symbols`` (signed ints), each with table ``table_index``; returns the bytes and the
     symbols as actually coded (clipped to each table's support)."""
     import constriction
@@ -44,8 +45,9 @@ def encode_symbols(symbols: np.ndarray, table_index: np.ndarray, freq: np.ndarra
     return data.astype("<u4").tobytes(), clipped
 
 
-def decode_symbols(data: bytes, table_index: np.ndarray, freq: np.ndarray,
-                   supports: np.ndarray) -> np.ndarray:
+def decode_symbols(
+    data: bytes, table_index: np.ndarray, freq: np.ndarray, supports: np.ndarray
+) -> np.ndarray:
     """Inverse of :func:`encode_symbols` given the same table indices."""
     import constriction
 

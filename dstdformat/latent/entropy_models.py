@@ -51,8 +51,9 @@ def pmf_to_integer_cdf(pmf: np.ndarray, precision: int = CDF_PRECISION) -> np.nd
 class FactorizedPrior(nn.Module):
     """Per-channel learned density for z (Ballé et al. 2018, "EntropyBottleneck")."""
 
-    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10,
-                 support: int = 32) -> None:
+    def __init__(
+        self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10, support: int = 32
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.support = support  # symbols are clipped to [-support, support] when coding
@@ -97,15 +98,15 @@ class FactorizedPrior(nn.Module):
         upper = self._logits_cumulative(grid + 0.5)
         sign = -torch.sign(lower + upper)
         pmf = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).squeeze(1)
-        self.cdf_table = torch.from_numpy(
-            pmf_to_integer_cdf(pmf.double().numpy()).astype(np.int32))
+        self.cdf_table = torch.from_numpy(pmf_to_integer_cdf(pmf.double().numpy()).astype(np.int32))
 
 
 class GaussianConditional(nn.Module):
     """Gaussian likelihood of y given means and scales chosen from a fixed log-spaced table."""
 
-    def __init__(self, n_scales: int = 64, scale_min: float = 0.11, scale_max: float = 64.0,
-                 tail: float = 8.0) -> None:
+    def __init__(
+        self, n_scales: int = 64, scale_min: float = 0.11, scale_max: float = 64.0, tail: float = 8.0
+    ) -> None:
         super().__init__()
         self.n_scales = n_scales
         self.scale_min, self.scale_max = scale_min, scale_max
@@ -140,8 +141,9 @@ class GaussianConditional(nn.Module):
         table = np.zeros((self.n_scales, width), dtype=np.int32)
         for t, (scale, s) in enumerate(zip(scales, supports)):
             symbols = np.arange(-s, s + 1, dtype=np.float64)
-            pmf = np.maximum(_np_normal_cdf((symbols + 0.5) / scale)
-                             - _np_normal_cdf((symbols - 0.5) / scale), 0.0)
+            pmf = np.maximum(
+                _np_normal_cdf((symbols + 0.5) / scale) - _np_normal_cdf((symbols - 0.5) / scale), 0.0
+            )
             table[t, : 2 * s + 1] = pmf_to_integer_cdf(pmf[None])[0]
         self.cdf_table = torch.from_numpy(table)
         self.table_support = torch.from_numpy(supports.astype(np.int32))

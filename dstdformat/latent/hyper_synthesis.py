@@ -34,8 +34,9 @@ class FixedPointHyperSynthesis(nn.Module):
     ``2 * latent_channels`` outputs (means, then log-scale positions in table steps).
     """
 
-    def __init__(self, z_channels: int, hidden: int, latent_channels: int, upsamplings: int = 2,
-                 n_scales: int = 64) -> None:
+    def __init__(
+        self, z_channels: int, hidden: int, latent_channels: int, upsamplings: int = 2, n_scales: int = 64
+    ) -> None:
         super().__init__()
         self.latent_channels = latent_channels
         self.n_scales = n_scales
@@ -84,8 +85,7 @@ class FixedPointHyperSynthesis(nn.Module):
     def _integer_conv(self, x: torch.Tensor, conv: nn.Conv3d, in_bits: int) -> torch.Tensor:
         """Integer x (units 2**-in_bits) -> integer output in units of 2**-ACT_BITS."""
         w = torch.floor(conv.weight.detach().to("cpu", torch.float64) * 2**WEIGHT_BITS + 0.5)
-        b = torch.floor(conv.bias.detach().to("cpu", torch.float64)
-                        * 2 ** (WEIGHT_BITS + in_bits) + 0.5)
+        b = torch.floor(conv.bias.detach().to("cpu", torch.float64) * 2 ** (WEIGHT_BITS + in_bits) + 0.5)
         acc = F.conv3d(x, w, b, padding=1)  # exact: integers, |values| << 2**53
         shift = WEIGHT_BITS + in_bits - ACT_BITS
         return torch.floor(acc / 2**shift + 0.5)  # division by a power of two is exact

@@ -38,15 +38,29 @@ class TextureModel(nn.Module):
         self.config = c = config or TextureModelConfig()
         n, m, h = c.channels, c.latent_channels, c.hyper_channels
         self.g_a = nn.Sequential(
-            down(1, n), GDN3d(n), down(n, n), GDN3d(n), ResidualBlock3d(n),
-            down(n, n), GDN3d(n), down(n, m),
+            down(1, n),
+            GDN3d(n),
+            down(n, n),
+            GDN3d(n),
+            ResidualBlock3d(n),
+            down(n, n),
+            GDN3d(n),
+            down(n, m),
         )
         self.g_s = nn.Sequential(
-            up(m, n), GDN3d(n, inverse=True), up(n, n), GDN3d(n, inverse=True),
-            ResidualBlock3d(n), up(n, n), GDN3d(n, inverse=True), up(n, 1),
+            up(m, n),
+            GDN3d(n, inverse=True),
+            up(n, n),
+            GDN3d(n, inverse=True),
+            ResidualBlock3d(n),
+            up(n, n),
+            GDN3d(n, inverse=True),
+            up(n, 1),
         )
         self.h_a = nn.Sequential(
-            nn.Conv3d(m, h, 3, padding=1), nn.LeakyReLU(0.1), down(h, h, 3),
+            nn.Conv3d(m, h, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            down(h, h, 3),
         )
         self.h_s = FixedPointHyperSynthesis(h, h, m, upsamplings=1, n_scales=c.n_scales)
         self.z_prior = FactorizedPrior(h)
@@ -57,8 +71,9 @@ class TextureModel(nn.Module):
         y = self.g_a(x)
         z = self.h_a(y)
         z_hat = round_ste(z)
-        z_likelihood = self.z_prior.likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5)
-                                               if self.training else z_hat)
+        z_likelihood = self.z_prior.likelihood(
+            z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else z_hat
+        )
         means, positions = self.h_s(z_hat)
         scales = self.y_model.scales_from_positions(positions)
         y_hat = round_ste(y - means) + means
@@ -102,10 +117,13 @@ def compress_latents(model: TextureModel, y: torch.Tensor) -> CompressedBlock:
     z_bytes, _ = encode_symbols(z_sym.numpy(), z_tables.numpy(), z_freq, z_supports)
     means, indices = model.h_s.exact(z_sym.to(torch.float64))
     y_sym = torch.floor(y.detach().to("cpu", torch.float64) - means + 0.5).to(torch.int64)
-    y_bytes, _ = encode_symbols(y_sym.numpy(), indices.numpy(), model.y_model.cdf_table.numpy(),
-                                model.y_model.table_support.numpy().astype(np.int64))
-    return CompressedBlock(z=z_bytes, y=y_bytes, z_shape=list(z_sym.shape),
-                           y_shape=list(y_sym.shape))
+    y_bytes, _ = encode_symbols(
+        y_sym.numpy(),
+        indices.numpy(),
+        model.y_model.cdf_table.numpy(),
+        model.y_model.table_support.numpy().astype(np.int64),
+    )
+    return CompressedBlock(z=z_bytes, y=y_bytes, z_shape=list(z_sym.shape), y_shape=list(y_sym.shape))
 
 
 @torch.no_grad()
@@ -119,11 +137,14 @@ def decompress_latents(model: TextureModel, block: CompressedBlock) -> torch.Ten
     z_shape = tuple(block["z_shape"])
     z_tables = np.broadcast_to(np.arange(z_shape[1]).reshape(1, -1, 1, 1, 1), z_shape)
     z_freq = model.z_prior.cdf_table.numpy()
-    z_sym = decode_symbols(block["z"], z_tables, z_freq,
-                           np.full(z_freq.shape[0], z_support, dtype=np.int64))
+    z_sym = decode_symbols(block["z"], z_tables, z_freq, np.full(z_freq.shape[0], z_support, dtype=np.int64))
     means, indices = model.h_s.exact(torch.from_numpy(z_sym).to(torch.float64))
     if list(indices.shape) != list(block["y_shape"]):
         raise ValueError(f"latent shape {list(indices.shape)} does not match {block['y_shape']}")
-    y_sym = decode_symbols(block["y"], indices.numpy(), model.y_model.cdf_table.numpy(),
-                           model.y_model.table_support.numpy().astype(np.int64))
+    y_sym = decode_symbols(
+        block["y"],
+        indices.numpy(),
+        model.y_model.cdf_table.numpy(),
+        model.y_model.table_support.numpy().astype(np.int64),
+    )
     return (torch.from_numpy(y_sym).to(torch.float64) + means).to(torch.float32)

@@ -81,8 +81,9 @@ class AffineMap(nn.Module):
     def as_array(self) -> np.ndarray:
         """3x4 float64 [A | t]."""
         with torch.no_grad():
-            return np.concatenate([self.matrix.double().cpu().numpy(),
-                                   self.translation.double().cpu().numpy()[:, None]], axis=1)
+            return np.concatenate(
+                [self.matrix.double().cpu().numpy(), self.translation.double().cpu().numpy()[:, None]], axis=1
+            )
 
     @classmethod
     def from_array(cls, matrix: np.ndarray) -> AffineMap:
@@ -141,14 +142,18 @@ class VolumeFrame:
     @property
     def half_extent(self) -> torch.Tensor:
         """Half the span of the voxel centres, per axis."""
-        return torch.tensor([(n - 1) * s / 2.0 / COORD_SCALE_MM for n, s in zip(self.shape, self.spacing)],
-                            dtype=torch.float32)
+        return torch.tensor(
+            [(n - 1) * s / 2.0 / COORD_SCALE_MM for n, s in zip(self.shape, self.spacing)],
+            dtype=torch.float32,
+        )
 
     def axes(self, region: Sequence[slice] | None = None) -> list[torch.Tensor]:
         region = region or [slice(0, n) for n in self.shape]
         start, step = self.start, self.step
-        return [start[a] + step[a] * torch.arange(r.start, r.stop, dtype=torch.float32)
-                for a, r in enumerate(region)]
+        return [
+            start[a] + step[a] * torch.arange(r.start, r.stop, dtype=torch.float32)
+            for a, r in enumerate(region)
+        ]
 
     def grid(self, region: Sequence[slice] | None = None) -> torch.Tensor:
         """Coordinates of the voxels (of ``region``), shape (*region shape, 3)."""
@@ -165,18 +170,21 @@ class VolumeFrame:
         return (coords - self.start.to(coords.device)) / self.step.to(coords.device)
 
 
-def sample(volume: torch.Tensor, frame: VolumeFrame, coords: torch.Tensor,
-           padding_value: float = 0.0) -> torch.Tensor:
+def sample(
+    volume: torch.Tensor, frame: VolumeFrame, coords: torch.Tensor, padding_value: float = 0.0
+) -> torch.Tensor:
     """Trilinear value of ``volume`` (D, H, W) at coordinates (..., 3); ``padding_value`` outside."""
     flat = coords.reshape(1, 1, 1, -1, 3)
     grid = frame.to_normalized(flat)
-    values = F.grid_sample((volume - padding_value)[None, None], grid, mode="bilinear",
-                           padding_mode="zeros", align_corners=True)
+    values = F.grid_sample(
+        (volume - padding_value)[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
     return values.reshape(coords.shape[:-1]) + padding_value
 
 
-def downsample(volume: torch.Tensor, spacing: Sequence[float], target_mm: float,
-               max_size: int = 128) -> tuple[torch.Tensor, tuple[float, float, float]]:
+def downsample(
+    volume: torch.Tensor, spacing: Sequence[float], target_mm: float, max_size: int = 128
+) -> tuple[torch.Tensor, tuple[float, float, float]]:
     """Average-pool ``volume`` to about ``target_mm`` voxels (at most ``max_size`` per axis)."""
     factors = []
     for n, s in zip(volume.shape, spacing):

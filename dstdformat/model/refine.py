@@ -94,8 +94,9 @@ class Refiner(nn.Module):
         return self.refine_many([(hu, rate)], device)[0]
 
     @torch.no_grad()
-    def refine_many(self, blocks: list[tuple[np.ndarray, np.ndarray]],
-                    device: torch.device | str = "cpu") -> list[np.ndarray]:
+    def refine_many(
+        self, blocks: list[tuple[np.ndarray, np.ndarray]], device: torch.device | str = "cpu"
+    ) -> list[np.ndarray]:
         """Refine same-shaped (HU block, rate-code block) pairs as one batch."""
         shape = blocks[0][0].shape
         if any(hu.shape != shape or rate.shape != shape for hu, rate in blocks):

@@ -77,8 +77,10 @@ class _Pooled:
         half = full.half_extent
         self.frame = VolumeFrame(
             tuple(pooled.shape),  # type: ignore[arg-type]
-            tuple(float(2 * h * COORD_SCALE_MM / max(n - 1, 1)) if n > 1 else float(s)
-                  for h, n, s in zip(half, pooled.shape, pooled_spacing)),  # type: ignore[arg-type]
+            tuple(
+                float(2 * h * COORD_SCALE_MM / max(n - 1, 1)) if n > 1 else float(s)
+                for h, n, s in zip(half, pooled.shape, pooled_spacing)
+            ),  # type: ignore[arg-type]
         )
         self.half = self.frame.half_extent
 
@@ -95,8 +97,9 @@ class _Pooled:
         return sample(self.image, self.frame, coords)
 
 
-def _evaluate(deformation: CycleDeformation, scan: _Pooled, template: _Pooled,
-              points: torch.Tensor) -> tuple[float, float, float]:
+def _evaluate(
+    deformation: CycleDeformation, scan: _Pooled, template: _Pooled, points: torch.Tensor
+) -> tuple[float, float, float]:
     """NCC at the points, folding fraction and cycle error (mm)."""
     mapped, det = jacobian_determinant(deformation.forward_residual, deformation.affine(points))
     with torch.no_grad():
@@ -106,10 +109,15 @@ def _evaluate(deformation: CycleDeformation, scan: _Pooled, template: _Pooled,
     return score, float((det <= 0).float().mean()), cycle
 
 
-def register(scan_hu: np.ndarray, scan_spacing: Sequence[float], template_hu: np.ndarray,
-             template_spacing: Sequence[float], config: RegistrationConfig = RegistrationConfig(),
-             progress: Progress | None = None,
-             affine_from: RegistrationResult | None = None) -> RegistrationResult:
+def register(
+    scan_hu: np.ndarray,
+    scan_spacing: Sequence[float],
+    template_hu: np.ndarray,
+    template_spacing: Sequence[float],
+    config: RegistrationConfig = RegistrationConfig(),
+    progress: Progress | None = None,
+    affine_from: RegistrationResult | None = None,
+) -> RegistrationResult:
     """Fit ``phi`` (scan -> template) and ``psi`` (template -> scan). Deterministic for a seed on
     one device and thread count. ``affine_from``: an earlier (affine-only) fit of the same pair
     whose affine is kept, skipping the affine stage."""
@@ -133,7 +141,8 @@ def register(scan_hu: np.ndarray, scan_spacing: Sequence[float], template_hu: np
     optimiser = torch.optim.Adam(affine.parameters(), lr=config.affine_lr)
     # Decay to zero: Adam at a fixed rate keeps wobbling around the optimum of 12 parameters.
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: 1.0 - step / max(config.affine_steps, 1))
+        optimiser, lambda step: 1.0 - step / max(config.affine_steps, 1)
+    )
     for step in range(config.affine_steps):
         points = scan.random_points(config.points, generator)
         loss = -ncc(scan.value(points), template.value(affine(points)))
@@ -162,7 +171,7 @@ def register(scan_hu: np.ndarray, scan_spacing: Sequence[float], template_hu: np
         jacobian = (1 - det_f).abs().mean() + (1 - det_b).abs().mean()
         cycle_x = deformation.to_scan(y_of_x) - x
         cycle_y = deformation.to_template(x_of_y) - y
-        cycle = ((cycle_x ** 2).sum(-1).mean() + (cycle_y ** 2).sum(-1).mean()) * COORD_SCALE_MM ** 2
+        cycle = ((cycle_x**2).sum(-1).mean() + (cycle_y**2).sum(-1).mean()) * COORD_SCALE_MM**2
         loss = image + config.jacobian_weight * jacobian + config.cycle_weight * cycle
         optimiser.zero_grad()
         loss.backward()
@@ -171,5 +180,6 @@ def register(scan_hu: np.ndarray, scan_spacing: Sequence[float], template_hu: np
             progress(config.affine_steps + step + 1, total)
 
     score, folding, cycle_mm = _evaluate(deformation, scan, template, eval_points)
-    return RegistrationResult(deformation, ncc_start, ncc_affine, score, folding, cycle_mm,
-                              time.perf_counter() - started)
+    return RegistrationResult(
+        deformation, ncc_start, ncc_affine, score, folding, cycle_mm, time.perf_counter() - started
+    )

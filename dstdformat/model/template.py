@@ -39,9 +39,13 @@ class Template:
 
         # One metadata key only: safetensors writes a metadata map in no fixed order, and the
         # bytes must be the same every time for the SHA-256 to address the template.
-        return save({"hu": np.ascontiguousarray(self.array, dtype=np.int16),
-                     "spacing": np.asarray(self.spacing, dtype=np.float64)},
-                    metadata={"source": self.source})
+        return save(
+            {
+                "hu": np.ascontiguousarray(self.array, dtype=np.int16),
+                "spacing": np.asarray(self.spacing, dtype=np.float64),
+            },
+            metadata={"source": self.source},
+        )
 
     @cached_property
     def sha256(self) -> str:
@@ -57,7 +61,7 @@ class Template:
 
         try:
             header_length = int.from_bytes(data[:8], "little")
-            meta = json.loads(data[8:8 + header_length]).get("__metadata__") or {}
+            meta = json.loads(data[8 : 8 + header_length]).get("__metadata__") or {}
             tensors = load(data)
             array = tensors["hu"]
             spacing = tuple(float(s) for s in tensors["spacing"])
@@ -73,10 +77,16 @@ class Template:
         return f"template-{self.sha256}"
 
     @classmethod
-    def from_scan(cls, hu: np.ndarray, spacing: Sequence[float], source: str = "",
-                  resolution_mm: float = TEMPLATE_RESOLUTION_MM) -> Template:
-        pooled, pooled_spacing = downsample(torch.as_tensor(np.asarray(hu, dtype=np.float32)),
-                                            spacing, resolution_mm, max_size=256)
+    def from_scan(
+        cls,
+        hu: np.ndarray,
+        spacing: Sequence[float],
+        source: str = "",
+        resolution_mm: float = TEMPLATE_RESOLUTION_MM,
+    ) -> Template:
+        pooled, pooled_spacing = downsample(
+            torch.as_tensor(np.asarray(hu, dtype=np.float32)), spacing, resolution_mm, max_size=256
+        )
         array = np.clip(np.rint(pooled.numpy()), -32768, 32767).astype(np.int16)
         return cls(array, pooled_spacing, source)
 
@@ -87,9 +97,12 @@ class ReferenceChoice:
     mean_ncc: list[float]  #: per scan: mean NCC to the others after affine alignment
 
 
-def select_reference(volumes: Sequence[tuple[np.ndarray, Sequence[float]]],
-                     affine_steps: int = 100, resolution_mm: float = 4.0,
-                     progress: Callable[[int, int], None] | None = None) -> ReferenceChoice:
+def select_reference(
+    volumes: Sequence[tuple[np.ndarray, Sequence[float]]],
+    affine_steps: int = 100,
+    resolution_mm: float = 4.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReferenceChoice:
     """The medoid under affine NCC: every ordered pair is aligned (affine only) once."""
     n = len(volumes)
     if n == 0:

@@ -39,13 +39,14 @@ class CoarseField:
         self.frame = VolumeFrame(shape, spacing, tuple(float(v) for v in frame.start))  # type: ignore[arg-type]
         points = self.frame.grid().reshape(-1, 3)
         with torch.no_grad():
-            values = torch.cat([mapping(points[i:i + _BATCH]) for i in range(0, len(points), _BATCH)])
+            values = torch.cat([mapping(points[i : i + _BATCH]) for i in range(0, len(points), _BATCH)])
         self.values = values.reshape(*shape, 3).permute(3, 0, 1, 2).contiguous()
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
         grid = self.frame.to_normalized(coords.reshape(1, 1, 1, -1, 3))
-        out = F.grid_sample(self.values[None], grid, mode="bilinear", padding_mode="border",
-                            align_corners=True)
+        out = F.grid_sample(
+            self.values[None], grid, mode="bilinear", padding_mode="border", align_corners=True
+        )
         return out.reshape(3, -1).T.reshape(*coords.shape)
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,16 +55,21 @@ class CoarseField:
         return flat.min(dim=1).values, flat.max(dim=1).values
 
 
-def inverse_field(forward: CoarseField, frame: VolumeFrame, start: Mapping, linear: np.ndarray,
-                  iterations: int = 20, spacing_mm: float = FIELD_SPACING_MM) -> CoarseField:
+def inverse_field(
+    forward: CoarseField,
+    frame: VolumeFrame,
+    start: Mapping,
+    linear: np.ndarray,
+    iterations: int = 20,
+    spacing_mm: float = FIELD_SPACING_MM,
+) -> CoarseField:
     """The inverse of ``forward`` (scan -> template) on a grid over ``frame`` (template side).
 
     Starts from ``start`` (the backward network) and corrects by fixed-point iteration
     ``x <- x + A^-1 (y - forward(x))`` with the affine's linear part ``A``, so that the encoder
     warps with the inverse of exactly the field the decoder will use; a backward network alone
     is only as close as the cycle term made it (0.4-3.6 mm measured)."""
-    inverse_linear = torch.as_tensor(np.linalg.inv(np.asarray(linear, dtype=np.float64)),
-                                     dtype=torch.float32)
+    inverse_linear = torch.as_tensor(np.linalg.inv(np.asarray(linear, dtype=np.float64)), dtype=torch.float32)
     field = CoarseField(start, frame, spacing_mm)
     targets = field.frame.grid().reshape(-1, 3)
     with torch.no_grad():
@@ -90,8 +96,7 @@ def texture_frame(field: CoarseField, scan: VolumeFrame, linear: np.ndarray) -> 
 def _keys_weights(t: torch.Tensor) -> list[torch.Tensor]:
     """Cubic convolution (Keys 1981, a = -0.5, i.e. Catmull-Rom) weights of taps -1, 0, 1, 2."""
     t2, t3 = t * t, t * t * t
-    return [(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2, (-3 * t3 + 4 * t2 + t) / 2,
-            (t3 - t2) / 2]
+    return [(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2, (-3 * t3 + 4 * t2 + t) / 2, (t3 - t2) / 2]
 
 
 def _outside(voxel: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -116,12 +121,19 @@ def cubic_box(voxel: torch.Tensor, shape: Sequence[int]) -> list[slice]:
     base = torch.floor(_bounded(voxel, shape))
     first = (base.min(dim=0).values - 1).long()
     last = (base.max(dim=0).values + 2).long()
-    return [slice(int(min(max(lo, 0), n - 1)), int(min(max(hi, 0), n - 1)) + 1)
-            for lo, hi, n in zip(first.tolist(), last.tolist(), shape)]
+    return [
+        slice(int(min(max(lo, 0), n - 1)), int(min(max(hi, 0), n - 1)) + 1)
+        for lo, hi, n in zip(first.tolist(), last.tolist(), shape)
+    ]
 
 
-def sample_cubic_voxels(volume: torch.Tensor, voxel: torch.Tensor, full_shape: Sequence[int] | None = None,
-                        box: Sequence[slice] | None = None, padding_value: float = 0.0) -> torch.Tensor:
+def sample_cubic_voxels(
+    volume: torch.Tensor,
+    voxel: torch.Tensor,
+    full_shape: Sequence[int] | None = None,
+    box: Sequence[slice] | None = None,
+    padding_value: float = 0.0,
+) -> torch.Tensor:
     """Cubic-convolution value at fractional voxel indices ``voxel`` (N, 3) of a grid of
     ``full_shape``, of which ``volume`` holds only ``box`` (at least :func:`cubic_box`). The taps
     are clamped to the full grid's edges, so the value of a point is the same whichever box
@@ -136,8 +148,13 @@ def sample_cubic_voxels(volume: torch.Tensor, voxel: torch.Tensor, full_shape: S
     strides = (volume.shape[1] * volume.shape[2], volume.shape[2], 1)
     # Flat offsets of the 4 taps per axis (clamped to the full grid, then made box-relative),
     # computed once, not per inner tap.
-    taps = [[((base[:, axis] + t - 1).clamp(0, full_shape[axis] - 1) - box[axis].start) * strides[axis]
-             for t in range(4)] for axis in range(3)]
+    taps = [
+        [
+            ((base[:, axis] + t - 1).clamp(0, full_shape[axis] - 1) - box[axis].start) * strides[axis]
+            for t in range(4)
+        ]
+        for axis in range(3)
+    ]
     flat = volume.reshape(-1)
     out = torch.zeros(len(voxel), dtype=volume.dtype)
     for a in range(4):
@@ -150,8 +167,9 @@ def sample_cubic_voxels(volume: torch.Tensor, voxel: torch.Tensor, full_shape: S
     return out
 
 
-def sample_cubic(volume: torch.Tensor, volume_frame: VolumeFrame, coords: torch.Tensor,
-                 padding_value: float = 0.0) -> torch.Tensor:
+def sample_cubic(
+    volume: torch.Tensor, volume_frame: VolumeFrame, coords: torch.Tensor, padding_value: float = 0.0
+) -> torch.Tensor:
     """Cubic-convolution value of ``volume`` at coordinates (..., 3): local (4 taps per axis, edges
     clamped), interpolating, and the same for a point whatever else is sampled with it. Points
     more than half a voxel outside get ``padding_value``."""
@@ -160,9 +178,16 @@ def sample_cubic(volume: torch.Tensor, volume_frame: VolumeFrame, coords: torch.
     return out.reshape(coords.shape[:-1])
 
 
-def resample(volume: torch.Tensor, volume_frame: VolumeFrame, field: CoarseField,
-             out_frame: VolumeFrame, region: Sequence[slice] | None = None,
-             padding_value: float = -1024.0, slab: int = 8, order: int | str = 1) -> torch.Tensor:
+def resample(
+    volume: torch.Tensor,
+    volume_frame: VolumeFrame,
+    field: CoarseField,
+    out_frame: VolumeFrame,
+    region: Sequence[slice] | None = None,
+    padding_value: float = -1024.0,
+    slab: int = 8,
+    order: int | str = 1,
+) -> torch.Tensor:
     """``out[v] = volume(field(coords of v))`` over ``region`` of ``out_frame``, slab by slab.
 
     ``order`` 1 is trilinear (torch, any device); 3 is a cubic B-spline (scipy, CPU), which loses
@@ -188,15 +213,17 @@ def resample(volume: torch.Tensor, volume_frame: VolumeFrame, field: CoarseField
             out[rows] = sample_cubic(volume, volume_frame, coords, padding_value)
             continue
         voxel = volume_frame.to_voxel(coords).double()
-        values = ndimage.map_coordinates(coefficients, np.moveaxis(voxel.numpy(), -1, 0), order=3,
-                                         mode="nearest", prefilter=False)
+        values = ndimage.map_coordinates(
+            coefficients, np.moveaxis(voxel.numpy(), -1, 0), order=3, mode="nearest", prefilter=False
+        )
         values[_outside(voxel, volume_frame.shape).numpy()] = padding_value
         out[rows] = torch.from_numpy(values.astype(np.float32))
     return out
 
 
-def preimage_box(field: CoarseField, out_frame: VolumeFrame, region: Sequence[slice],
-                 source: VolumeFrame, margin: int = 1) -> list[slice]:
+def preimage_box(
+    field: CoarseField, out_frame: VolumeFrame, region: Sequence[slice], source: VolumeFrame, margin: int = 1
+) -> list[slice]:
     """Voxel box of ``source`` that ``region`` of ``out_frame`` reads through ``field``: every
     voxel of the region is mapped, and trilinear reads reach one voxel past the mapped point
     (``margin`` more voxels for wider kernels)."""
@@ -204,5 +231,6 @@ def preimage_box(field: CoarseField, out_frame: VolumeFrame, region: Sequence[sl
     voxel = source.to_voxel(mapped)
     first = torch.floor(voxel.min(dim=0).values).long() - margin
     last = torch.floor(voxel.max(dim=0).values).long() + 1 + margin  # inclusive
-    return [slice(int(max(0, lo)), int(min(n, max(hi + 1, 0))))
-            for lo, hi, n in zip(first, last, source.shape)]
+    return [
+        slice(int(max(0, lo)), int(min(n, max(hi + 1, 0)))) for lo, hi, n in zip(first, last, source.shape)
+    ]

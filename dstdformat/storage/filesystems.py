@@ -40,7 +40,8 @@ def url_to_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[
     except ImportError as exc:
         protocol = protocol_of(url)
         fix = BACKEND_INSTALL.get(protocol, f"install the fsspec backend for {protocol}://")
-        raise StorageError(f"reading {protocol}:// URLs needs a package that is not installed "
-                           f"({exc}); {fix}") from None
+        raise StorageError(
+            f"reading {protocol}:// URLs needs a package that is not installed ({exc}); {fix}"
+        ) from None
     except ValueError as exc:
         raise StorageError(f"cannot use {url}: {exc}") from exc

@@ -20,16 +20,35 @@ T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Exception classes, by name, of the HTTP and S3 clients fsspec uses, that mean "try again".
-_TRANSIENT_NAMES = frozenset({
-    "ClientPayloadError", "ServerDisconnectedError", "ClientConnectionError",
-    "ClientConnectorError", "ClientOSError", "ServerTimeoutError", "ConnectionTimeoutError",
-    "SocketTimeoutError", "IncompleteRead", "ReadTimeoutError", "ConnectTimeoutError",
-    "EndpointConnectionError", "ConnectionClosedError", "ResponseStreamingError",
-})
-_TRANSIENT_S3_CODES = frozenset({
-    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling",
-    "ThrottlingException", "RequestTimeTooSkewed",
-})
+_TRANSIENT_NAMES = frozenset(
+    {
+        "ClientPayloadError",
+        "ServerDisconnectedError",
+        "ClientConnectionError",
+        "ClientConnectorError",
+        "ClientOSError",
+        "ServerTimeoutError",
+        "ConnectionTimeoutError",
+        "SocketTimeoutError",
+        "IncompleteRead",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ResponseStreamingError",
+    }
+)
+_TRANSIENT_S3_CODES = frozenset(
+    {
+        "SlowDown",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeTooSkewed",
+    }
+)
 
 
 class ShortReadError(StorageError):
@@ -89,14 +108,18 @@ def is_transient(exc: BaseException) -> bool:
             error = response.get("Error", {})
             code = str(error.get("Code", ""))
             http = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in _TRANSIENT_S3_CODES or http in TRANSIENT_STATUS \
-                    or (code.isdigit() and int(code) in TRANSIENT_STATUS):
+            if (
+                code in _TRANSIENT_S3_CODES
+                or http in TRANSIENT_STATUS
+                or (code.isdigit() and int(code) in TRANSIENT_STATUS)
+            ):
                 return True
     return False
 
 
-def call_with_retries(call: Callable[[], T], policy: RetryPolicy,
-                      sleep: Callable[[float], None] = time.sleep) -> T:
+def call_with_retries(
+    call: Callable[[], T], policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep
+) -> T:
     """``call()``, retried under ``policy`` while it fails transiently; the last error is raised
     with the number of attempts noted on it (``exc.attempts``)."""
     delays = policy.delays()

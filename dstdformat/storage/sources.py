@@ -57,13 +57,12 @@ def coalesce(ranges: Sequence[ByteRange], max_gap: int = DEFAULT_MAX_GAP) -> lis
     return [(s, e) for s, e in merged]
 
 
-def _split(ranges: Sequence[ByteRange], merged: Sequence[ByteRange],
-           blobs: Sequence[bytes]) -> list[bytes]:
+def _split(ranges: Sequence[ByteRange], merged: Sequence[ByteRange], blobs: Sequence[bytes]) -> list[bytes]:
     out = []
     for start, end in ranges:
         for (m_start, m_end), blob in zip(merged, blobs):
             if m_start <= start and end <= m_end:
-                out.append(blob[start - m_start:end - m_start])
+                out.append(blob[start - m_start : end - m_start])
                 break
     return out
 
@@ -128,9 +127,7 @@ class _RangeReader:
             self.size = self._ask_size()
         for start, end in ranges:
             if start < 0 or end < start or end > self.size:
-                raise StorageError(
-                    f"range {start}..{end} is outside {self.description} ({self.size} bytes)"
-                )
+                raise StorageError(f"range {start}..{end} is outside {self.description} ({self.size} bytes)")
         if not ranges:
             return []
         if self._whole is not None:
@@ -194,8 +191,9 @@ class FsspecSource(_RangeReader):
 
     keeps_small_files = True
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None,
-                 retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, url: str, storage_options: dict[str, Any] | None = None, retry: RetryPolicy | None = None
+    ) -> None:
         super().__init__()
         self.description = url
         self.size = None
@@ -208,6 +206,7 @@ class FsspecSource(_RangeReader):
 
     def _call(self, call: Callable[[], T]) -> T:
         """``call()`` under the retry policy, its final failure named for the user."""
+
         def counted() -> T:
             try:
                 return call()
@@ -241,8 +240,9 @@ class FsspecSource(_RangeReader):
             raise StorageError(f"{exc} (after {getattr(exc, 'attempts', 1)} attempts)") from None
         except FileNotFoundError:
             # HTTP servers answer 403 and 404 alike through fsspec; say both.
-            raise FileMissingError(f"no file at {url} (it does not exist, or the server refuses "
-                                   "access)") from None
+            raise FileMissingError(
+                f"no file at {url} (it does not exist, or the server refuses access)"
+            ) from None
         except PermissionError as exc:
             raise StorageError(f"no permission to read {url}: {exc}") from None
         except StorageError:
@@ -257,8 +257,7 @@ class FsspecSource(_RangeReader):
             if status is not None:
                 raise StorageError(f"reading {url} failed{_after(exc)}: HTTP {status} {exc}") from exc
             if is_transient(exc):
-                raise StorageError(f"reading {url} failed{_after(exc)}: {type(exc).__name__} "
-                                   f"{exc}") from exc
+                raise StorageError(f"reading {url} failed{_after(exc)}: {type(exc).__name__} {exc}") from exc
             raise
 
     def read_ends(self, length: int) -> tuple[bytes, bytes]:
@@ -289,8 +288,11 @@ class FsspecSource(_RangeReader):
 
     def _fetch_checked(self, merged: Sequence[ByteRange]) -> list[bytes]:
         # The length check is inside the retried call: a response cut short is asked for again.
-        return self._call(lambda: check_lengths(self.description, merged, self._cat_ranges(
-            [s for s, _ in merged], [e for _, e in merged])))
+        return self._call(
+            lambda: check_lengths(
+                self.description, merged, self._cat_ranges([s for s, _ in merged], [e for _, e in merged])
+            )
+        )
 
     def close(self) -> None:
         pass
@@ -319,8 +321,9 @@ class MemorySource(_RangeReader):
         return (MemorySource, (bytes(self._data), self.description))
 
 
-def local_path(path_or_url: str | os.PathLike[str],
-               storage_options: dict[str, Any] | None = None) -> str | None:
+def local_path(
+    path_or_url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> str | None:
     """The local filesystem path ``path_or_url`` names, or None when fsspec must handle it
     (a URL with a protocol, a chained URL, or storage options)."""
     text = os.fspath(path_or_url)
@@ -331,9 +334,11 @@ def local_path(path_or_url: str | os.PathLike[str],
     return None if "://" in text else text
 
 
-def open_source(path_or_url: str | os.PathLike[str] | bytes | bytearray | memoryview,
-                storage_options: dict[str, Any] | None = None,
-                retry: RetryPolicy | None = None) -> ByteSource:
+def open_source(
+    path_or_url: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    storage_options: dict[str, Any] | None = None,
+    retry: RetryPolicy | None = None,
+) -> ByteSource:
     """Open a local path, fsspec URL or in-memory bytes for range reads; remote reads follow
     ``retry`` (default :class:`RetryPolicy`)."""
     if isinstance(path_or_url, (bytes, bytearray, memoryview)):
@@ -357,8 +362,9 @@ def _is_http(fs: Any) -> bool:
     return isinstance(fs, HTTPFileSystem)
 
 
-def _http_ranges(fs: Any, url: str, starts: list[int | None], ends: list[int | None],
-                 timeout: float | None) -> list[bytes]:
+def _http_ranges(
+    fs: Any, url: str, starts: list[int | None], ends: list[int | None], timeout: float | None
+) -> list[bytes]:
     """Ranged GETs through fsspec's HTTP session, concurrently, each refused on its status line
     when the server answers with the whole file (200, not 206): fsspec would read that body, so a
     server that ignores Range would send the whole file once per range before being refused."""
@@ -381,7 +387,8 @@ def _http_ranges(fs: Any, url: str, starts: list[int | None], ends: list[int | N
                     f"{url} ignores range requests (it answered {response.status} with the whole "
                     "file to a ranged GET), so it cannot be read lazily: serve it from a server "
                     "that supports HTTP Range requests, or read a local copy (download it, or "
-                    f"open 'simplecache::{url}')")
+                    f"open 'simplecache::{url}')"
+                )
             return await response.read()
 
     async def every() -> list[bytes]:

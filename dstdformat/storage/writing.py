@@ -90,8 +90,9 @@ def _fsync(path: Path, flags: int = os.O_RDWR) -> None:
 
 
 @contextmanager
-def atomic_output(path_or_url: str | os.PathLike[str],
-                  storage_options: dict[str, Any] | None = None) -> Iterator[IO[bytes]]:
+def atomic_output(
+    path_or_url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> Iterator[IO[bytes]]:
     """Yield a binary file; on success it appears at ``path_or_url`` whole, on failure not at all.
 
     Local paths: :func:`atomic_path`. Other URLs: a local temporary file uploaded in one put,

@@ -47,14 +47,61 @@ TARGET_FULL_READ_BYTES = 64 * 1024 * 1024
 # Values that break naive parsers: boundaries of the integer widths the format and numpy use,
 # non-finite and extreme floats, wrong types.
 _INTERESTING_NUMBERS: tuple[Any, ...] = (
-    0, 1, -1, 2, 3, 7, 8, 255, 256, 65535, 65536, 2**24, 2**24 + 1, 2**31 - 1, 2**31, 2**32,
-    2**32 + 1, 2**53 + 1, 2**63 - 1, 2**63, -(2**63), 2**64, 10**30, 0.5, -0.5, 1e-300, 1e308,
-    -1e308, math.inf, -math.inf, math.nan,
+    0,
+    1,
+    -1,
+    2,
+    3,
+    7,
+    8,
+    255,
+    256,
+    65535,
+    65536,
+    2**24,
+    2**24 + 1,
+    2**31 - 1,
+    2**31,
+    2**32,
+    2**32 + 1,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    -(2**63),
+    2**64,
+    10**30,
+    0.5,
+    -0.5,
+    1e-300,
+    1e308,
+    -1e308,
+    math.inf,
+    -math.inf,
+    math.nan,
 )
 _INTERESTING_VALUES: tuple[Any, ...] = _INTERESTING_NUMBERS + (
-    None, True, False, "", "x" * 4096, "int16", "float64", "bool", "lossless", "deepstd",
-    "wavelet", "../../etc/passwd", [], {}, [0, 0, 0], [1, 1, 1], [-1, 1, 1], [2**24, 2**24, 2**24],
-    [1, 2], [1, 2, 3, 4], [[0, 0, 0, 1]] * 4, {"a": 1},
+    None,
+    True,
+    False,
+    "",
+    "x" * 4096,
+    "int16",
+    "float64",
+    "bool",
+    "lossless",
+    "deepstd",
+    "wavelet",
+    "../../etc/passwd",
+    [],
+    {},
+    [0, 0, 0],
+    [1, 1, 1],
+    [-1, 1, 1],
+    [2**24, 2**24, 2**24],
+    [1, 2],
+    [1, 2, 3, 4],
+    [[0, 0, 0, 1]] * 4,
+    {"a": 1},
 )
 _INTERESTING_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFF, 0xFE, 0x20, 0x22, 0x5C, 0x7B, 0x5B)
 
@@ -75,10 +122,11 @@ class FileParts:
 
         reader = DstdReader(MemorySource(data))
         p = reader.preamble
-        header = data[p.header_offset:p.header_offset + p.header_length]
+        header = data[p.header_offset : p.header_offset + p.header_length]
         entries = sorted(reader.sections.values(), key=lambda e: e.offset)
-        return cls(header, [(e, data[e.offset:e.offset + e.length]) for e in entries],
-                   p.major, p.minor, p.flags)
+        return cls(
+            header, [(e, data[e.offset : e.offset + e.length]) for e in entries], p.major, p.minor, p.flags
+        )
 
     def assemble(self, edit_index: Callable[[list[list[int]]], None] | None = None) -> bytes:
         """The file with every checksum recomputed; ``edit_index`` may change the index rows
@@ -91,11 +139,11 @@ class FileParts:
         if edit_index is not None:
             edit_index(rows)
         index = pack_index([SectionEntry(k, t, o, n, c, f) for k, f, t, o, n, c in rows])
-        preamble = Preamble(self.major, self.minor, self.flags, PREAMBLE_SIZE, len(self.header),
-                            crc32(self.header))
+        preamble = Preamble(
+            self.major, self.minor, self.flags, PREAMBLE_SIZE, len(self.header), crc32(self.header)
+        )
         footer = Footer(offset, len(index), crc32(index))
-        return b"".join([preamble.pack(), self.header, *(p for _, p in self.sections), index,
-                         footer.pack()])
+        return b"".join([preamble.pack(), self.header, *(p for _, p in self.sections), index, footer.pack()])
 
 
 @dataclass
@@ -130,8 +178,9 @@ class Mutation:
     resealed: bool
 
 
-def read_untrusted(data: bytes, full_read_bytes: int = TARGET_FULL_READ_BYTES
-                   ) -> tuple[np.ndarray | None, dict[str, Any]]:
+def read_untrusted(
+    data: bytes, full_read_bytes: int = TARGET_FULL_READ_BYTES
+) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Everything a user does with a file: open it, describe it, verify the checksums and read
     voxels (the whole volume when it is small, one corner tile otherwise)."""
     from ..container.inspect import summarize, verify
@@ -182,17 +231,24 @@ def judge(mutation: Mutation) -> Verdict:
         seed = mutation.seed
         same = header == seed.header and (
             (voxels is None and seed.voxels is None)
-            or (voxels is not None and seed.voxels is not None and voxels.shape == seed.voxels.shape
+            or (
+                voxels is not None
+                and seed.voxels is not None
+                and voxels.shape == seed.voxels.shape
                 and voxels.dtype == seed.voxels.dtype
-                and np.array_equal(voxels, seed.voxels, equal_nan=voxels.dtype.kind == "f")))
+                and np.array_equal(voxels, seed.voxels, equal_nan=voxels.dtype.kind == "f")
+            )
+        )
         if not same:
             if mutation.how.startswith("spliced") and "index_crc32" not in header.get("stats", {}):
                 # Files written before headers recorded their index's CRC cannot tell a header
                 # from one file and sections from another (SPEC: stats.index_crc32). Counted
                 # apart, not hidden: the fuzz summary reports them.
                 return Verdict("legacy-splice", f"{seed.name} ({mutation.how})")
-            return Verdict("wrong-data", f"damaged copy of {seed.name} ({mutation.how}) was "
-                                         "accepted with different contents")
+            return Verdict(
+                "wrong-data",
+                f"damaged copy of {seed.name} ({mutation.how}) was accepted with different contents",
+            )
     return Verdict("accepted")
 
 
@@ -218,13 +274,12 @@ class Mutator:
             (0.10, self._sealed_index),
             (0.05, self._sealed_structure),
         ]
-        self._seed_weights = [self.costly_seed_weight if s.runs_a_network else 1.0
-                              for s in self.seeds]
+        self._seed_weights = [self.costly_seed_weight if s.runs_a_network else 1.0 for s in self.seeds]
 
     def mutate(self, rng: random.Random) -> Mutation:
         (seed,) = rng.choices(self.seeds, weights=self._seed_weights)
         weights = [w for w, _ in self._strategies]
-        (_, strategy), = rng.choices(self._strategies, weights=weights)
+        ((_, strategy),) = rng.choices(self._strategies, weights=weights)
         return strategy(rng, seed)
 
     # -- damage without resealing: the checksums must catch it or it must change nothing --------
@@ -251,8 +306,7 @@ class Mutator:
             return Mutation(data + extra, seed, f"{len(extra)} bytes appended", resealed=False)
         start = rng.randrange(len(data))
         stop = min(len(data), start + rng.randrange(1, 256))
-        return Mutation(data[:start] + data[stop:], seed, f"bytes {start}..{stop} removed",
-                        resealed=False)
+        return Mutation(data[:start] + data[stop:], seed, f"bytes {start}..{stop} removed", resealed=False)
 
     def _raw_splice(self, rng: random.Random, seed: Seed) -> Mutation:
         other = rng.choice(self.seeds)
@@ -308,10 +362,13 @@ class Mutator:
                 at = rng.randrange(span)
                 if rng.random() < 0.3 and at + 4 <= len(data):
                     value = rng.choice((0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, len(data), 1 << 20))
-                    data[at:at + 4] = struct.pack("<I", value)
+                    data[at : at + 4] = struct.pack("<I", value)
                 else:
-                    data[at] = rng.choice(_INTERESTING_BYTES) if rng.random() < 0.5 \
+                    data[at] = (
+                        rng.choice(_INTERESTING_BYTES)
+                        if rng.random() < 0.5
                         else data[at] ^ (1 << rng.randrange(8))
+                    )
             how = "bytes changed"
         sections = list(seed.parts.sections)
         sections[n] = (entry, bytes(data))
@@ -370,12 +427,22 @@ class Mutator:
         mutated = FileParts(parts.header, sections, major, minor, flags)
         return Mutation(mutated.assemble(), seed, how, resealed=True)
 
-    def _reseal(self, seed: Seed, how: str, *, header: bytes | None = None,
-                sections: list[tuple[SectionEntry, bytes]] | None = None) -> Mutation:
+    def _reseal(
+        self,
+        seed: Seed,
+        how: str,
+        *,
+        header: bytes | None = None,
+        sections: list[tuple[SectionEntry, bytes]] | None = None,
+    ) -> Mutation:
         parts = seed.parts
-        mutated = FileParts(header if header is not None else parts.header,
-                            sections if sections is not None else parts.sections,
-                            parts.major, parts.minor, parts.flags)
+        mutated = FileParts(
+            header if header is not None else parts.header,
+            sections if sections is not None else parts.sections,
+            parts.major,
+            parts.minor,
+            parts.flags,
+        )
         return Mutation(mutated.assemble(), seed, how, resealed=True)
 
 
@@ -398,8 +465,7 @@ def _mutate_json(document: dict[str, Any], rng: random.Random) -> str:
         del parent[key]
         return f"{where} deleted"
     if roll < 0.35 and isinstance(value, (int, float)) and not isinstance(value, bool):
-        parent[key] = rng.choice((value + 1, value - 1, -value, value * 2, value * 1000,
-                                  float(value) + 0.5))
+        parent[key] = rng.choice((value + 1, value - 1, -value, value * 2, value * 1000, float(value) + 0.5))
         return f"{where} nudged"
     if roll < 0.45 and isinstance(value, list):
         if value and rng.random() < 0.5:

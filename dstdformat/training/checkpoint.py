@@ -22,9 +22,15 @@ from ..zoo.weights import load_state, save_state
 class TrainingRun:
     """Owns ``out/checkpoint.safetensors`` and ``out/checkpoint.json`` of one run."""
 
-    def __init__(self, out: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 rng: np.random.Generator, train_config: dict[str, Any],
-                 torch_rng: bool = False) -> None:
+    def __init__(
+        self,
+        out: str | Path,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        train_config: dict[str, Any],
+        torch_rng: bool = False,
+    ) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.optimizer, self.rng = model, optimizer, rng
@@ -48,9 +54,13 @@ class TrainingRun:
             torch.set_rng_state(torch.tensor(meta["torch_rng_state"], dtype=torch.uint8))
 
     def save(self) -> None:
-        meta = {"step": self.step, "history": self.history, "train_config": self.train_config,
-                "elapsed_s": self._elapsed + time.perf_counter() - self._started,
-                "rng_state": self.rng.bit_generator.state}
+        meta = {
+            "step": self.step,
+            "history": self.history,
+            "train_config": self.train_config,
+            "elapsed_s": self._elapsed + time.perf_counter() - self._started,
+            "rng_state": self.rng.bit_generator.state,
+        }
         if self.torch_rng:
             meta["torch_rng_state"] = torch.get_rng_state().tolist()
         save_state(self.state_path, self.model, self.optimizer)

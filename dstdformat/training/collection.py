@@ -69,13 +69,20 @@ def choose_reference(config: CollectionTrainConfig, paths: Sequence[str], progre
     volumes = [_hu(p) for p in track(paths, enabled=progress, desc="1/3 reading scans", unit="scan")]
     pairs = len(volumes) * (len(volumes) - 1)
     with bar(enabled=progress, desc="1/3 choosing the reference", total=pairs, unit="pair") as pbar:
-        choice = select_reference(volumes, config.reference_affine_steps,
-                                  progress=lambda done, total: pbar.update(1))
+        choice = select_reference(
+            volumes, config.reference_affine_steps, progress=lambda done, total: pbar.update(1)
+        )
     hu, spacing = volumes[choice.index]
     template = Template.from_scan(hu, spacing, source=Path(paths[choice.index]).name)
     save_template(template, out)
-    _write_json(record, {"source": template.source, "sha256": template.sha256,
-                         "mean_affine_ncc": dict(zip((Path(p).name for p in paths), choice.mean_ncc))})
+    _write_json(
+        record,
+        {
+            "source": template.source,
+            "sha256": template.sha256,
+            "mean_affine_ncc": dict(zip((Path(p).name for p in paths), choice.mean_ncc)),
+        },
+    )
     return template
 
 
@@ -94,8 +101,10 @@ def align_scan(path: str, template: Template, config: CollectionTrainConfig) -> 
     first = register(hu, spacing, template.array, template.spacing, affine_only)
     record: dict = {"source": str(path), "ncc_start": first.ncc_start, "ncc_affine": first.ncc_affine}
     if first.ncc_affine < config.min_affine_ncc:
-        record["texture_only"] = (f"far from the template: NCC {first.ncc_affine:.3f} after the "
-                                  f"affine, below {config.min_affine_ncc}")
+        record["texture_only"] = (
+            f"far from the template: NCC {first.ncc_affine:.3f} after the "
+            f"affine, below {config.min_affine_ncc}"
+        )
         _write_json(out / f"{name}.json", record)
         return record
     fit = register(hu, spacing, template.array, template.spacing, config.registration, affine_from=first)
@@ -109,21 +118,31 @@ def align_scan(path: str, template: Template, config: CollectionTrainConfig) -> 
     psi = inverse_field(phi, texture_at, deformation.to_scan, linear)
     texture = resample(torch.from_numpy(hu), frame, psi, texture_at, order=3)
     array = np.clip(np.rint(texture.numpy()), -32768, 32767).astype(np.int16)
-    save(array, out / f"{name}.dstd", spacing=texture_at.spacing,
-         attributes={"template_sha256": template.sha256, "frame_origin": texture_at.start.tolist()})
+    save(
+        array,
+        out / f"{name}.dstd",
+        spacing=texture_at.spacing,
+        attributes={"template_sha256": template.sha256, "frame_origin": texture_at.start.tolist()},
+    )
     from ..storage.writing import atomic_path
 
     with atomic_path(out / f"{name}.shape") as temp:
         temp.write_bytes(shape_code)
     record.update(fit.summary())
-    record.update({"shape_bytes": len(shape_code), "texture_shape": list(texture_at.shape),
-                   "texture_origin": list(texture_at.start.tolist())})
+    record.update(
+        {
+            "shape_bytes": len(shape_code),
+            "texture_shape": list(texture_at.shape),
+            "texture_origin": list(texture_at.start.tolist()),
+        }
+    )
     _write_json(out / f"{name}.json", record)  # last: its presence marks the scan done
     return record
 
 
-def train_collection(config: CollectionTrainConfig, *, progress: bool = False,
-                     export: str | None = None) -> dict:
+def train_collection(
+    config: CollectionTrainConfig, *, progress: bool = False, export: str | None = None
+) -> dict:
     """Run (or resume) the three steps; returns a summary. ``export``: a model id to write the
     trained network under, into ``out`` beside the template (``DSTD_MODEL_PATH=out`` then finds
     both: ``model=<id>, shape=template-<sha256>``)."""
@@ -162,10 +181,24 @@ def train_collection(config: CollectionTrainConfig, *, progress: bool = False,
         if export:
             from .refiner import export_model
 
-            export_model(out / "texture", export, out,
-                         extra={"template": template.id, "collection": {
-                             "reference": template.source, "aligned": len(aligned),
-                             "texture_only": texture_only}})
-    return {"reference": template.source, "template_sha256": template.sha256,
-            "aligned": len(aligned), "texture_only": texture_only, "resumed_scans": resumed,
-            "texture_training": history}
+            export_model(
+                out / "texture",
+                export,
+                out,
+                extra={
+                    "template": template.id,
+                    "collection": {
+                        "reference": template.source,
+                        "aligned": len(aligned),
+                        "texture_only": texture_only,
+                    },
+                },
+            )
+    return {
+        "reference": template.source,
+        "template_sha256": template.sha256,
+        "aligned": len(aligned),
+        "texture_only": texture_only,
+        "resumed_scans": resumed,
+        "texture_training": history,
+    }

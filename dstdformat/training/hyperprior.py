@@ -51,8 +51,9 @@ class TrainConfig:
 class CropSampler:
     """Random crops (with flips and a small intensity jitter) from volumes held in memory."""
 
-    def __init__(self, volumes: Sequence[np.ndarray], crop: tuple[int, int, int],
-                 rng: np.random.Generator) -> None:
+    def __init__(
+        self, volumes: Sequence[np.ndarray], crop: tuple[int, int, int], rng: np.random.Generator
+    ) -> None:
         self.volumes = [v for v in volumes if all(s >= c for s, c in zip(v.shape, crop))]
         if not self.volumes:
             raise ValueError(f"no training volume is at least {crop} voxels")
@@ -82,8 +83,9 @@ def rd_loss(model_out: dict[str, torch.Tensor], x: torch.Tensor, lmbda: float):
     return bpv + lmbda * mse * (INPUT_SCALE_HU**2) / 1e4, bpv, mse
 
 
-def train(config: TrainConfig, *, progress: bool = False,
-          volumes: Sequence[np.ndarray] | None = None) -> dict:
+def train(
+    config: TrainConfig, *, progress: bool = False, volumes: Sequence[np.ndarray] | None = None
+) -> dict:
     """Train (or resume) into ``config.out``; returns the final log entry."""
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -92,8 +94,9 @@ def train(config: TrainConfig, *, progress: bool = False,
     rng = np.random.default_rng(config.seed)
     run = TrainingRun(config.out, model, optimizer, rng, asdict(config), torch_rng=True)
     run.resume()
-    sampler = CropSampler(volumes if volumes is not None else
-                          load_training_volumes(config.sources), config.crop, rng)
+    sampler = CropSampler(
+        volumes if volumes is not None else load_training_volumes(config.sources), config.crop, rng
+    )
     model.train()
     window: list[tuple[float, float, float]] = []
 
@@ -112,9 +115,13 @@ def train(config: TrainConfig, *, progress: bool = False,
             if run.step % 50 == 0 or run.step == config.steps:
                 mean = np.mean(window, axis=0)
                 window.clear()
-                entry = {"step": run.step, "loss": float(mean[0]), "bpv": float(mean[1]),
-                         "ratio_est": 16 / float(mean[1]) if mean[1] > 0 else math.inf,
-                         "rmse_hu": float(math.sqrt(mean[2]) * INPUT_SCALE_HU)}
+                entry = {
+                    "step": run.step,
+                    "loss": float(mean[0]),
+                    "bpv": float(mean[1]),
+                    "ratio_est": 16 / float(mean[1]) if mean[1] > 0 else math.inf,
+                    "rmse_hu": float(math.sqrt(mean[2]) * INPUT_SCALE_HU),
+                }
                 run.history.append(entry)
                 pbar.set_postfix_str(f"bpv {entry['bpv']:.4f} rmse {entry['rmse_hu']:.1f} HU")
             if run.step % config.checkpoint_every == 0 or run.step == config.steps:

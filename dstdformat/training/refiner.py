@@ -71,8 +71,14 @@ def limited_data_settings(model_id: str | None = None) -> dict:
     from ..zoo.registry import DEFAULT_MODEL
 
     model_id = model_id or DEFAULT_MODEL
-    return {"init_from": model_id, "teacher": model_id, "teacher_weight": 0.5, "augment": "strong",
-            "learning_rate": 1e-4, "steps": 1500}
+    return {
+        "init_from": model_id,
+        "teacher": model_id,
+        "teacher_weight": 0.5,
+        "augment": "strong",
+        "learning_rate": 1e-4,
+        "steps": 1500,
+    }
 
 
 @dataclass
@@ -83,8 +89,7 @@ class CodedVolume:
     ratio: float
 
 
-def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int],
-                base: str = "sperr") -> CodedVolume:
+def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int], base: str = "sperr") -> CodedVolume:
     """Clip and code ``hu`` tile by tile with the codec's base layer: SPERR at 16/ratio bits per
     voxel, or AV1 through the codec's own rate control at ``ratio`` (int16 raw bytes)."""
     from ..codecs.deepstd.base_layers import wavelet
@@ -99,12 +104,23 @@ def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int],
         from ..container.writer import container_costs
 
         settings = TextureSettings("ratio", float(ratio), "av1", clamp_ratio=True)
-        coded = code_texture(settings, clipped, grid, {}, 2 * hu.size, 0, container_costs(None), HU_WINDOW,
-                             (-np.inf, np.inf), False)
+        coded = code_texture(
+            settings,
+            clipped,
+            grid,
+            {},
+            2 * hu.size,
+            0,
+            container_costs(None),
+            HU_WINDOW,
+            (-np.inf, np.inf),
+            False,
+        )
         layer = BaseLayer("av1", av1.SampleMap.for_window(*HU_WINDOW))
         for tile, stream in zip(grid, coded.streams):
-            decoded[grid.tile_region(tile)] = layer.decode(stream, grid.tile_extent(tile),
-                                                           what="training tile", trusted=True)
+            decoded[grid.tile_region(tile)] = layer.decode(
+                stream, grid.tile_extent(tile), what="training tile", trusted=True
+            )
         bpv = 8.0 * sum(map(len, coded.streams)) / hu.size
         return CodedVolume(clipped.astype(np.float32), decoded, rate_code(bpv), float(ratio))
     if base != "sperr":
@@ -113,16 +129,20 @@ def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int],
     for tile in grid:
         region = grid.tile_region(tile)
         block = clipped[region]
-        decoded[region] = wavelet.decode(wavelet.encode_bits_per_voxel(block, bpv), block.shape,
-                                         trusted=True)
+        decoded[region] = wavelet.decode(wavelet.encode_bits_per_voxel(block, bpv), block.shape, trusted=True)
     return CodedVolume(clipped.astype(np.float32), decoded, rate_code(bpv), float(ratio))
 
 
 class PairSampler:
     """Random aligned crops of (decoded, original) with left-right / front-back flips."""
 
-    def __init__(self, coded: Sequence[CodedVolume], crop: tuple[int, int, int],
-                 rng: np.random.Generator, augment: str = "flips") -> None:
+    def __init__(
+        self,
+        coded: Sequence[CodedVolume],
+        crop: tuple[int, int, int],
+        rng: np.random.Generator,
+        augment: str = "flips",
+    ) -> None:
         self.coded = [c for c in coded if all(s >= k for s, k in zip(c.original.shape, crop))]
         if not self.coded:
             raise ValueError(f"no training volume is at least {crop} voxels")
@@ -180,16 +200,17 @@ def ssim_3d(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return smap.mean()
 
 
-def evaluate(refiner: Refiner, coded: Sequence[CodedVolume], device: torch.device,
-             slab: int = 32) -> dict[str, float]:
+def evaluate(
+    refiner: Refiner, coded: Sequence[CodedVolume], device: torch.device, slab: int = 32
+) -> dict[str, float]:
     """MAE in HU of the wavelet layer alone and refined, per held-out (volume, rate)."""
     refiner.eval()
     results = {}
     for n, c in enumerate(coded):
         refined = np.empty_like(c.decoded)
         for start in range(0, c.decoded.shape[0], slab):
-            part = c.decoded[start:start + slab]
-            refined[start:start + slab] = refiner.refine(part, np.full(part.shape, c.rate), device)
+            part = c.decoded[start : start + slab]
+            refined[start : start + slab] = refiner.refine(part, np.full(part.shape, c.rate), device)
         refined = np.rint(np.clip(refined, *HU_WINDOW))
         base = np.rint(c.decoded)
         key = f"volume{n}@{c.ratio:g}x"
@@ -211,13 +232,16 @@ def load_refiner_model(model_id: str, device: torch.device) -> Refiner:
     return refiner.to(device)
 
 
-def train_refiner(config: RefinerTrainConfig, *, progress: bool = False,
-                  volumes: Sequence[np.ndarray] | None = None) -> dict:
+def train_refiner(
+    config: RefinerTrainConfig, *, progress: bool = False, volumes: Sequence[np.ndarray] | None = None
+) -> dict:
     """Train (or resume) into ``config.out``; returns the last log entry. With ``world_size`` > 1
     the steps run in that many processes under DistributedDataParallel (rank 0 checkpoints)."""
     if config.ssim_weight and min(config.crop) < 2 * SSIM_RADIUS + 1:
-        raise ValueError(f"crops must be at least {2 * SSIM_RADIUS + 1} voxels along each axis for "
-                         f"the SSIM term, got {tuple(config.crop)}")
+        raise ValueError(
+            f"crops must be at least {2 * SSIM_RADIUS + 1} voxels along each axis for "
+            f"the SSIM term, got {tuple(config.crop)}"
+        )
     if config.teacher_weight and not config.teacher:
         raise ValueError("teacher_weight needs a teacher model")
     if config.init_from:  # the architecture is the starting model's
@@ -238,29 +262,31 @@ def train_refiner(config: RefinerTrainConfig, *, progress: bool = False,
     # The ranks meet through a file, not a port: no race for a free port, nothing on the network.
     with tempfile.TemporaryDirectory() as rendezvous:
         store = f"file://{Path(rendezvous) / 'store'}"
-        mp.spawn(_distributed_worker, args=(config, hu_volumes, progress, world, store),
-                 nprocs=world, join=True)
+        mp.spawn(
+            _distributed_worker, args=(config, hu_volumes, progress, world, store), nprocs=world, join=True
+        )
     meta = json.loads((Path(config.out) / "checkpoint.json").read_text())
     return meta["history"][-1] if meta["history"] else {}
 
 
-def _distributed_worker(rank: int, config: RefinerTrainConfig, volumes: list[np.ndarray],
-                        progress: bool, world: int, store: str) -> None:
+def _distributed_worker(
+    rank: int, config: RefinerTrainConfig, volumes: list[np.ndarray], progress: bool, world: int, store: str
+) -> None:
     import torch.distributed as dist
 
     use_cuda = resolve_device(config.device).type == "cuda"
     if not use_cuda:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    dist.init_process_group("nccl" if use_cuda else "gloo", init_method=store,
-                            rank=rank, world_size=world)
+    dist.init_process_group("nccl" if use_cuda else "gloo", init_method=store, rank=rank, world_size=world)
     try:
         _train(config, volumes, progress and rank == 0, rank=rank, world=world)
     finally:
         dist.destroy_process_group()
 
 
-def _train(config: RefinerTrainConfig, hu_volumes: Sequence[np.ndarray], progress: bool,
-           rank: int, world: int) -> dict:
+def _train(
+    config: RefinerTrainConfig, hu_volumes: Sequence[np.ndarray], progress: bool, rank: int, world: int
+) -> dict:
     device = resolve_device(config.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank)
@@ -281,13 +307,16 @@ def _train(config: RefinerTrainConfig, hu_volumes: Sequence[np.ndarray], progres
     run.resume()
     if rank:  # every other rank draws its own crops (rank 0's stream is the checkpointed one)
         rng = np.random.default_rng([config.seed, rank, run.step])
-    pairs = [code_volume(v, r, config.tile_shape, config.base)
-             for v in track(hu_volumes, enabled=progress, desc="coding training volumes", unit="vol")
-             for r in config.ratios]
-    held_out = [code_volume(v, r, config.tile_shape, config.base)
-                for v in (load_training_volumes(config.eval_sources)
-                          if config.eval_sources and rank == 0 else [])
-                for r in (128.0, 256.0)]
+    pairs = [
+        code_volume(v, r, config.tile_shape, config.base)
+        for v in track(hu_volumes, enabled=progress, desc="coding training volumes", unit="vol")
+        for r in config.ratios
+    ]
+    held_out = [
+        code_volume(v, r, config.tile_shape, config.base)
+        for v in (load_training_volumes(config.eval_sources) if config.eval_sources and rank == 0 else [])
+        for r in (128.0, 256.0)
+    ]
     sampler = PairSampler(pairs, config.crop, rng, config.augment)
     network = refiner
     if world > 1:
@@ -343,8 +372,7 @@ def _check_ranks_agree(refiner: Refiner, world: int) -> int:
     return world
 
 
-def export_model(run_dir: str | Path, model_id: str, dest: str | Path,
-                 extra: dict | None = None) -> Path:
+def export_model(run_dir: str | Path, model_id: str, dest: str | Path, extra: dict | None = None) -> Path:
     """Write ``<dest>/<model_id>.safetensors`` (network only) and ``.json`` from a training run."""
     run_dir, dest = Path(run_dir), Path(dest)
     meta = json.loads((run_dir / "checkpoint.json").read_text())
@@ -358,8 +386,12 @@ def export_model(run_dir: str | Path, model_id: str, dest: str | Path,
         "kind": "deepstd-refiner",
         "architecture": refiner.config.to_json(),
         "sha256": file_sha256(weights),
-        "training": {"steps": meta["step"], "wall_time_s": round(meta["elapsed_s"], 1),
-                     "config": meta["train_config"], "history": meta["history"]},
+        "training": {
+            "steps": meta["step"],
+            "wall_time_s": round(meta["elapsed_s"], 1),
+            "config": meta["train_config"],
+            "history": meta["history"],
+        },
         **(extra or {}),
     }
     config = description["training"]["config"]

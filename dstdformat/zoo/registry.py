@@ -74,8 +74,10 @@ def find_model(model_id: str, sha256: str | None = None) -> ModelFile:
     elif _MODEL_ID.fullmatch(model_id):
         candidates += [folder / f"{model_id}.safetensors" for folder in search_folders()]
     else:  # never a path fragment: ids come from files, which may be hostile
-        raise CodecError(f"{model_id[:80]!r} is not a valid model id (letters, digits, '.', '_' "
-                         "and '-', at most 128 characters) nor a .safetensors path")
+        raise CodecError(
+            f"{model_id[:80]!r} is not a valid model id (letters, digits, '.', '_' "
+            "and '-', at most 128 characters) nor a .safetensors path"
+        )
     for weights in candidates:
         if _is_file(weights) and _is_file(weights.with_suffix(".json")):
             model = _describe(weights)
@@ -110,8 +112,7 @@ def _describe_cached(path: str, mtime_ns: int, size: int) -> ModelFile:
     try:
         config = json.loads(weights.with_suffix(".json").read_text())
     except (OSError, ValueError) as exc:
-        raise CodecError(f"model description {weights.with_suffix('.json')} is unreadable: {exc}") \
-            from None
+        raise CodecError(f"model description {weights.with_suffix('.json')} is unreadable: {exc}") from None
     return ModelFile(config.get("id", weights.stem), weights, file_sha256(weights), config)
 
 

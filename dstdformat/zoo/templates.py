@@ -54,11 +54,14 @@ def find_template(ref: str) -> Template:
             raise CodecError(f"template file {ref[:200]} does not exist")
         return load_template(as_path)
     if not re.fullmatch(r"template-[0-9a-f]{64}", ref):
-        raise CodecError(f"{ref[:100]!r} is not a template id (template-<sha256>), 'default' or a "
-                         f".safetensors path")
+        raise CodecError(
+            f"{ref[:100]!r} is not a template id (template-<sha256>), 'default' or a .safetensors path"
+        )
     for folder in search_folders():
         candidate = folder / f"{ref}.safetensors"
         if candidate.is_file():
             return load_template(candidate, ref.removeprefix("template-"))
-    raise CodecError(f"unknown template {ref!r}: not in the package's model folder nor in "
-                     f"{MODEL_PATH_ENV} (`dstd train --collection --out DIR` writes one into DIR)")
+    raise CodecError(
+        f"unknown template {ref!r}: not in the package's model folder nor in "
+        f"{MODEL_PATH_ENV} (`dstd train --collection --out DIR` writes one into DIR)"
+    )

@@ -20,8 +20,9 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tens
     return tensors
 
 
-def save_state(path: str | Path, model: torch.nn.Module,
-               optimizer: torch.optim.Optimizer | None = None) -> None:
+def save_state(
+    path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> None:
     """Atomically write model (and optimizer) tensors to one safetensors file."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if optimizer is not None:
@@ -33,8 +34,9 @@ def save_state(path: str | Path, model: torch.nn.Module,
     os.replace(tmp, path)
 
 
-def load_state(path: str | Path, model: torch.nn.Module,
-               optimizer: torch.optim.Optimizer | None = None) -> None:
+def load_state(
+    path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> None:
     tensors = load_file(str(path))
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     _resize_table_buffers(model, model_state)

@@ -31,7 +31,7 @@ DICOM_SERIES = REPO / "tests" / "data" / "dicom_3slices"
 
 def _crop(scan: Scan, k: int, size: tuple[int, int, int]) -> Scan:
     """A real-CT sub-volume starting at slice ``k`` with the matching affine."""
-    array = np.ascontiguousarray(scan.array[k:k + size[0], :size[1], :size[2]])
+    array = np.ascontiguousarray(scan.array[k : k + size[0], : size[1], : size[2]])
     affine = scan.affine.copy()
     affine[:3, 3] += affine[:3, 0] * k
     return Scan(array, scan.metadata.replace(affine=affine))
@@ -95,8 +95,10 @@ def test_lossless_archive_catalog_resume_verify_restore(tmp_path):
     ok = {r["name"]: r for r in catalog if r["status"] == "ok"}
     assert sorted(ok) == good
     for name, record in ok.items():
-        original = read_scan(src / (name if name.startswith("series") else
-                                    f"{name}{'.h5' if name == 'sub/ct1' else '.nii.gz'}"))
+        original = read_scan(
+            src
+            / (name if name.startswith("series") else f"{name}{'.h5' if name == 'sub/ct1' else '.nii.gz'}")
+        )
         assert record["shape"] == list(original.array.shape)
         assert record["mae"] == 0 and record["max_abs_error"] == 0
         assert record["raw_bytes"] == original.array.nbytes
@@ -117,8 +119,12 @@ def test_lossless_archive_catalog_resume_verify_restore(tmp_path):
     stale = dest / "scans" / ".ct0.tmp-0a1b2c3d.dstd"
     stale.write_bytes(b"half a file")
     assert any("temporary file(s) of killed writes" in n for n in verify_archive(dest).notes)
-    cleaned = subprocess.run([sys.executable, "-m", "dstdformat", "verify", str(dest), "--clean"],
-                             capture_output=True, text=True, timeout=300)
+    cleaned = subprocess.run(
+        [sys.executable, "-m", "dstdformat", "verify", str(dest), "--clean"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert cleaned.returncode == 0 and "removed 1 temporary file" in cleaned.stdout, cleaned.stderr
     assert not stale.exists() and not verify_archive(dest).notes
 
@@ -172,9 +178,15 @@ def test_deepstd_archive_from_s3_to_s3_with_two_workers(tmp_path):
         fs.put(str(src), "raw/ct", recursive=True)  # the source is a bucket too (DICOM included)
         url = "s3://archive/ct"
         # model="default": the refinement is opt-in on the AV1 base; the model must travel along
-        summary = archive_collection("s3://raw/ct", url, codec="deepstd",
-                                     codec_options={"ratio": 64, "model": "default"},
-                                     workers=2, storage_options=options, source_options=options)
+        summary = archive_collection(
+            "s3://raw/ct",
+            url,
+            codec="deepstd",
+            codec_options={"ratio": 64, "model": "default"},
+            workers=2,
+            storage_options=options,
+            source_options=options,
+        )
         assert summary.archived == len(good) and not summary.failed, summary.failed
         assert {r["worker"] for r in _read_records(fs)} <= {"0", "1"}
         manifest = json.loads(fs.cat("archive/ct/archive.json"))
@@ -202,8 +214,7 @@ def test_deepstd_archive_from_s3_to_s3_with_two_workers(tmp_path):
         assert volume.io_stats.bytes_fetched - before < fs.size("archive/ct/scans/sub/ct1.dstd")
         restored = restore_archive(url, tmp_path / "out", storage_options=options, workers=2)
         assert restored.restored == len(good)
-        np.testing.assert_array_equal(read_scan(tmp_path / "out" / "sub" / "ct1.nii.gz").array[5],
-                                      axial)
+        np.testing.assert_array_equal(read_scan(tmp_path / "out" / "sub" / "ct1.nii.gz").array[5], axial)
 
 
 def read_catalog_file(dest: Path) -> list[dict]:
@@ -218,8 +229,9 @@ def test_zarr_archive(tmp_path):
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()
     good = make_collection(src, count=2, size=(16, 64, 64), bad=False)
-    summary = archive_collection(src, dest, codec="deepstd", codec_options={"ratio": 32},
-                                 zarr=True, workers=1)
+    summary = archive_collection(
+        src, dest, codec="deepstd", codec_options={"ratio": 32}, zarr=True, workers=1
+    )
     assert summary.archived == len(good)
     import zarr
 
@@ -263,10 +275,22 @@ def test_killed_worker_and_killed_run_then_rerun_loses_and_duplicates_nothing(tm
     src.mkdir()
     good = make_collection(src, count=10, size=(24, 96, 96), bad=False)
     # With the refinement (opt-in on AV1): slow enough per scan for the kills to land mid-run.
-    command = [sys.executable, "-m", "dstdformat", "archive", str(src), str(dest), "--ratio", "64",
-               "--model", "default", "--workers", "2", "--quiet"]
-    run = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT)
+    command = [
+        sys.executable,
+        "-m",
+        "dstdformat",
+        "archive",
+        str(src),
+        str(dest),
+        "--ratio",
+        "64",
+        "--model",
+        "default",
+        "--workers",
+        "2",
+        "--quiet",
+    ]
+    run = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait_for(lambda: _records_done(dest) >= 1, 180)
         workers = _worker_pids(run.pid)
@@ -296,16 +320,16 @@ def test_killed_worker_and_killed_run_then_rerun_loses_and_duplicates_nothing(tm
     assert report.ok and not report.notes
 
 
-def test_models_are_stored_once_and_fetched_by_readers_that_lack_them(tmp_path, test_model,
-                                                                        monkeypatch):
+def test_models_are_stored_once_and_fetched_by_readers_that_lack_them(tmp_path, test_model, monkeypatch):
     from dstdformat.errors import CodecError
     from dstdformat.zoo import registry as zoo
 
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()
     good = make_collection(src, count=2, size=(16, 48, 48), bad=False)
-    archive_collection(src, dest, codec="deepstd",
-                       codec_options={"ratio": 32, "model": str(test_model)}, workers=1)
+    archive_collection(
+        src, dest, codec="deepstd", codec_options={"ratio": 32, "model": str(test_model)}, workers=1
+    )
     manifest = json.loads((dest / "archive.json").read_text())
     (entry,) = manifest["models"]
     assert entry["id"] == "test-refiner" and manifest["settings"]["codec_options"]["model"] == "test-refiner"
@@ -345,14 +369,15 @@ def test_archive_on_an_existing_dask_cluster(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     good = make_collection(src, count=2, bad=False)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
-        summary = archive_collection(src, tmp_path / "dest", codec="lossless",
-                                     scheduler=cluster.scheduler_address)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        summary = archive_collection(
+            src, tmp_path / "dest", codec="lossless", scheduler=cluster.scheduler_address
+        )
         assert summary.archived == len(good) and "dask cluster tcp://" in summary.cluster
         with pytest.raises(InvalidInputError, match="--workers"):
-            archive_collection(src, tmp_path / "dest", codec="lossless", workers=2,
-                               scheduler=cluster.scheduler_address)
+            archive_collection(
+                src, tmp_path / "dest", codec="lossless", workers=2, scheduler=cluster.scheduler_address
+            )
 
 
 def test_cli_archive_verify_restore(tmp_path):
@@ -361,8 +386,9 @@ def test_cli_archive_verify_restore(tmp_path):
     good = make_collection(src, count=2)
 
     def dstd(*args):
-        return subprocess.run([sys.executable, "-m", "dstdformat", *map(str, args)],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "dstdformat", *map(str, args)], capture_output=True, text=True, timeout=300
+        )
 
     run = dstd("archive", src, dest, "--codec", "lossless", "--workers", "2")
     assert run.returncode == 3, run.stderr  # finished, with scans it could not archive

@@ -60,9 +60,20 @@ def test_unavailable_reasons():
 
 
 def _record(volume, codec, ratio, mae, psnr, target=None):
-    return {"volume": volume, "codec": codec, "target_ratio": target or ratio,
-            "achieved_ratio": ratio, "compressed_bytes": RAW / ratio, "mae": mae, "psnr": psnr,
-            "ssim": 0.9, "encode_mbps_nt": 10.0, "decode_mbps_nt": 20.0, "reached": True, "status": "ok"}
+    return {
+        "volume": volume,
+        "codec": codec,
+        "target_ratio": target or ratio,
+        "achieved_ratio": ratio,
+        "compressed_bytes": RAW / ratio,
+        "mae": mae,
+        "psnr": psnr,
+        "ssim": 0.9,
+        "encode_mbps_nt": 10.0,
+        "decode_mbps_nt": 20.0,
+        "reached": True,
+        "status": "ok",
+    }
 
 
 def _curve(codec, ratios, bytes_factor, volume="chest.nii.gz"):
@@ -70,19 +81,27 @@ def _curve(codec, ratios, bytes_factor, volume="chest.nii.gz"):
     out = []
     for r in ratios:
         log_bytes_as_sperr = math.log2(RAW / r / bytes_factor)  # SPERR's size at this quality
-        out.append(_record(volume, codec, r, 5 + 3 * (20 - log_bytes_as_sperr),
-                           20 + 2 * log_bytes_as_sperr))
+        out.append(_record(volume, codec, r, 5 + 3 * (20 - log_bytes_as_sperr), 20 + 2 * log_bytes_as_sperr))
     return out
 
 
 def _records():
     sperr = _curve("SPERR", [61.0, 128, 256, 512], 1.0)  # 61x: the 64x target, within the slack
-    sperr += [_record("chest.nii.gz", "SPERR", 32.0, 1.0, 90.0),  # outside 64..512: ignored
-              _record("chest.nii.gz", "SPERR", 2000.0, 500.0, 1.0)]
+    sperr += [
+        _record("chest.nii.gz", "SPERR", 32.0, 1.0, 90.0),  # outside 64..512: ignored
+        _record("chest.nii.gz", "SPERR", 2000.0, 500.0, 1.0),
+    ]
     records = sperr + _curve("AV1", [64, 128, 256, 512], 1.25) + _curve("Half", [64, 128, 256, 512], 0.5)
     records += _curve("Sparse", [64, 128, 256], 0.5)
-    records.append({"volume": "chest.nii.gz", "codec": "Broken", "target_ratio": 64.0,
-                    "reached": False, "status": "error: RuntimeError: boom"})
+    records.append(
+        {
+            "volume": "chest.nii.gz",
+            "codec": "Broken",
+            "target_ratio": 64.0,
+            "reached": False,
+            "status": "error: RuntimeError: boom",
+        }
+    )
     records += _curve("SPERR", [64, 128, 256, 512], 1.0, "abdomen.nii.gz")
     records += _curve("Half", [64, 128, 256, 512], 0.25, "abdomen.nii.gz")  # no AV1 here
     return records
@@ -97,14 +116,18 @@ def test_summary_per_volume_reference_and_metric():
     assert summary["references"] == ["SPERR", "AV1"] and summary["ratio_range"] == [64.0, 512.0]
     for metric in ("mae", "psnr"):
         chest = dict(volume="chest.nii.gz", metric=metric)
-        assert _rows(summary, codec="Half", reference="SPERR", **chest)[0]["bd_rate_percent"] == \
-            pytest.approx(-50.0, abs=1e-6)
-        assert _rows(summary, codec="AV1", reference="SPERR", **chest)[0]["bd_rate_percent"] == \
-            pytest.approx(25.0, abs=1e-6)
-        assert _rows(summary, codec="Half", reference="AV1", **chest)[0]["bd_rate_percent"] == \
-            pytest.approx(-60.0, abs=1e-6)
-        assert _rows(summary, codec="SPERR", reference="AV1", **chest)[0]["bd_rate_percent"] == \
-            pytest.approx(-20.0, abs=1e-6)
+        assert _rows(summary, codec="Half", reference="SPERR", **chest)[0][
+            "bd_rate_percent"
+        ] == pytest.approx(-50.0, abs=1e-6)
+        assert _rows(summary, codec="AV1", reference="SPERR", **chest)[0]["bd_rate_percent"] == pytest.approx(
+            25.0, abs=1e-6
+        )
+        assert _rows(summary, codec="Half", reference="AV1", **chest)[0]["bd_rate_percent"] == pytest.approx(
+            -60.0, abs=1e-6
+        )
+        assert _rows(summary, codec="SPERR", reference="AV1", **chest)[0]["bd_rate_percent"] == pytest.approx(
+            -20.0, abs=1e-6
+        )
         sparse = _rows(summary, codec="Sparse", reference="SPERR", **chest)[0]
         assert sparse["bd_rate_percent"] is None and "Sparse has 3 points (need 4)" in sparse["reason"]
         broken = _rows(summary, codec="Broken", reference="AV1", **chest)[0]
@@ -116,11 +139,21 @@ def test_summary_per_volume_reference_and_metric():
 
 
 def _results():
-    return {"run": {"date": "2026-01-01T00:00:00+00:00", "dstdformat": "0", "machine": "x86_64",
-                    "python": "3.11", "threads_all": 2, "ratio_definition": "raw / compressed"},
-            "volumes": [{"volume": "chest.nii.gz", "shape": [4, 8, 8], "spacing": [1, 1, 1]},
-                        {"volume": "abdomen.nii.gz", "shape": [4, 8, 8], "spacing": [1, 1, 1]}],
-            "records": _records()}
+    return {
+        "run": {
+            "date": "2026-01-01T00:00:00+00:00",
+            "dstdformat": "0",
+            "machine": "x86_64",
+            "python": "3.11",
+            "threads_all": 2,
+            "ratio_definition": "raw / compressed",
+        },
+        "volumes": [
+            {"volume": "chest.nii.gz", "shape": [4, 8, 8], "spacing": [1, 1, 1]},
+            {"volume": "abdomen.nii.gz", "shape": [4, 8, 8], "spacing": [1, 1, 1]},
+        ],
+        "records": _records(),
+    }
 
 
 def test_reports_carry_the_bd_rate_tables(tmp_path):

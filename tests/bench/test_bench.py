@@ -66,26 +66,59 @@ def test_unknown_bench_codec():
 def test_bench_smoke_run_writes_everything(tmp_path):
     out = tmp_path / "bench"
     result = subprocess.run(
-        [sys.executable, "-m", "dstdformat", "bench", str(BUNDLED_CT), "--crop", "24", "64", "64",
-         "--ratios", "16", "64", "--codecs", "sperr", "dstd-lossless", "--out", str(out), "-q"],
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "dstdformat",
+            "bench",
+            str(BUNDLED_CT),
+            "--crop",
+            "24",
+            "64",
+            "64",
+            "--ratios",
+            "16",
+            "64",
+            "--codecs",
+            "sperr",
+            "dstd-lossless",
+            "--out",
+            str(out),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     names = {p.name for p in out.iterdir()}
-    assert names == {"results.json", "results.md", "mae_vs_ratio.png", "ssim_vs_ratio.png",
-                     "speed_vs_ratio.png"}
+    assert names == {
+        "results.json",
+        "results.md",
+        "mae_vs_ratio.png",
+        "ssim_vs_ratio.png",
+        "speed_vs_ratio.png",
+    }
     results = json.loads((out / "results.json").read_text())
     records = results["records"]
     assert len(records) == 4
     sperr = [r for r in records if r["codec"] == "SPERR"]
-    assert all(r["reached"] and abs(r["achieved_ratio"] / r["target_ratio"] - 1) <= 0.05
-               for r in sperr)
+    assert all(r["reached"] and abs(r["achieved_ratio"] / r["target_ratio"] - 1) <= 0.05 for r in sperr)
     assert sperr[0]["mae"] < sperr[1]["mae"]  # more compression, more error
     lossless = [r for r in records if r["codec"] == "dstd lossless"]
     assert all(not r["reached"] and r["status"].startswith("unreachable") for r in lossless)
     assert all(r["mae"] == 0 and r["psnr"] == "inf" for r in lossless)  # standard JSON
     for r in records:
-        for key in ("encode_mbps_1t", "encode_mbps_nt", "decode_mbps_1t", "decode_mbps_nt",
-                    "peak_memory_mb", "ssim", "dice_body", "hd95_bone"):
+        for key in (
+            "encode_mbps_1t",
+            "encode_mbps_nt",
+            "decode_mbps_1t",
+            "decode_mbps_nt",
+            "peak_memory_mb",
+            "ssim",
+            "dice_body",
+            "hd95_bone",
+        ):
             assert key in r
     table = (out / "results.md").read_text()
     assert "| SPERR | 16 |" in table and "unreachable" in table
@@ -94,7 +127,19 @@ def test_bench_smoke_run_writes_everything(tmp_path):
 
 
 def test_bench_bad_arguments(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "dstdformat", "bench", str(BUNDLED_CT),
-                             "--codecs", "nope", "--out", str(tmp_path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dstdformat",
+            "bench",
+            str(BUNDLED_CT),
+            "--codecs",
+            "nope",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and "unknown benchmark codec" in result.stderr

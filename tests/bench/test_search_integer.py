@@ -22,7 +22,7 @@ def _counting(fn):
 
 @pytest.mark.parametrize("target", [3.0, 40.0, 300.0, 1500.0])
 def test_integer_search_lands_when_steps_allow(target):
-    ratio_at, calls = _counting(lambda crf: 2.5 * 1.11 ** crf)  # 11% steps: always within 5%
+    ratio_at, calls = _counting(lambda crf: 2.5 * 1.11**crf)  # 11% steps: always within 5%
     found = search_ratio(ratio_at, CRF, target)
     assert found.reached and abs(found.ratio / target - 1) <= 0.05 and found.note == ""
     assert all(isinstance(v, int) for v in calls) and len(set(calls)) == len(calls)
@@ -31,7 +31,7 @@ def test_integer_search_lands_when_steps_allow(target):
 
 def test_integer_search_between_steps_keeps_the_closest_neighbour():
     ratio_at, calls = _counting(lambda crf: 2.0 ** (crf / 2))  # 41% steps
-    found = search_ratio(ratio_at, CRF, 2.0 ** 10.25)  # between crf 20 (1024x) and 21 (1448x)
+    found = search_ratio(ratio_at, CRF, 2.0**10.25)  # between crf 20 (1024x) and 21 (1448x)
     assert not found.reached and found.value in (20, 21) and {20, 21} <= set(calls)
     assert "crf is an integer: 20 gives 1024.0x, 21 gives 1448.2x" == found.note
     closer = search_ratio(lambda crf: 2.0 ** (crf / 2), CRF, 1100.0)

@@ -19,8 +19,9 @@ def _volume(shape: tuple[int, int, int] = (6, 40, 48)) -> np.ndarray:
     """A body of soft tissue in air, a bone bar beyond the 3071 HU window and a patch below it."""
     rng = np.random.default_rng(7)
     z, y, x = np.indices(shape)
-    body = ((y - shape[1] / 2) ** 2 / (0.4 * shape[1]) ** 2 + (x - shape[2] / 2) ** 2
-            / (0.4 * shape[2]) ** 2) < 1
+    body = (
+        (y - shape[1] / 2) ** 2 / (0.4 * shape[1]) ** 2 + (x - shape[2] / 2) ** 2 / (0.4 * shape[2]) ** 2
+    ) < 1
     volume = np.where(body, 40.0, -1000.0) + rng.normal(0, 10, shape) + 5 * z
     volume[:, 8:12, 10:20] = 3600  # clipped to the window by every adapter
     volume[:, -4:-2, 2:6] = -2048
@@ -78,8 +79,9 @@ def test_bench_run_with_video_codecs(tmp_path):
 
     path = tmp_path / "slab.npy"
     np.save(path, _volume((8, 64, 64)))
-    results = run_bench(BenchConfig(volumes=[path], ratios=[8.0, 12.0], codecs=["av1", "hevc-10bit"],
-                                    threads=2))
+    results = run_bench(
+        BenchConfig(volumes=[path], ratios=[8.0, 12.0], codecs=["av1", "hevc-10bit"], threads=2)
+    )
     records = results["records"]
     assert [r["codec"] for r in records] == ["AV1", "AV1", "HEVC 10-bit", "HEVC 10-bit"]
     for r in records:

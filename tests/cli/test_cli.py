@@ -17,8 +17,9 @@ import dstdformat
 
 
 def dstd(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "dstdformat", *map(str, args)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "dstdformat", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"dstd {args} failed ({result.returncode}):\n{result.stderr}")
     return result
@@ -55,21 +56,31 @@ def test_decompress_to_other_formats(tmp_path, suffix):
 
 
 def test_compress_prints_summary_and_tile_option(tmp_path):
-    result = dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "--tile", "4", "64", "64",
-                  "--codec", "lossless")
+    result = dstd(
+        "compress", BUNDLED_CT, tmp_path / "ct.dstd", "--tile", "4", "64", "64", "--codec", "lossless"
+    )
     assert "ct.dstd" in result.stdout and "x, codec lossless" in result.stdout
     assert dstdformat.open(tmp_path / "ct.dstd").tile_shape == (4, 64, 64)
     # a .dstd is a valid input too (re-encode)
     dstd("compress", tmp_path / "ct.dstd", tmp_path / "again.dstd", "-q", "--codec", "lossless")
-    np.testing.assert_array_equal(dstdformat.open(tmp_path / "again.dstd").read(),
-                                  dstdformat.open(tmp_path / "ct.dstd").read())
+    np.testing.assert_array_equal(
+        dstdformat.open(tmp_path / "again.dstd").read(), dstdformat.open(tmp_path / "ct.dstd").read()
+    )
 
 
 def test_info_prints_header_and_json(tmp_path):
     dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "-q", "--codec", "lossless")
     text = dstd("info", tmp_path / "ct.dstd").stdout
-    for expected in ("dstd 1.0", "112 x 101 x 122", "int16", "3 x 3 x 3 mm", "lossless v1",
-                     "texture", "ratio", "sha256"):
+    for expected in (
+        "dstd 1.0",
+        "112 x 101 x 122",
+        "int16",
+        "3 x 3 x 3 mm",
+        "lossless v1",
+        "texture",
+        "ratio",
+        "sha256",
+    ):
         assert expected in text, expected
     data = json.loads(dstd("info", tmp_path / "ct.dstd", "--json").stdout)
     assert data["header"]["array"]["shape"] == [112, 101, 122]
@@ -184,11 +195,31 @@ def test_train_collection_runs_the_three_steps(tmp_path):
     spacing = (4.0, 3.0, 3.0)
     for n, scale in enumerate((0.95, 1.0, 1.05)):
         hu = phantom_hu(shape=(24, 40, 40), spacing=spacing, scale=scale).astype(np.int16)
-        dstdformat.write_scan(dstdformat.Scan(hu, dstdformat.ScanMetadata(spacing=spacing)),
-                              scans / f"s{n}.nii.gz")
+        dstdformat.write_scan(
+            dstdformat.Scan(hu, dstdformat.ScanMetadata(spacing=spacing)), scans / f"s{n}.nii.gz"
+        )
     out = tmp_path / "model"
-    args = ["train", "--collection", scans, "--out", out, "--steps", "2", "--shape-steps", "5",
-            "--batch", "1", "--crop", "12", "16", "16", "--channels", "4", "--blocks", "1"]
+    args = [
+        "train",
+        "--collection",
+        scans,
+        "--out",
+        out,
+        "--steps",
+        "2",
+        "--shape-steps",
+        "5",
+        "--batch",
+        "1",
+        "--crop",
+        "12",
+        "16",
+        "16",
+        "--channels",
+        "4",
+        "--blocks",
+        "1",
+    ]
     result = dstd(*args)
     assert "3 scans aligned, 0 texture-only" in result.stdout
     assert sorted(p.name for p in (out / "aligned").glob("*.shape")) == ["s0.shape", "s1.shape", "s2.shape"]
@@ -205,15 +236,41 @@ def test_compress_with_shape_records_the_outcome(tmp_path):
     scan = dstdformat.read_scan(BUNDLED_CT)
     crop = dstdformat.Scan(np.ascontiguousarray(scan.array[30:78, 20:84, 25:97]), scan.metadata)
     dstdformat.write_scan(crop, tmp_path / "crop.nii.gz")
-    dstd("compress", tmp_path / "crop.nii.gz", tmp_path / "s.dstd", "-q", "--ratio", "32",
-         "--model", "none", "--shape", "default")
+    dstd(
+        "compress",
+        tmp_path / "crop.nii.gz",
+        tmp_path / "s.dstd",
+        "-q",
+        "--ratio",
+        "32",
+        "--model",
+        "none",
+        "--shape",
+        "default",
+    )
     state = dstdformat.open(tmp_path / "s.dstd").header["codec"]["state"]
     assert state["shape"]["used"] is False and "far from the template" in state["shape"]["reason"]
-    result = dstd("compress", tmp_path / "crop.nii.gz", tmp_path / "t.dstd", "-q",
-                  "--shape-policy", "always", check=False)
+    result = dstd(
+        "compress",
+        tmp_path / "crop.nii.gz",
+        tmp_path / "t.dstd",
+        "-q",
+        "--shape-policy",
+        "always",
+        check=False,
+    )
     assert result.returncode == 1 and "--shape-policy needs --shape" in result.stderr
-    result = dstd("compress", tmp_path / "crop.nii.gz", tmp_path / "t.dstd", "-q", "--codec",
-                  "lossless", "--shape", "default", check=False)
+    result = dstd(
+        "compress",
+        tmp_path / "crop.nii.gz",
+        tmp_path / "t.dstd",
+        "-q",
+        "--codec",
+        "lossless",
+        "--shape",
+        "default",
+        check=False,
+    )
     assert result.returncode == 1 and "lossy codecs" in result.stderr
 
 

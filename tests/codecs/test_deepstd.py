@@ -138,18 +138,25 @@ def test_config_round_trip_and_registry():
     codec = dstdformat.codecs.registry.get_codec("deepstd", ratio=128, model=None)
     assert isinstance(codec, Codec)
     again = Codec.from_config(json.loads(json.dumps(codec.get_config())))
-    assert again == codec and again.get_config() == {"ratio": 128.0, "window": [-1024.0, 3071.0],
-                                                     "model": None, "base": "av1"}
+    assert again == codec and again.get_config() == {
+        "ratio": 128.0,
+        "window": [-1024.0, 3071.0],
+        "model": None,
+        "base": "av1",
+    }
     assert Codec(model=None).get_config()["ratio"] == 256.0
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"ratio": 64, "quality": 40}, "at most one"),
-    ({"ratio": 0.5}, "ratio must be in"),
-    ({"quality": float("nan")}, "finite"),
-    ({"max_error": -1}, "max_error must be in"),
-    ({"window": (100, -100)}, "low < high"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"ratio": 64, "quality": 40}, "at most one"),
+        ({"ratio": 0.5}, "ratio must be in"),
+        ({"quality": float("nan")}, "finite"),
+        ({"max_error": -1}, "max_error must be in"),
+        ({"window": (100, -100)}, "low < high"),
+    ],
+)
 def test_bad_parameters(kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
         Codec(**kwargs)
@@ -194,7 +201,8 @@ def test_thread_counts_do_not_change_the_file_or_the_base_layer(tmp_path, test_m
             volume = dstdformat.open(path)
             refined = volume.read()
             base = Codec(ratio=16, model=None).decode_region(
-                volume._ctx, tuple(slice(0, s) for s in vol.shape), volume._reader.read_sections)
+                volume._ctx, tuple(slice(0, s) for s in vol.shape), volume._reader.read_sections
+            )
             outputs.append((path.read_bytes(), base, refined))
     finally:
         torch.set_num_threads(previous)
@@ -225,8 +233,11 @@ def test_chosen_gains_never_make_a_block_worse(tmp_path, test_model):
     volume = dstdformat.open(path)
     refined = volume.read().astype(np.float64)
     everything = tuple(slice(0, s) for s in vol.shape)
-    base = Codec(ratio=10, model=None).decode_region(volume.decode_context, everything,
-                                                     volume.reader.read_sections).astype(np.float64)
+    base = (
+        Codec(ratio=10, model=None)
+        .decode_region(volume.decode_context, everything, volume.reader.read_sections)
+        .astype(np.float64)
+    )
     inside = (vol >= -1024) & (vol <= 3071)
     mse = lambda y: np.mean((y[inside] - vol[inside]) ** 2)  # noqa: E731
     assert mse(refined) <= mse(base) * 1.001
@@ -249,8 +260,7 @@ def test_damaged_sections_are_refused_before_the_libraries_see_them():
     exact = outliers.encode(values, values > 3071)
     index, stored = outliers.decode(exact, values.shape, np.int16, "residual")
     assert index.tolist() == [1 * 30 + 2 * 6 + 3] and stored.tolist() == [5000]
-    for bad, shape in ((exact[:-3], values.shape), (b"XXXX" + exact[4:], values.shape),
-                       (exact, (1, 1, 2))):
+    for bad, shape in ((exact[:-3], values.shape), (b"XXXX" + exact[4:], values.shape), (exact, (1, 1, 2))):
         with pytest.raises(CorruptSectionError):
             outliers.decode(bad, shape, np.int16, "residual")
 
@@ -262,7 +272,9 @@ def test_wavelet_only_files_read_without_torch(tmp_path):
 
     path = tmp_path / "w.dstd"
     dstdformat.save(ct_volume(), path, codec=Codec(ratio=16, model=None))
-    code = ("import sys, dstdformat\n"
-            f"v = dstdformat.open({str(path)!r}); v.read(); v[3]\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    code = (
+        "import sys, dstdformat\n"
+        f"v = dstdformat.open({str(path)!r}); v.read(); v[3]\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -97,8 +97,7 @@ def test_quality_mode_reaches_the_psnr_with_av1(tmp_path):
 
 def test_rate_search_mixes_neighbouring_crfs_to_land_near_the_budget():
     samples = av1.SampleMap.for_window(-1024, 3071)
-    blocks = {t: samples.to_samples(np.clip(ct_volume((8, 64, 80), seed=t), -1024, 3071))
-              for t in range(4)}
+    blocks = {t: samples.to_samples(np.clip(ct_volume((8, 64, 80), seed=t), -1024, 3071)) for t in range(4)}
     encoder = av1_rate.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
     sizes = {c: encoder.total(4 * c) for c in (24, 36)}
     budget = (sizes[24] + sizes[36]) / 2
@@ -106,13 +105,13 @@ def test_rate_search_mixes_neighbouring_crfs_to_land_near_the_budget():
     low = min(crfs)
     assert max(crfs) - low <= 0.25 and 24 < low < 36  # neighbouring quarter steps
     assert all(av1.is_crf(c) for c in crfs)
-    step = max(len(encoder.stream(t, round(4 * low))) - len(encoder.stream(t, round(4 * low) + 1))
-               for t in blocks)
+    step = max(
+        len(encoder.stream(t, round(4 * low))) - len(encoder.stream(t, round(4 * low) + 1)) for t in blocks
+    )
     assert abs(sum(map(len, streams)) - budget) <= step
     assert encoder.passes <= 2 + av1_rate.MAX_PASSES + 1  # bounded, whatever the sizes do
     with pytest.raises(InvalidInputError, match="out of reach"):
         av1_rate.code_ratio(encoder, 10, 40, clamp=False)
-
 
 
 def test_one_tile_lands_between_whole_crfs():
@@ -135,8 +134,7 @@ def test_staged_search_lands_the_kept_presets_streams_on_the_budget():
     still land on the budget, and the probe answers every pass but the kept preset's few."""
     samples = av1.SampleMap.for_window(-1024, 3071)
     scan = real_ct()
-    blocks = {t: samples.to_samples(np.clip(scan[40 + 8 * t: 48 + 8 * t], -1024, 3071))
-              for t in range(4)}
+    blocks = {t: samples.to_samples(np.clip(scan[40 + 8 * t : 48 + 8 * t], -1024, 3071)) for t in range(4)}
     probe = av1_rate.TileEncoder(blocks.__getitem__, list(blocks), preset=12, progress=False)
     final = av1_rate.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
     sizes = {c: final.total(4 * c) for c in (24, 36)}
@@ -148,6 +146,7 @@ def test_staged_search_lands_the_kept_presets_streams_on_the_budget():
     assert len(final.streams) <= av1_rate.STAGED_ROUNDS * len(blocks)
     with pytest.raises(InvalidInputError, match="out of reach"):
         av1_rate.code_ratio_staged(probe, final, 10, 40, clamp=False)
+
 
 def _stream(frames=3, shape=(3, 20, 30)) -> bytes:
     samples = np.random.default_rng(0).integers(0, 1023, shape).astype(np.uint16)
@@ -163,9 +162,9 @@ def test_framing_is_checked_before_any_decoder_sees_the_bytes():
         "tile": (payload, (4, 20, 30)),
         "size": (payload, (3, 20, 41)),
         "cut": (payload[:-5], (3, 20, 30)),
-        "table": (payload[:head.size + 5], (3, 20, 30)),
+        "table": (payload[: head.size + 5], (3, 20, 30)),
         "magic": (b"XXXX" + payload[4:], (3, 20, 30)),
-        "zero": (payload[:head.size] + b"\0\0\0\0" + payload[head.size + 4:], (3, 20, 30)),
+        "zero": (payload[: head.size] + b"\0\0\0\0" + payload[head.size + 4 :], (3, 20, 30)),
     }
     for name, (data, shape) in bad.items():
         with pytest.raises(CorruptSectionError, match="^t: "):
@@ -174,8 +173,7 @@ def test_framing_is_checked_before_any_decoder_sees_the_bytes():
 
 
 @pytest.mark.parametrize(("trusted", "helpers"), [(True, "0"), (False, "0"), (False, "1")])
-def test_forged_packets_are_corrupt_sections_in_process_and_in_helpers(trusted, helpers,
-                                                                       monkeypatch):
+def test_forged_packets_are_corrupt_sections_in_process_and_in_helpers(trusted, helpers, monkeypatch):
     from dstdformat.codecs.deepstd.base_layers import isolated
 
     monkeypatch.setenv(isolated.ISOLATE_AV1_ENV, helpers)
@@ -206,10 +204,15 @@ def test_damaged_headers_of_av1_files_are_refused(tmp_path):
     vol = ct_volume(shape=(10, 32, 40))
     path = tmp_path / "a.dstd"
     dstdformat.save(vol, path, codec=Codec(ratio=8, model=None, base="av1"))
-    for change in ({"codec": "h264"}, {"crf": [0]}, {"crf": [20.1]}, {"crf": [True]},
-                   {"samples": {"bit_depth": 12, "low": 0, "step": 1}},
-                   {"samples": {"bit_depth": 10, "low": 1e300, "step": 4.0}},  # float32 overflow
-                   {"samples": {"bit_depth": 10, "low": 0.0, "step": 1e11}}):
+    for change in (
+        {"codec": "h264"},
+        {"crf": [0]},
+        {"crf": [20.1]},
+        {"crf": [True]},
+        {"samples": {"bit_depth": 12, "low": 0, "step": 1}},
+        {"samples": {"bit_depth": 10, "low": 1e300, "step": 4.0}},  # float32 overflow
+        {"samples": {"bit_depth": 10, "low": 0.0, "step": 1e11}},
+    ):
         damaged = tmp_path / "damaged.dstd"
         damaged.write_bytes(path.read_bytes())
 
@@ -234,8 +237,9 @@ def test_reads_can_skip_the_refinement(tmp_path, test_model, monkeypatch):
     from dstdformat.codecs.deepstd import codec as codec_module
 
     def gains(self, array, grid, sections, state, progress):  # every block refined
-        ctx_blocks = codec_module.Blocks(array.shape, grid, codec_module.REFINE_BLOCK,
-                                          codec_module.HALO, "tile")
+        ctx_blocks = codec_module.Blocks(
+            array.shape, grid, codec_module.REFINE_BLOCK, codec_module.HALO, "tile"
+        )
         return [8] * ctx_blocks.count
 
     monkeypatch.setattr(codec_module.DeepSTDVolumeCodec, "_choose_gains", gains)
@@ -246,7 +250,8 @@ def test_reads_can_skip_the_refinement(tmp_path, test_model, monkeypatch):
     volume = dstdformat.open(path)
     preview = volume.read(refine=False)
     plain = Codec(ratio=8, model=None, base="av1").decode_region(
-        volume.decode_context, tuple(slice(0, s) for s in vol.shape), volume.reader.read_sections)
+        volume.decode_context, tuple(slice(0, s) for s in vol.shape), volume.reader.read_sections
+    )
     np.testing.assert_array_equal(preview, plain)
     assert np.abs(preview.astype(int) - refined).max() > 0  # the network did change voxels
     region = (slice(3, 9), slice(5, 30), slice(0, 48))

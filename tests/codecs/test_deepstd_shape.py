@@ -26,8 +26,9 @@ def template(tmp_path, monkeypatch):
     """A phantom template, found by path and (through DSTD_MODEL_PATH) by id."""
     folder = tmp_path / "templates"
     folder.mkdir()
-    path = save_template(Template.from_scan(phantom_hu(shape=(32, 48, 48), spacing=SPACING), SPACING, "b"),
-                         folder)
+    path = save_template(
+        Template.from_scan(phantom_hu(shape=(32, 48, 48), spacing=SPACING), SPACING, "b"), folder
+    )
     monkeypatch.setenv(MODEL_PATH_ENV, str(folder))
     return path
 
@@ -54,8 +55,7 @@ def test_shape_coded_file_round_trip_and_lazy_regions(tmp_path, template, test_m
     monkeypatch.setattr(Codec, "preferred_tile_shape", (4, 16, 24))
     monkeypatch.setattr(codec_module, "REFINE_BLOCK", (4, 8, 12))
     vol = scan()
-    codec = Codec(ratio=5, model="test-refiner", shape=str(template), shape_policy="always",
-                  shape_steps=30)
+    codec = Codec(ratio=5, model="test-refiner", shape=str(template), shape_policy="always", shape_steps=30)
     volume = save(tmp_path / "s.dstd", vol, codec, tile_shape=(8, 16, 24))
     header = volume.header["codec"]
     assert header["version"] == 3 and header["params"]["shape"] == f"template-{template.stem[9:]}"
@@ -84,8 +84,10 @@ def test_shape_coded_file_round_trip_and_lazy_regions(tmp_path, template, test_m
     assert len(tiles) <= texture.grid.n_tiles // 3
     state = fresh.header["codec"]["state"]
     expected = [(SectionKind.TEXTURE, t) for t in tiles] + [
-        (SectionKind.RESIDUAL, t) for t in fresh.decode_context.grid.tiles_in_region(region)
-        if t in state["outlier_tiles"]]
+        (SectionKind.RESIDUAL, t)
+        for t in fresh.decode_context.grid.tiles_in_region(region)
+        if t in state["outlier_tiles"]
+    ]
     asked = []
     read_sections = fresh.reader.read_sections
     fresh.reader.read_sections = lambda keys: asked.append(sorted(keys)) or read_sections(keys)
@@ -104,8 +106,11 @@ def test_warp_round_trip_is_nearly_exact_for_the_template_itself(tmp_path, monke
     folder.mkdir()
     path = save_template(Template.from_scan(smooth, SPACING), folder)
     vol = smooth.astype(np.int16)
-    volume = save(tmp_path / "a.dstd", vol, Codec(quality=70, model=None, shape=str(path),
-                                                  shape_steps=30, shape_policy="always"))
+    volume = save(
+        tmp_path / "a.dstd",
+        vol,
+        Codec(quality=70, model=None, shape=str(path), shape_steps=30, shape_policy="always"),
+    )
     assert volume.header["codec"]["state"]["shape"]["ncc_final"] > 0.999
     error = np.abs(volume.read().astype(float) - vol)
     assert error.mean() < 4 and error.max() < 40
@@ -113,8 +118,9 @@ def test_warp_round_trip_is_nearly_exact_for_the_template_itself(tmp_path, monke
 
 def test_scan_far_from_the_template_is_coded_texture_only(tmp_path, template):
     noise = np.random.default_rng(1).integers(-1000, 1500, (24, 40, 40)).astype(np.int16)
-    shaped_file = save(tmp_path / "a.dstd", noise, Codec(ratio=8, model=None, shape=str(template),
-                                                         shape_steps=10))
+    shaped_file = save(
+        tmp_path / "a.dstd", noise, Codec(ratio=8, model=None, shape=str(template), shape_steps=10)
+    )
     state = shaped_file.header["codec"]["state"]
     assert state["shape"]["used"] is False and "far from the template" in state["shape"]["reason"]
     assert "texture" not in state
@@ -129,19 +135,25 @@ def test_encoding_without_metadata_is_texture_only(template):
 
     vol = scan()
     encoded = Codec(ratio=8, model=None, shape=str(template)).encode(vol, TileGrid(vol.shape, vol.shape))
-    assert encoded.state["shape"] == {"used": False,
-                                      "reason": "the scan has no voxel spacing to register with"}
+    assert encoded.state["shape"] == {
+        "used": False,
+        "reason": "the scan has no voxel spacing to register with",
+    }
 
 
 def test_best_policy_keeps_the_coding_that_decodes_closer(tmp_path, template):
     vol = scan(seed=3)
-    best = save(tmp_path / "best.dstd", vol, Codec(ratio=12, model=None, shape=str(template),
-                                                   shape_steps=30))
-    always = save(tmp_path / "always.dstd", vol, Codec(ratio=12, model=None, shape=str(template),
-                                                       shape_steps=30, shape_policy="always"))
+    best = save(tmp_path / "best.dstd", vol, Codec(ratio=12, model=None, shape=str(template), shape_steps=30))
+    always = save(
+        tmp_path / "always.dstd",
+        vol,
+        Codec(ratio=12, model=None, shape=str(template), shape_steps=30, shape_policy="always"),
+    )
     plain = save(tmp_path / "plain.dstd", vol, Codec(ratio=12, model=None))
-    errors = {name: float(np.abs(v.read().astype(float) - vol).mean())
-              for name, v in (("best", best), ("always", always), ("plain", plain))}
+    errors = {
+        name: float(np.abs(v.read().astype(float) - vol).mean())
+        for name, v in (("best", best), ("always", always), ("plain", plain))
+    }
     assert errors["best"] == pytest.approx(min(errors["always"], errors["plain"]), abs=1e-9)
     record = best.header["codec"]["state"]["shape"]
     if record["used"]:
@@ -176,12 +188,19 @@ def test_shape_settings_config_and_errors(tmp_path, template):
 
 
 def test_damaged_shape_state_and_old_readers_are_refused(tmp_path, template, monkeypatch):
-    volume = save(tmp_path / "s.dstd", scan(), Codec(ratio=8, model=None, shape=str(template),
-                                                     shape_steps=10, shape_policy="always"))
+    volume = save(
+        tmp_path / "s.dstd",
+        scan(),
+        Codec(ratio=8, model=None, shape=str(template), shape_steps=10, shape_policy="always"),
+    )
     ctx = volume.decode_context
     region = (slice(0, 2), slice(0, 4), slice(0, 4))
-    for change in ({"texture": {"shape": [0, 1, 2]}}, {"shape": {"used": True}},
-                   {"outlier_tiles": [999]}, {"bits_per_voxel": [1.0] * 5}):  # the texture grid has 1 tile
+    for change in (
+        {"texture": {"shape": [0, 1, 2]}},
+        {"shape": {"used": True}},
+        {"outlier_tiles": [999]},
+        {"bits_per_voxel": [1.0] * 5},
+    ):  # the texture grid has 1 tile
         bad = type(ctx)(ctx.shape, ctx.dtype, ctx.grid, ctx.params, {**ctx.state, **change}, ctx.model)
         with pytest.raises(CorruptHeaderError):
             Codec(ratio=8, model=None).decode_region(bad, region, volume.reader.read_sections)

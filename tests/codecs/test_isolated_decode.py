@@ -41,8 +41,7 @@ def test_a_decode_past_its_time_limit_is_stopped():
     block = np.random.default_rng(0).normal(size=(32, 128, 128))
     payload = wavelet.encode_bits_per_voxel(block, 8.0)
     with pytest.raises(CorruptSectionError, match="did not decode within"):
-        isolated.decode_isolated(payload, (32, 128, 128), "texture section of tile 0",
-                                 time_limit=1e-4)
+        isolated.decode_isolated(payload, (32, 128, 128), "texture section of tile 0", time_limit=1e-4)
     out = isolated.decode_isolated(payload, (32, 128, 128), "tile 0")  # a fresh helper
     assert out.shape == (32, 128, 128)
 

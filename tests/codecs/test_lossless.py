@@ -15,8 +15,10 @@ def test_registry_finds_lossless_lazily():
         get_codec_class("does-not-exist")
 
 
-@pytest.mark.parametrize("params", [{}, {"cname": "lz4", "clevel": 1, "shuffle": "bit"},
-                                    {"cname": "zlib", "clevel": 9, "shuffle": "none"}])
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"cname": "lz4", "clevel": 1, "shuffle": "bit"}, {"cname": "zlib", "clevel": 9, "shuffle": "none"}],
+)
 def test_config_roundtrip(tmp_path, ct_like, params):
     codec = get_codec("lossless", **params)
     again = LosslessCodec.from_config(codec.get_config())
@@ -29,8 +31,9 @@ def test_config_roundtrip(tmp_path, ct_like, params):
     np.testing.assert_array_equal(volume.read(), ct_like)
 
 
-@pytest.mark.parametrize("params", [{"cname": "pickle"}, {"clevel": -1}, {"clevel": True},
-                                    {"shuffle": "random"}, {"level": 3}])
+@pytest.mark.parametrize(
+    "params", [{"cname": "pickle"}, {"clevel": -1}, {"clevel": True}, {"shuffle": "random"}, {"level": 3}]
+)
 def test_bad_parameters(params):
     with pytest.raises(dstdformat.InvalidInputError):
         get_codec("lossless", **params)

@@ -26,12 +26,15 @@ def _regions(shape, count, seed):
     return out
 
 
-@pytest.mark.parametrize("name, regions", [
-    ("v1.0/int16_ct_crop.dstd", 200),
-    ("deepstd-v1/deepstd_max_error_outliers.dstd", 120),
-    ("deepstd-v2/deepstd_ratio64_refined.dstd", 40),
-    ("deepstd-v3/deepstd_shape_ratio32.dstd", 24),
-])
+@pytest.mark.parametrize(
+    "name, regions",
+    [
+        ("v1.0/int16_ct_crop.dstd", 200),
+        ("deepstd-v1/deepstd_max_error_outliers.dstd", 120),
+        ("deepstd-v2/deepstd_ratio64_refined.dstd", 40),
+        ("deepstd-v3/deepstd_shape_ratio32.dstd", 24),
+    ],
+)
 def test_threads_reading_regions_of_one_volume(name, regions):
     path = GOLDEN / name
     with dstdformat.open(path) as volume:

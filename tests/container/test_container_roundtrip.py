@@ -57,8 +57,15 @@ def test_non_contiguous_and_big_endian_inputs(tmp_path, ct_like):
 def test_metadata_is_kept(tmp_path, ct_like):
     affine = np.array([[0, 0, -0.8, 120.5], [0, 0.8, 0, -80.0], [2.5, 0, 0, -300.25], [0, 0, 0, 1]])
     attributes = {"study": "phantom ü", "nested": {"a": [1, 2.5, None]}}
-    dstdformat.save(ct_like, tmp_path / "m.dstd", affine=affine, slope=1.0, intercept=-1024.0,
-                    modality="CT", attributes=attributes)
+    dstdformat.save(
+        ct_like,
+        tmp_path / "m.dstd",
+        affine=affine,
+        slope=1.0,
+        intercept=-1024.0,
+        modality="CT",
+        attributes=attributes,
+    )
     volume = dstdformat.open(tmp_path / "m.dstd")
     np.testing.assert_array_equal(volume.affine, affine)
     assert volume.spacing == pytest.approx((2.5, 0.8, 0.8))
@@ -97,8 +104,11 @@ def test_spacing_override_keeps_orientation(tmp_path, ct_like):
         (np.zeros((2, 2, 2), dtype=bool), {}, "dtype bool"),
         (np.zeros((2, 2, 2), dtype=np.complex64), {}, "dtype complex64"),
         (np.zeros((2, 2, 2), dtype=np.int16), {"spacing": (1, 0, 1)}, "spacing"),
-        (np.zeros((2, 2, 2), dtype=np.int16), {"spacing": (1, 1, 1), "affine": np.diag([2.0, 2, 2, 1])},
-         "disagrees"),
+        (
+            np.zeros((2, 2, 2), dtype=np.int16),
+            {"spacing": (1, 1, 1), "affine": np.diag([2.0, 2, 2, 1])},
+            "disagrees",
+        ),
         (np.zeros((2, 2, 2), dtype=np.int16), {"affine": np.ones((3, 3))}, "4x4"),
         (np.zeros((2, 2, 2), dtype=np.int16), {"slope": float("nan")}, "slope"),
         (np.zeros((2, 2, 2), dtype=np.int16), {"patient_name": "x"}, "unknown metadata"),
@@ -206,8 +216,9 @@ def test_lossy_files_record_the_error_a_reader_gets(tmp_path):
 
     array = ((ct_volume(seed=3).astype(np.float64) + 1024) / 2).astype(np.int16)  # HU = 2v - 1024
     path = tmp_path / "lossy.dstd"
-    result = dstdformat.save(array, path, codec=DeepSTDVolumeCodec(ratio=32, model=None),
-                             slope=2.0, intercept=-1024.0)
+    result = dstdformat.save(
+        array, path, codec=DeepSTDVolumeCodec(ratio=32, model=None), slope=2.0, intercept=-1024.0
+    )
     error = result.header["stats"]["error"]
     with dstdformat.open(path) as volume:
         assert volume.header["stats"]["error"] == error

@@ -59,8 +59,10 @@ def test_every_single_flipped_byte_is_caught(stored):
             path.write_bytes(bytes(corrupted))
             with pytest.raises(DstdError) as info:
                 _read_all(path)
-            assert isinstance(info.value, (ChecksumError, NotADstdFileError, TruncatedFileError,
-                                           CorruptIndexError, CorruptHeaderError)), (name, info)
+            assert isinstance(
+                info.value,
+                (ChecksumError, NotADstdFileError, TruncatedFileError, CorruptIndexError, CorruptHeaderError),
+            ), (name, info)
             if name.startswith("section"):
                 assert isinstance(info.value, ChecksumError)
                 assert "tile" in str(info.value)
@@ -146,12 +148,16 @@ def test_section_swapped_between_tiles_is_caught(stored):
     def swap(es):
         first, last = es[0], es[-1]
         entries_first_last.extend([first, last])
-        return [dataclasses.replace(first, tile=last.tile), *es[1:-1],
-                dataclasses.replace(last, tile=first.tile)]
+        return [
+            dataclasses.replace(first, tile=last.tile),
+            *es[1:-1],
+            dataclasses.replace(last, tile=first.tile),
+        ]
 
     rewrite_index(path, swap)
     with pytest.raises(CorruptIndexError, match="does not belong to this header"):
         _read_all(path)
+
     # Files without the header's index CRC (written before it existed) still meet the codec's
     # size check.
     def drop_index_crc(header):
@@ -169,8 +175,7 @@ def test_section_swapped_between_tiles_is_caught(stored):
         (lambda h: {**h, "format": "other"}, "format"),
         (lambda h: {**h, "array": {**h["array"], "shape": [1, 2]}}, "array.shape"),
         (lambda h: {**h, "array": {**h["array"], "shape": [0, 2, 2]}}, "array.shape"),
-        (lambda h: {**h, "array": {**h["array"], "shape": [2**24, 2**24, 2**24]}},
-         "implausibly large"),
+        (lambda h: {**h, "array": {**h["array"], "shape": [2**24, 2**24, 2**24]}}, "implausibly large"),
         (lambda h: {**h, "array": {**h["array"], "dtype": "object"}}, "array.dtype"),
         (lambda h: {**h, "tiles": {**h["tiles"], "grid": [1, 1, 1]}}, "tiles.grid"),
         (lambda h: {k: v for k, v in h.items() if k != "codec"}, "missing codec"),
@@ -184,9 +189,10 @@ def test_invalid_header_contents(stored, mutate, message):
         dstdformat.open(path)
 
 
-@pytest.mark.parametrize(("raw", "message"), [(b"\xff\xfe", "UTF-8"), (b"{not json", "JSON"),
-                                              (b"[1, 2]", "not an object"),
-                                              (b"[" * 100000, "JSON")])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [(b"\xff\xfe", "UTF-8"), (b"{not json", "JSON"), (b"[1, 2]", "not an object"), (b"[" * 100000, "JSON")],
+)
 def test_malformed_header_json(stored, raw, message):
     path, _ = stored
     rewrite_header(path, lambda h: h, raw=raw)

@@ -60,8 +60,9 @@ def test_sigkill_at_random_points_never_leaves_a_partial_file(tmp_path):
     # At least 20 kills; more (up to 60) until one lands mid-write, which random timing may miss.
     while kills < 20 or (mid_write == 0 and kills < 60):
         kills += 1
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], env=env,
-                                  stdout=subprocess.PIPE, text=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(target)], env=env, stdout=subprocess.PIPE, text=True
+        )
         assert writer.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 1.5))
         writer.send_signal(signal.SIGKILL)

@@ -19,7 +19,8 @@ def _index_for(n: int):
 
 
 keys = st.tuples(*(_index_for(n) for n in SHAPE)).flatmap(
-    lambda k: st.sampled_from([k, k[:1], k[:2], (Ellipsis, k[2]), (k[0], Ellipsis)]))
+    lambda k: st.sampled_from([k, k[:1], k[:2], (Ellipsis, k[2]), (k[0], Ellipsis)])
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -47,9 +48,15 @@ def test_volume_indexing_matches_numpy(stored, key):
 
 @pytest.mark.parametrize(
     ("key", "error"),
-    [((0, 0, 0, 0), "too many indices"), ((Ellipsis, Ellipsis), "single ellipsis"),
-     (23, "out of bounds"), ((0, -38), "out of bounds"), (([1, 2],), "only integers"),
-     ((None,), "newaxis"), ((1.5,), "only integers")],
+    [
+        ((0, 0, 0, 0), "too many indices"),
+        ((Ellipsis, Ellipsis), "single ellipsis"),
+        (23, "out of bounds"),
+        ((0, -38), "out of bounds"),
+        (([1, 2],), "only integers"),
+        ((None,), "newaxis"),
+        ((1.5,), "only integers"),
+    ],
 )
 def test_unsupported_indexing_is_refused(stored, key, error):
     _, volume = stored

@@ -15,21 +15,27 @@ from dstdformat.container.header import DTYPES
 from dstdformat.container.writer import encode_volume
 from dstdformat.metadata import ScanMetadata
 
-_SETTINGS = settings(max_examples=150, deadline=None,
-                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 shapes = st.tuples(st.integers(1, 9), st.integers(1, 17), st.integers(1, 17))
 arrays = st.sampled_from(DTYPES).flatmap(
-    lambda dtype: hnp.arrays(np.dtype(dtype), shapes,
-                             elements=hnp.from_dtype(np.dtype(dtype), allow_nan=True,
-                                                     allow_infinity=True, allow_subnormal=True)))
+    lambda dtype: hnp.arrays(
+        np.dtype(dtype),
+        shapes,
+        elements=hnp.from_dtype(np.dtype(dtype), allow_nan=True, allow_infinity=True, allow_subnormal=True),
+    )
+)
 tiles = st.none() | st.tuples(st.integers(1, 9), st.integers(1, 17), st.integers(1, 17))
 positive = st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False)
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
-json_scalars = (st.none() | st.booleans() | st.integers(-(2**53), 2**53) | finite
-                | st.text(max_size=20))
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | finite | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -45,7 +51,9 @@ def metadata(draw) -> ScanMetadata:
     affine[:3, 3] = draw(st.tuples(finite, finite, finite))
     slope = draw(finite.filter(lambda v: v != 0))
     return ScanMetadata(
-        affine=affine, slope=slope, intercept=draw(finite),
+        affine=affine,
+        slope=slope,
+        intercept=draw(finite),
         modality=draw(st.none() | st.text(max_size=10)),
         attributes=draw(st.dictionaries(st.text(max_size=10), json_values, max_size=4)),
         provenance=draw(st.dictionaries(st.text(max_size=10), json_values, max_size=3)),
@@ -69,7 +77,7 @@ def test_any_array_and_metadata_round_trip(array, meta, tile):
         assert got.original_dtype == array.dtype.name
         # Any region reads what the same slice of the array holds.
         z, y, x = (s // 2 for s in array.shape)
-        assert volume[z:, :y + 1, x:].tobytes() == np.ascontiguousarray(array[z:, :y + 1, x:]).tobytes()
+        assert volume[z:, : y + 1, x:].tobytes() == np.ascontiguousarray(array[z:, : y + 1, x:]).tobytes()
 
 
 @_SETTINGS

@@ -46,8 +46,15 @@ def check_config(codec):
     assert "DeepSTD(" in repr(codec)
 
 
-@pytest.mark.parametrize("dtype,meta", [("int16", {}), ("uint16", {"intercept": -1024.0}),
-                                        ("float32", {}), ("uint8", {"slope": 4.0, "intercept": -1024.0})])
+@pytest.mark.parametrize(
+    "dtype,meta",
+    [
+        ("int16", {}),
+        ("uint16", {"intercept": -1024.0}),
+        ("float32", {}),
+        ("uint8", {"slope": 4.0, "intercept": -1024.0}),
+    ],
+)
 def test_dtypes_round_trip_within_the_bound(dtype, meta):
     chunk = ct_chunk().astype(np.float64)
     chunk = (chunk - meta.get("intercept", 0.0)) / meta.get("slope", 1.0)
@@ -83,12 +90,15 @@ def test_pickles():
     assert again.encode(chunk) == codec.encode(chunk)
 
 
-@pytest.mark.parametrize("chunk,message", [
-    (np.zeros((4, 4, 4)), "float64"),
-    (np.zeros((4, 4, 4), dtype=bool), "bool"),
-    (np.zeros(16, dtype=np.int16), "2D or 3D"),
-    (np.zeros((2, 2, 2, 2), dtype=np.int16), "2D or 3D"),
-])
+@pytest.mark.parametrize(
+    "chunk,message",
+    [
+        (np.zeros((4, 4, 4)), "float64"),
+        (np.zeros((4, 4, 4), dtype=bool), "bool"),
+        (np.zeros(16, dtype=np.int16), "2D or 3D"),
+        (np.zeros((2, 2, 2, 2), dtype=np.int16), "2D or 3D"),
+    ],
+)
 def test_bad_chunks(chunk, message):
     with pytest.raises(InvalidInputError, match=message):
         DeepSTD(max_error=2).encode(chunk)
@@ -119,13 +129,26 @@ def test_backwards_compatibility_fixtures():
 def test_zarr_v2_array_reads_back_in_a_fresh_process(tmp_path):
     store = tmp_path / "ct.zarr"
     data = np.concatenate([ct_chunk(seed=s) for s in range(3)])
-    z = zarr.open(str(store), mode="w", shape=data.shape, chunks=(16, 48, 40), dtype="int16",
-                  compressor=DeepSTD(max_error=4), zarr_format=2)
+    z = zarr.open(
+        str(store),
+        mode="w",
+        shape=data.shape,
+        chunks=(16, 48, 40),
+        dtype="int16",
+        compressor=DeepSTD(max_error=4),
+        zarr_format=2,
+    )
     z[:] = data
-    code = ("import zarr, numpy as np, sys; z = zarr.open(sys.argv[1], mode='r'); "
-            "a = z[:]; print(a.shape, a.dtype, 'dstdformat' in sys.modules); np.save(sys.argv[2], a)")
-    result = subprocess.run([sys.executable, "-c", code, str(store), str(tmp_path / "a.npy")],
-                            capture_output=True, text=True, timeout=300)
+    code = (
+        "import zarr, numpy as np, sys; z = zarr.open(sys.argv[1], mode='r'); "
+        "a = z[:]; print(a.shape, a.dtype, 'dstdformat' in sys.modules); np.save(sys.argv[2], a)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(store), str(tmp_path / "a.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "(48, 48, 40) int16 True" in result.stdout
     decoded = np.load(tmp_path / "a.npy")
@@ -135,18 +158,28 @@ def test_zarr_v2_array_reads_back_in_a_fresh_process(tmp_path):
 def regenerate_fixtures() -> None:  # pragma: no cover - run by hand when adding a fixture
     """python -c 'import tests.interop.test_numcodecs_deepstd as t; t.regenerate_fixtures()'"""
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    cases = {"max_error_int16": (DeepSTD(max_error=5), ct_chunk()),
-             "ratio8_no_model_2d": (DeepSTD(ratio=8, model=None), ct_chunk(shape=(1, 96, 96))[0]),
-             "quality40_uint16": (DeepSTD(quality=40, model=None, intercept=-1024.0),
-                                  (ct_chunk().astype(np.int32) + 1024).astype(np.uint16)),
-             "ratio16_refined": (DeepSTD(ratio=16), ct_chunk(shape=(24, 64, 64), seed=3))}
+    cases = {
+        "max_error_int16": (DeepSTD(max_error=5), ct_chunk()),
+        "ratio8_no_model_2d": (DeepSTD(ratio=8, model=None), ct_chunk(shape=(1, 96, 96))[0]),
+        "quality40_uint16": (
+            DeepSTD(quality=40, model=None, intercept=-1024.0),
+            (ct_chunk().astype(np.int32) + 1024).astype(np.uint16),
+        ),
+        "ratio16_refined": (DeepSTD(ratio=16), ct_chunk(shape=(24, 64, 64), seed=3)),
+    }
     items = []
     for name, (codec, chunk) in cases.items():
         encoded = codec.encode(chunk)
         (FIXTURES / f"{name}.bin").write_bytes(encoded)
         np.save(FIXTURES / f"{name}.expected.npy", codec.decode(encoded), allow_pickle=False)
-        items.append({"file": f"{name}.bin", "expected": f"{name}.expected.npy",
-                      "config": codec.get_config(), "written_by": f"dstdformat {dstdformat.__version__}"})
+        items.append(
+            {
+                "file": f"{name}.bin",
+                "expected": f"{name}.expected.npy",
+                "config": codec.get_config(),
+                "written_by": f"dstdformat {dstdformat.__version__}",
+            }
+        )
     (FIXTURES / "manifest.json").write_text(json.dumps({"fixtures": items}, indent=1) + "\n")
 
 

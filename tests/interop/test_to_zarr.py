@@ -19,9 +19,27 @@ def test_to_zarr_keeps_geometry_and_reads_lazily(tmp_path, zarr_format):
     xr = pytest.importorskip("xarray")
     store = tmp_path / "ct.zarr"
     result = subprocess.run(
-        [sys.executable, "-m", "dstdformat", "to-zarr", str(BUNDLED_CT), str(store), "--format",
-         str(zarr_format), "--ratio", "64", "--chunks", "32", "64", "64", "-q"],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "dstdformat",
+            "to-zarr",
+            str(BUNDLED_CT),
+            str(store),
+            "--format",
+            str(zarr_format),
+            "--ratio",
+            "64",
+            "--chunks",
+            "32",
+            "64",
+            "64",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     scan = dstdformat.read_scan(BUNDLED_CT)
     group = zarr.open_group(store, mode="r")
@@ -54,8 +72,9 @@ def test_ome_zarr_transformations_are_in_axis_order_and_keep_flips(tmp_path, zar
 
     affine = np.array([[0, 0, 0.8, 201.0], [0, -0.8, 0, 59.0], [2.5, 0, 0, -679.8], [0, 0, 0, 1]])
     rng = np.random.default_rng(0)
-    scan = dstdformat.Scan(rng.normal(0, 50, (16, 32, 32)).astype(np.int16),
-                           dstdformat.ScanMetadata(affine=affine))
+    scan = dstdformat.Scan(
+        rng.normal(0, 50, (16, 32, 32)).astype(np.int16), dstdformat.ScanMetadata(affine=affine)
+    )
     store = tmp_path / "flipped.zarr"
     scan_to_zarr(scan, store, zarr_format=zarr_format, codec_options={"ratio": 8})
     attrs = zarr.open_group(store, mode="r").attrs.asdict()
@@ -77,17 +96,23 @@ def test_from_zarr_turns_the_store_back_into_dstd_and_nifti(tmp_path):
     scan = dstdformat.read_scan(BUNDLED_CT)
     store = tmp_path / "ct.zarr"
     dstd = [sys.executable, "-m", "dstdformat"]
-    subprocess.run([*dstd, "to-zarr", str(BUNDLED_CT), str(store), "--ratio", "32", "-q"],
-                   check=True, timeout=300)
+    subprocess.run(
+        [*dstd, "to-zarr", str(BUNDLED_CT), str(store), "--ratio", "32", "-q"], check=True, timeout=300
+    )
     decoded = zarr.open_group(store, mode="r")["0"][...]
-    result = subprocess.run([*dstd, "from-zarr", str(store), str(tmp_path / "back.dstd")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*dstd, "from-zarr", str(store), str(tmp_path / "back.dstd")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     with dstdformat.open(tmp_path / "back.dstd") as volume:  # lossless: the zarr's own voxels
         np.testing.assert_array_equal(volume.read(), decoded)
         np.testing.assert_allclose(volume.affine, scan.affine)
-    subprocess.run([*dstd, "from-zarr", str(store), str(tmp_path / "back.nii.gz"), "-q"],
-                   check=True, timeout=300)
+    subprocess.run(
+        [*dstd, "from-zarr", str(store), str(tmp_path / "back.nii.gz"), "-q"], check=True, timeout=300
+    )
     image = nib.load(tmp_path / "back.nii.gz")
     np.testing.assert_allclose(image.affine, nib.load(BUNDLED_CT).affine)
     np.testing.assert_array_equal(dstdformat.read_scan(tmp_path / "back.nii.gz").array, decoded)

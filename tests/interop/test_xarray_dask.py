@@ -28,8 +28,9 @@ def test_to_dask_chunks_follow_the_tiles(saved):
     assert lazy.chunksize == volume.tile_shape and lazy.dtype == np.int16
     assert volume.io_stats.requests <= 2  # building the graph read nothing
     np.testing.assert_array_equal(lazy[60:70, 5].compute(), scan.array[60:70, 5])
-    np.testing.assert_array_equal(volume.to_dask(chunks=(16, 50, 61)).sum().compute(),
-                                  scan.array.sum(dtype=np.int64))
+    np.testing.assert_array_equal(
+        volume.to_dask(chunks=(16, 50, 61)).sum().compute(), scan.array.sum(dtype=np.int64)
+    )
 
 
 def test_xarray_engine_gives_a_lazy_dataset_in_millimetres(saved):
@@ -43,8 +44,9 @@ def test_xarray_engine_gives_a_lazy_dataset_in_millimetres(saved):
     assert ds["k"].attrs["units"] == "mm" and ds["k"].attrs["world_axis"] == "z"
     np.testing.assert_allclose(ds.attrs["affine"], scan.affine)
     assert ds.attrs["oblique"] == 0
-    np.testing.assert_array_equal(ct.sel(k=scan.affine[2, 3] + 150.0, method="nearest").values,
-                                  scan.array[50])
+    np.testing.assert_array_equal(
+        ct.sel(k=scan.affine[2, 3] + 150.0, method="nearest").values, scan.array[50]
+    )
     np.testing.assert_array_equal(ct.isel(j=slice(10, 20), i=7).values, scan.array[:, 10:20, 7])
     assert xr.open_dataset(path)["ct"].shape == scan.array.shape  # found without engine=
 
@@ -95,10 +97,13 @@ def test_to_dask_and_xarray_graphs_run_on_distributed_worker_processes(saved):
     """What users who outgrow one machine run: a LocalCluster with worker processes."""
     distributed = pytest.importorskip("distributed")
     path, scan = saved
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
         volume = dstdformat.open(path)
-        assert float(volume.to_dask().mean().compute()) == pytest.approx(
-            float(volume.read().mean()))
+        assert float(volume.to_dask().mean().compute()) == pytest.approx(float(volume.read().mean()))
         ds = xr.open_dataset(path, engine="dstd", chunks={})
         np.testing.assert_array_equal(ds["ct"][50].compute().values, volume[50])

@@ -50,9 +50,11 @@ def test_missing_files_are_dstd_errors_and_file_not_found_errors(tmp_path):
     import dstdformat
     from dstdformat.errors import DstdError
 
-    for call in (lambda: dstdformat.open(tmp_path / "missing.dstd"),
-                 lambda: read_scan(tmp_path / "missing.nii.gz"),
-                 lambda: read_scan(tmp_path / "missing")):
+    for call in (
+        lambda: dstdformat.open(tmp_path / "missing.dstd"),
+        lambda: read_scan(tmp_path / "missing.nii.gz"),
+        lambda: read_scan(tmp_path / "missing"),
+    ):
         with pytest.raises(DstdError, match="missing") as caught:
             call()
         assert isinstance(caught.value, FileNotFoundError)

@@ -11,8 +11,17 @@ from dstdformat.io import format_for_path, read_scan, write_scan
 @pytest.fixture
 def scan(ct_like):
     affine = np.array([[0, 0, -0.7, 10], [0, 0.8, 0, 20], [2.5, 0, 0, 30], [0, 0, 0, 1]])
-    return Scan(ct_like, ScanMetadata(affine=affine, slope=1, intercept=-1024, modality="CT",
-                                      attributes={"k": [1, "ü"]}, provenance={"format": "x"}))
+    return Scan(
+        ct_like,
+        ScanMetadata(
+            affine=affine,
+            slope=1,
+            intercept=-1024,
+            modality="CT",
+            attributes={"k": [1, "ü"]},
+            provenance={"format": "x"},
+        ),
+    )
 
 
 def test_hdf5_roundtrip(tmp_path, scan):

@@ -14,8 +14,9 @@ from dstdformat.metadata import IJK_TO_KJI
 
 def _same_image(a_path, b_path):
     a, b = nib.load(a_path), nib.load(b_path)
-    np.testing.assert_array_equal(np.asanyarray(b.dataobj.get_unscaled()),
-                                  np.asanyarray(a.dataobj.get_unscaled()))
+    np.testing.assert_array_equal(
+        np.asanyarray(b.dataobj.get_unscaled()), np.asanyarray(a.dataobj.get_unscaled())
+    )
     assert a.get_data_dtype() == b.get_data_dtype()
     np.testing.assert_array_equal(a.affine, b.affine)
     for kind in ("qform", "sform"):

@@ -28,7 +28,7 @@ def test_integer_tables_are_valid():
     table, supports = model.cdf_table.numpy(), model.table_support.numpy()
     assert (table.sum(axis=1) == 2**16).all()
     for row, s in zip(table, supports):
-        assert (row[: 2 * s + 1] >= 1).all() and (row[2 * s + 1:] == 0).all()
+        assert (row[: 2 * s + 1] >= 1).all() and (row[2 * s + 1 :] == 0).all()
     assert supports[0] >= 1 and supports[-1] == 512
     prior = FactorizedPrior(6)
     prior.build_tables()
@@ -67,7 +67,6 @@ def test_range_coder_output_is_fixed(gaussian):
     symbols = ((np.arange(2000) * 13) % 9) - 4
     data, _ = encode_symbols(symbols, index, freq, supports)
     assert hashlib.sha256(data).hexdigest() == GOLDEN_CODER_SHA
-
 
 
 def test_fixed_point_hyper_synthesis_is_exact_and_thread_independent():

@@ -58,8 +58,9 @@ def test_registration_recovers_a_known_shift():
     spacing = (4.0, 3.0, 3.0)
     template = phantom_hu(spacing=spacing)
     scan = phantom_hu(spacing=spacing, centre_mm=(0.0, 8.0, -12.0), scale=1.1)
-    config = RegistrationConfig(siren=SirenConfig(width=16, depth=1), resolution_mm=3.0,
-                                affine_steps=150, steps=60, points=2048)
+    config = RegistrationConfig(
+        siren=SirenConfig(width=16, depth=1), resolution_mm=3.0, affine_steps=150, steps=60, points=2048
+    )
     result = register(scan, spacing, template, spacing, config)
     assert result.ncc_affine > result.ncc_start
     assert result.ncc_final > 0.9
@@ -68,8 +69,14 @@ def test_registration_recovers_a_known_shift():
     with torch.no_grad():
         mapped = result.deformation.to_template(lung_in_scan) * COORD_SCALE_MM
     np.testing.assert_allclose(mapped[0], [0.0, 15.0, -15.0], atol=3.0)  # within a voxel
-    assert set(result.summary()) == {"ncc_start", "ncc_affine", "ncc_final", "folding_fraction",
-                                     "cycle_error_mm", "seconds"}
+    assert set(result.summary()) == {
+        "ncc_start",
+        "ncc_affine",
+        "ncc_final",
+        "folding_fraction",
+        "cycle_error_mm",
+        "seconds",
+    }
 
 
 def test_texture_round_trip_through_a_coarse_field():
@@ -100,9 +107,11 @@ def test_reference_is_the_affine_medoid_and_templates_are_content_addressed(tmp_
 
     spacing = (4.0, 3.0, 3.0)
     # Two scans near the plain phantom, one odd one (much larger and moved): the plain one wins.
-    volumes = [(phantom_hu(spacing=spacing, scale=1.15, centre_mm=(0, 10, 5)), spacing),
-               (phantom_hu(spacing=spacing), spacing),
-               (phantom_hu(spacing=spacing, scale=0.9, centre_mm=(0, -6, 0)), spacing)]
+    volumes = [
+        (phantom_hu(spacing=spacing, scale=1.15, centre_mm=(0, 10, 5)), spacing),
+        (phantom_hu(spacing=spacing), spacing),
+        (phantom_hu(spacing=spacing, scale=0.9, centre_mm=(0, -6, 0)), spacing),
+    ]
     choice = select_reference(volumes, affine_steps=30, resolution_mm=4.0)
     assert choice.index == 1 and len(choice.mean_ncc) == 3
     template = Template.from_scan(volumes[1][0], spacing, source="phantom", resolution_mm=6.0)

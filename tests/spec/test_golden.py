@@ -44,8 +44,13 @@ def test_golden_headers_match_schema(folder):
 
 
 def test_fresh_headers_match_schema(tmp_path, ct_like):
-    dstdformat.save(ct_like, tmp_path / "a.dstd", affine=np.diag([2.0, 1, 1, 1]),
-                    modality="CT", attributes={"x": [1, None]})
+    dstdformat.save(
+        ct_like,
+        tmp_path / "a.dstd",
+        affine=np.diag([2.0, 1, 1, 1]),
+        modality="CT",
+        attributes={"x": [1, None]},
+    )
     jsonschema.validate(dstdformat.open(tmp_path / "a.dstd").header, SCHEMA)
 
 
@@ -57,14 +62,16 @@ def test_golden_float_specials_bit_exact():
 
 
 def test_info_prints_a_golden_header():
-    out = subprocess.run([sys.executable, "-m", "dstdformat", "info",
-                          str(SPEC / "golden" / "v1.0" / "int16_ct_crop.dstd")],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "dstdformat", "info", str(SPEC / "golden" / "v1.0" / "int16_ct_crop.dstd")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "24 x 40 x 40" in out and "lossless v1" in out and "27 texture" in out
 
 
 def test_conformance_script_exit_code():
-    result = subprocess.run([sys.executable, str(SPEC / "conformance.py")], capture_output=True,
-                            text=True)
+    result = subprocess.run([sys.executable, str(SPEC / "conformance.py")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
     assert "0 failed" in result.stdout

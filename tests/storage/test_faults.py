@@ -32,8 +32,7 @@ def files(tmp_path_factory):
 
 
 def test_backoff_grows_and_only_transient_errors_are_retried():
-    delays = list(RetryPolicy(attempts=5, initial_delay=0.1, multiplier=2, max_delay=0.5,
-                              jitter=0).delays())
+    delays = list(RetryPolicy(attempts=5, initial_delay=0.1, multiplier=2, max_delay=0.5, jitter=0).delays())
     assert delays == [0.1, 0.2, 0.4, 0.5]
     calls, slept = [], []
 
@@ -77,8 +76,9 @@ def test_http_faults_while_opening_and_reading_everything(files):
 def test_http_persistent_errors_give_up_with_a_clear_message(files):
     root, _ = files
     with http_server(root) as server:
-        with dstdformat.open(f"{server.url}/ct.dstd", retry=RetryPolicy(
-                attempts=3, initial_delay=0.01, timeout=1.0)) as volume:
+        with dstdformat.open(
+            f"{server.url}/ct.dstd", retry=RetryPolicy(attempts=3, initial_delay=0.01, timeout=1.0)
+        ) as volume:
             server.faults.extend(["503"] * 10)
             with pytest.raises(StorageError, match=r"after 3 attempts.*503"):
                 volume[0]
@@ -126,16 +126,18 @@ def test_s3_faults_through_a_proxy_are_retried(files):
         through = {**options, "client_kwargs": {"endpoint_url": proxy.url}}
         fsspec.filesystem("s3", **through).invalidate_cache()
         proxy.stall_seconds = 3.0
-        with dstdformat.open("s3://faulty/ct.dstd", storage_options={**through, "skip_instance_cache": True},
-                             retry=FAST) as volume:
+        with dstdformat.open(
+            "s3://faulty/ct.dstd", storage_options={**through, "skip_instance_cache": True}, retry=FAST
+        ) as volume:
             proxy.faults.extend(["503", "cut", "short", "stall", "500", "429"])
             got = volume.read()
         assert len(proxy.faults_done) == 6
         np.testing.assert_array_equal(got, array)
 
         # Overwritten mid-read: checksums (and lengths) stop every wrong byte.
-        with dstdformat.open("s3://faulty/ct.dstd", storage_options={**through, "skip_instance_cache": True},
-                             retry=FAST) as volume:
+        with dstdformat.open(
+            "s3://faulty/ct.dstd", storage_options={**through, "skip_instance_cache": True}, retry=FAST
+        ) as volume:
             np.testing.assert_array_equal(volume[0:4], array[0:4])
             fs.put(str(root / "other.dstd"), "faulty/ct.dstd")
             refused = 0

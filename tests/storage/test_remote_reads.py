@@ -27,7 +27,6 @@ def files(tmp_path_factory):
     return root, scan.array
 
 
-
 def test_opening_a_file_with_a_large_header_costs_one_more_round_trip(tmp_path):
     """The probe covers typical headers; a larger one is fetched in one more request, exactly
     the missing bytes, never the probe's 2 x 64 KiB of the past."""
@@ -51,6 +50,7 @@ def test_a_small_remote_file_read_whole_at_open_costs_no_more_requests(tmp_path)
         np.testing.assert_array_equal(volume.read(), array)
         assert volume.io_stats.requests == 2 and len(server.requests) == 2
 
+
 def _slice_cost(volume, key):
     before = (volume.io_stats.bytes_fetched, volume.io_stats.requests)
     data = volume[key]
@@ -64,8 +64,10 @@ def test_http_reads_fetch_only_what_a_slice_needs(files):
         volume = dstdformat.open(f"{server.url}/ct.dstd")
         # Opening is two concurrent range requests, the second a suffix range: no HEAD for the size.
         assert volume.io_stats.requests == 2
-        assert sorted(server.requests) == [("GET", f"bytes=-{PROBE_SIZE}"),
-                                           ("GET", f"bytes=0-{PROBE_SIZE - 1}")]
+        assert sorted(server.requests) == [
+            ("GET", f"bytes=-{PROBE_SIZE}"),
+            ("GET", f"bytes=0-{PROBE_SIZE - 1}"),
+        ]
         assert volume.reader.file_size == size
         data, fetched, requests = _slice_cost(volume, 56)
         np.testing.assert_array_equal(data, array[56])
@@ -81,8 +83,10 @@ def test_a_server_that_ignores_range_is_refused(files, tmp_path):
     """Refused on the first responses' status lines, without reading their bodies (a 64 MB file
     is not downloaded twice), with what to do instead."""
     root, _ = files
-    with http_server(root, ignore_range=True) as server, \
-            pytest.raises(StorageError, match="ignores range requests.*simplecache::"):
+    with (
+        http_server(root, ignore_range=True) as server,
+        pytest.raises(StorageError, match="ignores range requests.*simplecache::"),
+    ):
         dstdformat.open(f"{server.url}/ct.dstd")[0]
     big = tmp_path / "big.dstd"
     big.write_bytes((root / "ct.dstd").read_bytes() + bytes(64 << 20))
@@ -175,11 +179,19 @@ def test_deepstd_zarr_arrays_on_s3(files):
     with s3_server() as (_, options):
         fsspec.filesystem("s3", **options).mkdir("arrays")
         store = zarr.storage.FsspecStore.from_url("s3://arrays/ct.zarr", storage_options=options)
-        z = zarr.create_array(store, shape=array.shape, chunks=(32, *array.shape[1:]), dtype="int16",
-                              serializer=dstdformat.DeepSTDCodec(max_error=5), compressors=None)
+        z = zarr.create_array(
+            store,
+            shape=array.shape,
+            chunks=(32, *array.shape[1:]),
+            dtype="int16",
+            serializer=dstdformat.DeepSTDCodec(max_error=5),
+            compressors=None,
+        )
         z[:] = array
-        reader = zarr.open_array(zarr.storage.FsspecStore.from_url(
-            "s3://arrays/ct.zarr", storage_options=options, read_only=True), mode="r")
+        reader = zarr.open_array(
+            zarr.storage.FsspecStore.from_url("s3://arrays/ct.zarr", storage_options=options, read_only=True),
+            mode="r",
+        )
         assert np.abs(reader[40].astype(int) - array[40]).max() <= 5
 
 

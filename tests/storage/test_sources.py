@@ -94,4 +94,3 @@ def test_missing_backends_name_the_install(monkeypatch):
         dstdformat.open("http://127.0.0.1:9/scan.dstd")
     with pytest.raises(StorageError, match="pip install gcsfs"):
         dstdformat.open_collection("gs://bucket/*.dstd")
-

@@ -84,8 +84,15 @@ def test_sampling_far_outside_or_at_non_finite_positions_reads_padding():
     from dstdformat.model.warp import cubic_box, sample_cubic_voxels
 
     texture = torch.arange(4 * 5 * 6, dtype=torch.float32).reshape(4, 5, 6)
-    points = torch.tensor([[1.2, 2.5, 3.1], [1e30, 2.0, 2.0], [float("nan"), 1.0, 1.0],
-                           [-float("inf"), 0.0, 0.0], [2.0, -1e19, 4.0]])
+    points = torch.tensor(
+        [
+            [1.2, 2.5, 3.1],
+            [1e30, 2.0, 2.0],
+            [float("nan"), 1.0, 1.0],
+            [-float("inf"), 0.0, 0.0],
+            [2.0, -1e19, 4.0],
+        ]
+    )
     box = cubic_box(points, texture.shape)
     part = texture[tuple(box)]
     values = sample_cubic_voxels(part, points, texture.shape, box, padding_value=-7.0)
@@ -112,22 +119,40 @@ def _resealed(name: str, edit_header=None, edit_section=None) -> bytes:
 
 
 # Inputs the fuzzer found; each crashed the reader with a non-dstdformat error before its fix.
-@pytest.mark.parametrize("name, edit, error", [
-    ("int16_ct_crop.dstd", lambda h: h["metadata"].update(provenance="x"), CorruptHeaderError),
-    ("int16_ct_crop.dstd", lambda h: h["metadata"].update(modality=7), CorruptHeaderError),
-    ("deepstd_max_error_outliers.dstd",
-     lambda h: h["codec"]["state"].update(outlier_tiles=[float("inf")]), CorruptHeaderError),
-    ("deepstd_quality45.dstd", lambda h: h["codec"]["params"].update(model=5), DstdError),
-    ("deepstd_ratio64_refined.dstd", lambda h: h["codec"]["model"].update(sha256=1.5),
-     CorruptHeaderError),
-    ("deepstd_quality45.dstd",
-     lambda h: h["codec"]["state"].update(stored_window=[float("-inf"), 0]), CorruptHeaderError),
-    # These two made a decode run for hours (a deformation grid of 10^8 points), not crash.
-    ("deepstd_shape_ratio32.dstd",
-     lambda h: h["codec"]["state"]["shape"].update(scan_spacing=[3.0, 3.0, 3000.0]), CorruptHeaderError),
-    ("deepstd_shape_ratio32.dstd",
-     lambda h: h["codec"]["state"]["texture"].update(shape=[4000, 4000, 127]), CorruptHeaderError),
-])
+@pytest.mark.parametrize(
+    "name, edit, error",
+    [
+        ("int16_ct_crop.dstd", lambda h: h["metadata"].update(provenance="x"), CorruptHeaderError),
+        ("int16_ct_crop.dstd", lambda h: h["metadata"].update(modality=7), CorruptHeaderError),
+        (
+            "deepstd_max_error_outliers.dstd",
+            lambda h: h["codec"]["state"].update(outlier_tiles=[float("inf")]),
+            CorruptHeaderError,
+        ),
+        ("deepstd_quality45.dstd", lambda h: h["codec"]["params"].update(model=5), DstdError),
+        (
+            "deepstd_ratio64_refined.dstd",
+            lambda h: h["codec"]["model"].update(sha256=1.5),
+            CorruptHeaderError,
+        ),
+        (
+            "deepstd_quality45.dstd",
+            lambda h: h["codec"]["state"].update(stored_window=[float("-inf"), 0]),
+            CorruptHeaderError,
+        ),
+        # These two made a decode run for hours (a deformation grid of 10^8 points), not crash.
+        (
+            "deepstd_shape_ratio32.dstd",
+            lambda h: h["codec"]["state"]["shape"].update(scan_spacing=[3.0, 3.0, 3000.0]),
+            CorruptHeaderError,
+        ),
+        (
+            "deepstd_shape_ratio32.dstd",
+            lambda h: h["codec"]["state"]["texture"].update(shape=[4000, 4000, 127]),
+            CorruptHeaderError,
+        ),
+    ],
+)
 def test_hostile_header_values_are_refused(name, edit, error):
     with pytest.raises(error):
         read_untrusted(_resealed(name, edit_header=edit))
@@ -176,8 +201,23 @@ def test_fuzz_script_runs_workers_and_reports(tmp_path):
     out = tmp_path / "findings"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        [sys.executable, str(ROOT / "fuzz" / "fuzz_reader.py"), "--inputs", "80", "--jobs", "2",
-         "--seed", "7", "--out", str(out)], capture_output=True, text=True, timeout=600, env=env)
+        [
+            sys.executable,
+            str(ROOT / "fuzz" / "fuzz_reader.py"),
+            "--inputs",
+            "80",
+            "--jobs",
+            "2",
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"] == 80 and summary["findings"] == 0
@@ -188,15 +228,18 @@ def _shape_section_edit(at: int, value: bytes):
     def edit(entry, payload):
         if entry.kind != SectionKind.SHAPE:
             return entry, payload
-        return entry, payload[:at] + value + payload[at + len(value):]
+        return entry, payload[:at] + value + payload[at + len(value) :]
+
     return edit
 
 
-@pytest.mark.parametrize("at, value", [
-    (12, struct.pack("<f", 0.0)),  # SIREN frequency 0: a division by zero
-    (16, struct.pack("<d", 1e300)),  # an affine that throws the scan out of the world
-])
+@pytest.mark.parametrize(
+    "at, value",
+    [
+        (12, struct.pack("<f", 0.0)),  # SIREN frequency 0: a division by zero
+        (16, struct.pack("<d", 1e300)),  # an affine that throws the scan out of the world
+    ],
+)
 def test_forged_shape_settings_are_refused(at, value):
     with pytest.raises(DstdError):
-        read_untrusted(_resealed("deepstd_shape_ratio32.dstd",
-                                 edit_section=_shape_section_edit(at, value)))
+        read_untrusted(_resealed("deepstd_shape_ratio32.dstd", edit_section=_shape_section_edit(at, value)))

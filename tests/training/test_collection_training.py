@@ -19,27 +19,41 @@ def collection(tmp_path):
     folder = tmp_path / "scans"
     folder.mkdir()
     spacing = (4.0, 3.0, 3.0)
-    variants = {"a": dict(scale=1.05, centre_mm=(0, 6, 0)), "b": {},
-                "c": dict(scale=0.95, centre_mm=(0, -3, 6))}
+    variants = {
+        "a": dict(scale=1.05, centre_mm=(0, 6, 0)),
+        "b": {},
+        "c": dict(scale=0.95, centre_mm=(0, -3, 6)),
+    }
     for name, kwargs in variants.items():
         hu = phantom_hu(shape=(24, 40, 40), spacing=spacing, **kwargs).astype(np.int16)
-        dstdformat.write_scan(dstdformat.Scan(hu, dstdformat.ScanMetadata(spacing=spacing)),
-                              folder / f"{name}.nii.gz")
+        dstdformat.write_scan(
+            dstdformat.Scan(hu, dstdformat.ScanMetadata(spacing=spacing)), folder / f"{name}.nii.gz"
+        )
     # A "scan" that is nothing like the others: noise, which no affine lines up with anatomy.
     odd = np.random.default_rng(0).integers(-1000, 1500, (24, 40, 40)).astype(np.int16)
-    dstdformat.write_scan(dstdformat.Scan(odd, dstdformat.ScanMetadata(spacing=spacing)),
-                          folder / "odd.nii.gz")
+    dstdformat.write_scan(
+        dstdformat.Scan(odd, dstdformat.ScanMetadata(spacing=spacing)), folder / "odd.nii.gz"
+    )
     return folder
 
 
 def _config(collection, out) -> CollectionTrainConfig:
     return CollectionTrainConfig(
-        sources=[str(collection)], out=str(out),
-        registration=RegistrationConfig(siren=SirenConfig(width=16, depth=1), affine_steps=40,
-                                        steps=10, points=1024),
-        reference_affine_steps=20, min_affine_ncc=0.5,
-        texture={"steps": 2, "batch_size": 1, "crop": (12, 16, 16), "ratios": (32.0,),
-                 "checkpoint_every": 1, "model": {"channels": 4, "blocks": 1}},
+        sources=[str(collection)],
+        out=str(out),
+        registration=RegistrationConfig(
+            siren=SirenConfig(width=16, depth=1), affine_steps=40, steps=10, points=1024
+        ),
+        reference_affine_steps=20,
+        min_affine_ncc=0.5,
+        texture={
+            "steps": 2,
+            "batch_size": 1,
+            "crop": (12, 16, 16),
+            "ratios": (32.0,),
+            "checkpoint_every": 1,
+            "model": {"channels": 4, "blocks": 1},
+        },
     )
 
 

@@ -17,8 +17,15 @@ def _volumes():
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path):
-    straight = TrainConfig(sources=[], out=str(tmp_path / "a"), steps=6, batch_size=1,
-                           crop=(32, 32, 32), checkpoint_every=3, model=TINY)
+    straight = TrainConfig(
+        sources=[],
+        out=str(tmp_path / "a"),
+        steps=6,
+        batch_size=1,
+        crop=(32, 32, 32),
+        checkpoint_every=3,
+        model=TINY,
+    )
     train(straight, volumes=_volumes())
     resumed = TrainConfig(**{**straight.__dict__, "out": str(tmp_path / "b"), "steps": 3})
     train(resumed, volumes=_volumes())
@@ -34,8 +41,16 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
 
 
 def test_training_reduces_the_loss(tmp_path):
-    config = TrainConfig(sources=[], out=str(tmp_path), steps=100, batch_size=1, crop=(32, 32, 32),
-                         checkpoint_every=100, learning_rate=1e-3, model=TINY)
+    config = TrainConfig(
+        sources=[],
+        out=str(tmp_path),
+        steps=100,
+        batch_size=1,
+        crop=(32, 32, 32),
+        checkpoint_every=100,
+        learning_rate=1e-3,
+        model=TINY,
+    )
     train(config, volumes=_volumes())
     history = json.loads((tmp_path / "checkpoint.json").read_text())["history"]
     assert history[-1]["loss"] < history[0]["loss"]

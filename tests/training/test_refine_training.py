@@ -26,8 +26,17 @@ def _volumes():
 
 
 def _config(out, steps, **kw):
-    return RefinerTrainConfig(sources=[], out=str(out), steps=steps, batch_size=2, crop=(12, 16, 16),
-                              ratios=(64.0,), checkpoint_every=2, model=TINY, **kw)
+    return RefinerTrainConfig(
+        sources=[],
+        out=str(out),
+        steps=steps,
+        batch_size=2,
+        crop=(12, 16, 16),
+        ratios=(64.0,),
+        checkpoint_every=2,
+        model=TINY,
+        **kw,
+    )
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path):
@@ -40,9 +49,12 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     with pytest.raises(ValueError, match="different model"):
-        train_refiner(RefinerTrainConfig(**{**_config(tmp_path / "b", 6).__dict__,
-                                            "model": {"channels": 4, "blocks": 1}}),
-                      volumes=_volumes())
+        train_refiner(
+            RefinerTrainConfig(
+                **{**_config(tmp_path / "b", 6).__dict__, "model": {"channels": 4, "blocks": 1}}
+            ),
+            volumes=_volumes(),
+        )
 
 
 def test_training_lowers_the_error_and_exports_a_model(tmp_path, monkeypatch):
@@ -98,8 +110,15 @@ def test_fine_tuning_with_distillation_starts_from_the_teacher_and_stays_near_it
     train_refiner(start, volumes=_volumes())  # a step that moves nothing: the starting weights
     runs = {}
     for name, weight in (("free", 0.0), ("distilled", 5.0)):
-        config = _config(tmp_path / name, 12, init_from="test-refiner", teacher="test-refiner",
-                         teacher_weight=weight, augment="strong", learning_rate=3e-3)
+        config = _config(
+            tmp_path / name,
+            12,
+            init_from="test-refiner",
+            teacher="test-refiner",
+            teacher_weight=weight,
+            augment="strong",
+            learning_rate=3e-3,
+        )
         train_refiner(config, volumes=_volumes())
         runs[name] = load_file(str(tmp_path / name / "checkpoint.safetensors"))
     recorded = json.loads((tmp_path / "free" / "checkpoint.json").read_text())["train_config"]
@@ -115,8 +134,9 @@ def test_fine_tuning_with_distillation_starts_from_the_teacher_and_stays_near_it
         distance = {}
         for name, state in runs.items():
             student = Refiner(RefinerConfig(channels=8, blocks=1))
-            student.load_state_dict({k.removeprefix("model."): v for k, v in state.items()
-                                     if k.startswith("model.")})
+            student.load_state_dict(
+                {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+            )
             distance[name] = float((student(x, rates) - target).abs().mean())
     assert 0 < distance["distilled"] < distance["free"]
     with pytest.raises(ValueError, match="teacher_weight needs a teacher"):

@@ -30,8 +30,13 @@ def _forbid(*args, **kwargs):
 @pytest.fixture
 def no_pickle(monkeypatch):
     """Any use of torch.load or pickle while the test runs fails it."""
-    for owner, name in ((torch, "load"), (torch.serialization, "load"), (pickle, "load"),
-                        (pickle, "loads"), (pickle, "Unpickler")):
+    for owner, name in (
+        (torch, "load"),
+        (torch.serialization, "load"),
+        (pickle, "load"),
+        (pickle, "loads"),
+        (pickle, "Unpickler"),
+    ):
         monkeypatch.setattr(owner, name, _forbid)
     refiner_cache._load.cache_clear()
     yield
@@ -39,8 +44,10 @@ def no_pickle(monkeypatch):
 
 
 def test_shipped_model_and_template_load_without_pickle(no_pickle):
-    for golden in (GOLDEN / "deepstd-v2" / "deepstd_ratio64_refined.dstd",
-                   GOLDEN / "deepstd-v3" / "deepstd_shape_ratio32.dstd"):
+    for golden in (
+        GOLDEN / "deepstd-v2" / "deepstd_ratio64_refined.dstd",
+        GOLDEN / "deepstd-v3" / "deepstd_shape_ratio32.dstd",
+    ):
         with dstdformat.open(golden) as volume:
             assert_matches_golden_reference(volume.read(), golden)
 
@@ -49,8 +56,7 @@ def test_user_model_encodes_and_decodes_without_pickle(tmp_path, test_model, no_
     path = tmp_path / "scan.dstd"
     dstdformat.save(ct_chunk(), path, codec=Codec(ratio=16, model="test-refiner"))
     with dstdformat.open(path) as volume:
-        assert volume.header["codec"]["model"] == {"id": "test-refiner",
-                                                   "sha256": file_sha256(test_model)}
+        assert volume.header["codec"]["model"] == {"id": "test-refiner", "sha256": file_sha256(test_model)}
         volume.read()
 
 
@@ -88,8 +94,7 @@ def test_weights_that_differ_from_the_recorded_sha256_are_refused(tmp_path, monk
 def test_pickles_and_disguised_pickles_are_never_loaded(tmp_path, monkeypatch, no_pickle):
     folder = tmp_path / "models"
     folder.mkdir()
-    config = {"id": "evil", "kind": "deepstd-refiner",
-              "architecture": {"channels": 8, "blocks": 1}}
+    config = {"id": "evil", "kind": "deepstd-refiner", "architecture": {"channels": 8, "blocks": 1}}
     (folder / "evil.json").write_text(json.dumps(config))
     with open(folder / "evil.pt", "wb") as fh:  # a torch pickle is not a model we look at
         fh.write(b"\x80\x04not-run")

@@ -85,18 +85,30 @@ class DeepSTDVolumeCodec(VolumeCodec):
     preferred_tile_shape: ClassVar[tuple[int, int, int]] = (64, 512, 512)
     balanced_tiles: ClassVar[bool] = True
 
-    def __init__(self, ratio: float | None = None, quality: float | None = None,
-                 max_error: float | None = None, window: tuple[float, float] = DEFAULT_WINDOW,
-                 model: str | None = "auto", device: str = "auto",
-                 clamp_ratio: bool = False, shape: str | None = None, shape_policy: str = "best",
-                 shape_steps: int = 2500, base: str = "auto") -> None:
-        given = {k: v for k, v in (("ratio", ratio), ("quality", quality), ("max_error", max_error))
-                 if v is not None}
+    def __init__(
+        self,
+        ratio: float | None = None,
+        quality: float | None = None,
+        max_error: float | None = None,
+        window: tuple[float, float] = DEFAULT_WINDOW,
+        model: str | None = "auto",
+        device: str = "auto",
+        clamp_ratio: bool = False,
+        shape: str | None = None,
+        shape_policy: str = "best",
+        shape_steps: int = 2500,
+        base: str = "auto",
+    ) -> None:
+        given = {
+            k: v
+            for k, v in (("ratio", ratio), ("quality", quality), ("max_error", max_error))
+            if v is not None
+        }
         if len(given) > 1:
             raise InvalidInputError(f"give at most one of ratio, quality, max_error; got {sorted(given)}")
         if not given:
             given = {"ratio": DEFAULT_RATIO}
-        (self.mode, value), = given.items()
+        ((self.mode, value),) = given.items()
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise InvalidInputError(f"{self.mode} must be a finite number, got {value!r}")
         limits = {"ratio": (1.0, 100000.0), "quality": (1.0, 200.0), "max_error": (0.0, 1e9)}[self.mode]
@@ -111,11 +123,11 @@ class DeepSTDVolumeCodec(VolumeCodec):
             raise InvalidInputError(f"window must be (low, high) with low < high, got {window!r}")
         self.window = (low, high)
         if model is not None and not (isinstance(model, str) and model):
-            raise InvalidInputError(f"model must be a model id, a .safetensors path or None, "
-                                    f"got {model!r}")
+            raise InvalidInputError(f"model must be a model id, a .safetensors path or None, got {model!r}")
         if not isinstance(device, str):
-            raise InvalidInputError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', "
-                                    f"got {device!r}")
+            raise InvalidInputError(
+                f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {device!r}"
+            )
         self.base = base_layers.resolve(base, self.mode, self.value)
         #: base="auto" may still code a volume with SPERR when AV1 cannot reach its ratio (a tiny
         #: volume: AV1 streams have a floor of ~30 bytes a frame that SPERR does not).
@@ -146,8 +158,9 @@ class DeepSTDVolumeCodec(VolumeCodec):
         if not isinstance(shape, str) or not shape:
             raise InvalidInputError(f"shape must be a template id or path, got {shape!r}")
         if self.mode == "max_error":
-            raise InvalidInputError("shape coding cannot keep a max_error bound (the warp moves "
-                                    "voxels); use shape=None")
+            raise InvalidInputError(
+                "shape coding cannot keep a max_error bound (the warp moves voxels); use shape=None"
+            )
         if shape.endswith(".safetensors"):
             from pathlib import Path
 
@@ -164,11 +177,13 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
     # -- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        config = {self.mode: self.value, "window": list(self.window), "model": self.model,
-                  "base": self.base}
+        config = {self.mode: self.value, "window": list(self.window), "model": self.model, "base": self.base}
         if self.shape is not None:
-            config |= {"shape": self.shape, "shape_policy": self.shape_policy,
-                       "shape_steps": self.shape_steps}
+            config |= {
+                "shape": self.shape,
+                "shape_policy": self.shape_policy,
+                "shape_steps": self.shape_steps,
+            }
         return config
 
     def describe(self) -> dict[str, Any]:
@@ -190,13 +205,20 @@ class DeepSTDVolumeCodec(VolumeCodec):
     def check_array(self, array: np.ndarray) -> None:
         super().check_array(array)
         if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise InvalidInputError("deepstd cannot code NaN or infinite voxels; "
-                                    "replace them or use the lossless codec")
+            raise InvalidInputError(
+                "deepstd cannot code NaN or infinite voxels; replace them or use the lossless codec"
+            )
 
     # -- encoding ------------------------------------------------------------------------------
-    def encode(self, array: np.ndarray, grid: TileGrid, *, progress: bool = False,
-               metadata: ScanMetadata | None = None,
-               costs: ContainerCosts | None = None) -> Encoded:
+    def encode(
+        self,
+        array: np.ndarray,
+        grid: TileGrid,
+        *,
+        progress: bool = False,
+        metadata: ScanMetadata | None = None,
+        costs: ContainerCosts | None = None,
+    ) -> Encoded:
         self.check_array(array)
         costs = costs or ContainerCosts()
         if self.model is not None:  # fail before minutes of encoding, not after
@@ -204,8 +226,10 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
             find_model(self.model)
         if any(t > wavelet.MAX_EXTENT for t in grid.tile_shape):
-            raise InvalidInputError(f"deepstd tiles may be at most {wavelet.MAX_EXTENT} voxels "
-                                    f"along each axis, got {grid.tile_shape}")
+            raise InvalidInputError(
+                f"deepstd tiles may be at most {wavelet.MAX_EXTENT} voxels "
+                f"along each axis, got {grid.tile_shape}"
+            )
         slope = metadata.slope if metadata is not None else 1.0
         intercept = metadata.intercept if metadata is not None else 0.0
         low, high = stored_window(self.window, slope, intercept, array.dtype)
@@ -218,17 +242,29 @@ class DeepSTDVolumeCodec(VolumeCodec):
             mask = outliers.outlier_mask(raw, *far)
             if mask.any():
                 exact[tile] = outliers.encode(raw, mask)
-        base_state = {"mode": self.mode, "stored_window": [low, high], "slope": float(slope),
-                      "intercept": float(intercept)}
+        base_state = {
+            "mode": self.mode,
+            "stored_window": [low, high],
+            "slope": float(slope),
+            "intercept": float(intercept),
+        }
         if self.shape is None:
             return self._encode_plain(array, grid, exact, base_state, costs, far, progress)
 
         from . import shaped  # torch: only when shape is coded
 
         spacing = metadata.spacing if metadata is not None else None
-        fit = shaped.fit_shape(array, spacing, slope, intercept, (low, high),
-                               self._template_path or self.shape, self.shape_steps,
-                               self.preferred_tile_shape, progress)
+        fit = shaped.fit_shape(
+            array,
+            spacing,
+            slope,
+            intercept,
+            (low, high),
+            self._template_path or self.shape,
+            self.shape_steps,
+            self.preferred_tile_shape,
+            progress,
+        )
         if isinstance(fit, str):
             plain = self._encode_plain(array, grid, exact, base_state, costs, far, progress)
             plain.state["shape"] = {"used": False, "reason": fit}
@@ -237,20 +273,33 @@ class DeepSTDVolumeCodec(VolumeCodec):
         if self.shape_policy == "always":
             return coded
         plain = self._encode_plain(array, grid, exact, base_state, costs, far, progress)
-        errors = [self._decoded_error(array, grid, candidate, metadata, progress)
-                  for candidate in (coded, plain)]
+        errors = [
+            self._decoded_error(array, grid, candidate, metadata, progress) for candidate in (coded, plain)
+        ]
         if errors[0] < errors[1]:
             coded.state["shape"]["mae_texture_only"] = round(errors[1], 3)
             coded.state["shape"]["mae"] = round(errors[0], 3)
             return coded
-        plain.state["shape"] = {"used": False, "reason": (
-            f"texture only decodes closer: MAE {errors[1]:.2f} against {errors[0]:.2f} with the "
-            f"shape at the same budget"), "registration": fit.record}
+        plain.state["shape"] = {
+            "used": False,
+            "reason": (
+                f"texture only decodes closer: MAE {errors[1]:.2f} against {errors[0]:.2f} with the "
+                f"shape at the same budget"
+            ),
+            "registration": fit.record,
+        }
         return plain
 
-    def _encode_plain(self, array: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
-                      base_state: dict, costs: ContainerCosts,
-                      far: tuple[float, float], progress: bool) -> Encoded:
+    def _encode_plain(
+        self,
+        array: np.ndarray,
+        grid: TileGrid,
+        exact: dict[int, bytes],
+        base_state: dict,
+        costs: ContainerCosts,
+        far: tuple[float, float],
+        progress: bool,
+    ) -> Encoded:
         """Texture only: the wavelet layer on the scan's own tiles."""
         low, high = base_state["stored_window"]
         exact = dict(exact)
@@ -258,8 +307,18 @@ class DeepSTDVolumeCodec(VolumeCodec):
         if self.mode == "max_error":
             textures, rates = code_max_error(self.value, array, grid, exact, low, high, far, progress)
         else:
-            coded = code_texture(self._texture_settings(), array, grid, exact, array.nbytes, 0,
-                                 costs, (low, high), far, progress)
+            coded = code_texture(
+                self._texture_settings(),
+                array,
+                grid,
+                exact,
+                array.nbytes,
+                0,
+                costs,
+                (low, high),
+                far,
+                progress,
+            )
             textures, rates, record = coded.streams, coded.bits_per_voxel, coded.base_record
         sections = [Section(SectionKind.TEXTURE, t, payload) for t, payload in zip(grid, textures)]
         sections += [Section(SectionKind.RESIDUAL, t, exact[t]) for t in sorted(exact)]
@@ -268,52 +327,84 @@ class DeepSTDVolumeCodec(VolumeCodec):
             state["refine_gain"] = self._choose_gains(array, grid, sections, state, progress)
         return Encoded(iter(sections), state)
 
-    def _encode_shaped(self, array: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
-                       base_state: dict, metadata: ScanMetadata | None, costs: ContainerCosts,
-                       fit: shaped.ShapeFit, progress: bool) -> Encoded:
+    def _encode_shaped(
+        self,
+        array: np.ndarray,
+        grid: TileGrid,
+        exact: dict[int, bytes],
+        base_state: dict,
+        metadata: ScanMetadata | None,
+        costs: ContainerCosts,
+        fit: shaped.ShapeFit,
+        progress: bool,
+    ) -> Encoded:
         """Shape section + texture tiles on the texture grid + exact voxels on the scan's grid."""
         tgrid = fit.texture.grid
-        record = {"used": True, **fit.record,
-                  "scan_spacing": [float(s) for s in metadata.spacing],  # type: ignore[union-attr]
-                  "shape_bytes": len(fit.code)}
+        record = {
+            "used": True,
+            **fit.record,
+            "scan_spacing": [float(s) for s in metadata.spacing],  # type: ignore[union-attr]
+            "shape_bytes": len(fit.code),
+        }
         extra = len(fit.code) + len(json.dumps({"shape": record, "texture": fit.texture.to_json()}))
-        coded = code_texture(self._texture_settings(), fit.values, tgrid, exact, array.nbytes, extra,
-                             costs, base_state["stored_window"], (-math.inf, math.inf), progress)
+        coded = code_texture(
+            self._texture_settings(),
+            fit.values,
+            tgrid,
+            exact,
+            array.nbytes,
+            extra,
+            costs,
+            base_state["stored_window"],
+            (-math.inf, math.inf),
+            progress,
+        )
         texture_sections = [Section(SectionKind.TEXTURE, t, p) for t, p in zip(tgrid, coded.streams)]
         sections = [Section(SectionKind.SHAPE, NO_TILE, fit.code), *texture_sections]
         sections += [Section(SectionKind.RESIDUAL, t, exact[t]) for t in sorted(exact)]
         state = self._state(base_state, coded.bits_per_voxel, exact, coded.base_record)
         if self.model is not None:
             texture_state = {**state, "outlier_tiles": []}
-            state["refine_gain"] = self._choose_gains(fit.values, tgrid, texture_sections,
-                                                      texture_state, progress)
+            state["refine_gain"] = self._choose_gains(
+                fit.values, tgrid, texture_sections, texture_state, progress
+            )
         state["texture"] = fit.texture.to_json()
         state["shape"] = record
         return Encoded(iter(sections), state)
 
     def _texture_settings(self) -> TextureSettings:
-        return TextureSettings(self.mode, self.value, self.base, self.clamp_ratio,
-                               sperr_fallback=self.base_fallback)
+        return TextureSettings(
+            self.mode, self.value, self.base, self.clamp_ratio, sperr_fallback=self.base_fallback
+        )
 
-    def _state(self, base_state: dict, rates: list[float], exact: dict[int, bytes],
-               base_record: dict | None) -> dict:
+    def _state(
+        self, base_state: dict, rates: list[float], exact: dict[int, bytes], base_record: dict | None
+    ) -> dict:
         state = dict(base_state)
         if base_record is not None:
             state["base"] = base_record
-        state.update({
-            "halo": HALO if self.model is not None else 0,
-            "refine_block": list(REFINE_BLOCK),
-            "refine_layout": REFINE_LAYOUT,
-            "bits_per_voxel": [round(r, 6) for r in rates],
-            "outlier_tiles": sorted(exact),
-            "outlier_voxels": sum(outliers.count(exact[t]) for t in sorted(exact)),
-        })
+        state.update(
+            {
+                "halo": HALO if self.model is not None else 0,
+                "refine_block": list(REFINE_BLOCK),
+                "refine_layout": REFINE_LAYOUT,
+                "bits_per_voxel": [round(r, 6) for r in rates],
+                "outlier_tiles": sorted(exact),
+                "outlier_voxels": sum(outliers.count(exact[t]) for t in sorted(exact)),
+            }
+        )
         if self.mode == "ratio":
             state["target_ratio"] = self.value
         return state
 
-    def _decoded_error(self, array: np.ndarray, grid: TileGrid, encoded: Encoded,
-                       metadata: ScanMetadata | None, progress: bool) -> float:
+    def _decoded_error(
+        self,
+        array: np.ndarray,
+        grid: TileGrid,
+        encoded: Encoded,
+        metadata: ScanMetadata | None,
+        progress: bool,
+    ) -> float:
         """MAE (physical units) of what ``encoded`` decodes to, for the shape policy's choice."""
         sections = list(encoded.sections)
         encoded.sections = iter(sections)
@@ -325,6 +416,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         rows = grid.tile_shape[0]
         label = "shape: comparing" if "texture" in encoded.state else "texture only: comparing"
         with bar(enabled=progress, desc=label, total=array.shape[0], unit="slice") as pbar:
+
             def decode(region: Region) -> np.ndarray:
                 out = self.decode_region(ctx, region, fetch)
                 pbar.update(region[0].stop - region[0].start)
@@ -337,8 +429,9 @@ class DeepSTDVolumeCodec(VolumeCodec):
         self._shape_decoders = None
         return error
 
-    def _choose_gains(self, array: np.ndarray, grid: TileGrid, sections: list[Section], state: dict,
-                      progress: bool) -> list[int]:
+    def _choose_gains(
+        self, array: np.ndarray, grid: TileGrid, sections: list[Section], state: dict, progress: bool
+    ) -> list[int]:
         """Per refinement block, how much of the network's correction to apply: the least-squares
         gain against the original (which only the encoder has), in steps of 1/GAIN_STEPS.
 
@@ -351,11 +444,10 @@ class DeepSTDVolumeCodec(VolumeCodec):
         ctx = DecodeContext(array.shape, array.dtype, grid, self.get_config(), state, None)
         blocks = DecodeState.from_context(ctx).blocks(ctx)  # exactly the decoder's blocks
         gains = []
-        for number in track(range(blocks.count), enabled=progress, desc="refinement gains",
-                            unit="block"):
+        for number in track(range(blocks.count), enabled=progress, desc="refinement gains", unit="block"):
             region = blocks.keep(number)
             plan = self.plan_region(ctx, region, lambda keys: {k: payloads[k] for k in keys})
-            (keep, inner, base, _), = plan.blocks
+            ((keep, inner, base, _),) = plan.blocks
             refined = (refine_all(plan.refiner, plan.jobs)[0] - plan.state.intercept) / plan.state.slope
             correction = (refined - base)[inner]
             target = np.clip(array[region].astype(np.float64), low, high) - base[inner]
@@ -400,9 +492,12 @@ class DeepSTDVolumeCodec(VolumeCodec):
 
         def base_block(tile: int) -> np.ndarray:
             if tile not in base:
-                base[tile] = state.base.decode(payloads[(SectionKind.TEXTURE, tile)],
-                                               grid.tile_extent(tile),
-                                               what=f"texture section of tile {tile}", dtype=np.float32)
+                base[tile] = state.base.decode(
+                    payloads[(SectionKind.TEXTURE, tile)],
+                    grid.tile_extent(tile),
+                    what=f"texture section of tile {tile}",
+                    dtype=np.float32,
+                )
                 cache.put(tile, base[tile])
             return base[tile]
 
@@ -414,14 +509,23 @@ class DeepSTDVolumeCodec(VolumeCodec):
             gain = state.gain(number) if refiner is not None else 0
             plan.blocks.append((keep, inner, block, gain))
             if gain:
-                rates = assemble(grid, crop, lambda t: np.full(grid.tile_extent(t),
-                                                                state.rate_code(t), np.float32))
+                rates = assemble(
+                    grid, crop, lambda t: np.full(grid.tile_extent(t), state.rate_code(t), np.float32)
+                )
                 plan.jobs.append((block * state.slope + state.intercept, rates))
         for tile in in_region:
             if tile in state.outlier_tiles:
-                plan.exact.append((grid.tile_region(tile), *outliers.decode(
-                    payloads[(SectionKind.RESIDUAL, tile)], grid.tile_extent(tile), ctx.dtype,
-                    f"residual section of tile {tile}")))
+                plan.exact.append(
+                    (
+                        grid.tile_region(tile),
+                        *outliers.decode(
+                            payloads[(SectionKind.RESIDUAL, tile)],
+                            grid.tile_extent(tile),
+                            ctx.dtype,
+                            f"residual section of tile {tile}",
+                        ),
+                    )
+                )
         return plan
 
     def slab_alignment(self, ctx: DecodeContext) -> int:

@@ -67,7 +67,7 @@ def refine_all(refiner, jobs: list[tuple[np.ndarray, np.ndarray]], batch: int = 
         by_shape.setdefault(hu.shape, []).append(n)
     for indices in by_shape.values():
         for start in range(0, len(indices), max(1, batch)):
-            group = indices[start:start + max(1, batch)]
+            group = indices[start : start + max(1, batch)]
             results = refiner.refine_many([jobs[n] for n in group], refiner.device)
             for n, result in zip(group, results):
                 out[n] = result
@@ -108,8 +108,19 @@ class BaseCache:
 class DecodeState:
     """The codec state of a file, checked once per read."""
 
-    def __init__(self, window, slope, intercept, halo, rates, outlier_tiles, block, gains,
-                 layout, base: base_layers.BaseLayer) -> None:
+    def __init__(
+        self,
+        window,
+        slope,
+        intercept,
+        halo,
+        rates,
+        outlier_tiles,
+        block,
+        gains,
+        layout,
+        base: base_layers.BaseLayer,
+    ) -> None:
         self.base = base
         self.window, self.slope, self.intercept = window, slope, intercept
         self.halo, self.rates, self.outlier_tiles, self.block = halo, rates, outlier_tiles, block
@@ -134,25 +145,37 @@ class DecodeState:
             raise CorruptHeaderError(f"deepstd codec state is incomplete or malformed: {exc}") from None
         if not all(math.isfinite(v) for v in (low, high, slope, intercept)):
             raise CorruptHeaderError("deepstd codec state has a non-finite window or scaling")
-        if len(rates) != ctx.grid.n_tiles or not 0 <= halo <= 64 or slope == 0 or not low < high \
-                or any(not 0 <= t < ctx.grid.n_tiles for t in outlier_tiles) \
-                or any(not (r > 0 and math.isfinite(r)) for r in rates):
+        if (
+            len(rates) != ctx.grid.n_tiles
+            or not 0 <= halo <= 64
+            or slope == 0
+            or not low < high
+            or any(not 0 <= t < ctx.grid.n_tiles for t in outlier_tiles)
+            or any(not (r > 0 and math.isfinite(r)) for r in rates)
+        ):
             raise CorruptHeaderError("deepstd codec state does not match the tile grid")
         block = s.get("refine_block", REFINE_BLOCK)
-        if not (isinstance(block, (list, tuple)) and len(block) == 3
-                and all(isinstance(b, int) and 1 <= b <= 4096 for b in block)):
+        if not (
+            isinstance(block, (list, tuple))
+            and len(block) == 3
+            and all(isinstance(b, int) and 1 <= b <= 4096 for b in block)
+        ):
             raise CorruptHeaderError(f"deepstd refine_block must be 3 integers in 1..4096, got {block!r}")
         layout = s.get("refine_layout", "volume")  # codec version 1 files
         if layout not in ("volume", "tile"):
             raise CorruptHeaderError(f"deepstd refine_layout must be 'volume' or 'tile', got {layout!r}")
         blocks = Blocks(ctx.shape, ctx.grid, tuple(block), halo, layout).count
         gains = s.get("refine_gain", [GAIN_STEPS] * blocks)
-        if not (isinstance(gains, list) and len(gains) == blocks
-                and all(isinstance(g, int) and 0 <= g <= MAX_GAIN for g in gains)):
+        if not (
+            isinstance(gains, list)
+            and len(gains) == blocks
+            and all(isinstance(g, int) and 0 <= g <= MAX_GAIN for g in gains)
+        ):
             raise CorruptHeaderError(f"deepstd refine_gain must be {blocks} integers in 0..{MAX_GAIN}")
         base = base_layers.BaseLayer.from_state(dict(s), ctx.grid.n_tiles)
-        return cls((low, high), slope, intercept, halo, rates, outlier_tiles, tuple(block), gains,
-                   layout, base)
+        return cls(
+            (low, high), slope, intercept, halo, rates, outlier_tiles, tuple(block), gains, layout, base
+        )
 
     def rate_code(self, tile: int) -> float:
         from ...model.refine import rate_code
@@ -171,8 +194,9 @@ class Blocks:
     block per tile (no refinement).
     """
 
-    def __init__(self, shape: tuple[int, ...], grid: TileGrid, block: tuple[int, ...] | None,
-                 halo: int, layout: str) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], grid: TileGrid, block: tuple[int, ...] | None, halo: int, layout: str
+    ) -> None:
         self.shape, self.grid, self.halo = tuple(shape), grid, halo
         self.whole_volume = layout == "volume" and block is not None
         if self.whole_volume:
@@ -185,8 +209,9 @@ class Blocks:
         count = 0
         for tile in range(grid.n_tiles):
             extent = grid.tile_extent(tile)
-            local = TileGrid(extent, default_tile_shape(extent, block, balanced=True)
-                             if block is not None else extent)
+            local = TileGrid(
+                extent, default_tile_shape(extent, block, balanced=True) if block is not None else extent
+            )
             self.local.append(local)
             self.first.append(count)
             count += local.n_tiles
@@ -201,13 +226,18 @@ class Blocks:
             return self.volume_grid.tile_region(number)
         tile, local = self._tile_of(number)
         origin = self.grid.tile_region(tile)
-        return tuple(slice(o.start + r.start, o.start + r.stop)  # type: ignore[return-value]
-                     for o, r in zip(origin, self.local[tile].tile_region(local)))
+        return tuple(
+            slice(o.start + r.start, o.start + r.stop)  # type: ignore[return-value]
+            for o, r in zip(origin, self.local[tile].tile_region(local))
+        )
 
     def crop(self, number: int) -> Region:
         """The block grown by the halo, inside the volume (layout "volume") or its tile."""
-        bounds = (tuple(slice(0, n) for n in self.shape) if self.whole_volume
-                  else self.grid.tile_region(self._tile_of(number)[0]))
+        bounds = (
+            tuple(slice(0, n) for n in self.shape)
+            if self.whole_volume
+            else self.grid.tile_region(self._tile_of(number)[0])
+        )
         return grow(self.keep(number), self.halo, bounds)  # type: ignore[arg-type]
 
     def in_region(self, region: Region) -> list[int]:
@@ -220,8 +250,9 @@ class Blocks:
         return out
 
 
-def stored_window(window: tuple[float, float], slope: float, intercept: float,
-                   dtype: np.dtype) -> tuple[float, float]:
+def stored_window(
+    window: tuple[float, float], slope: float, intercept: float, dtype: np.dtype
+) -> tuple[float, float]:
     """The HU window in stored units, inside what the dtype can hold."""
     if slope == 0:
         raise InvalidInputError("metadata slope is 0: the stored values carry no intensity")
@@ -230,15 +261,19 @@ def stored_window(window: tuple[float, float], slope: float, intercept: float,
         info = np.iinfo(dtype)
         low, high = max(math.ceil(low), info.min), min(math.floor(high), info.max)
         if low >= high:
-            raise InvalidInputError(f"the HU window {window} is outside what {dtype.name} stores "
-                                    f"with slope {slope} and intercept {intercept}")
+            raise InvalidInputError(
+                f"the HU window {window} is outside what {dtype.name} stores "
+                f"with slope {slope} and intercept {intercept}"
+            )
     return float(low), float(high)
 
 
 def grow(region: Region, halo: int, bounds: Region) -> Region:
     """``region`` grown by ``halo`` on every side, clipped to ``bounds``."""
-    return tuple(slice(max(b.start, r.start - halo), min(b.stop, r.stop + halo))  # type: ignore[return-value]
-                 for r, b in zip(region, bounds))
+    return tuple(
+        slice(max(b.start, r.start - halo), min(b.stop, r.stop + halo))  # type: ignore[return-value]
+        for r, b in zip(region, bounds)
+    )
 
 
 def assemble(grid: TileGrid, crop: Region, block_of) -> np.ndarray:
@@ -253,8 +288,9 @@ def assemble(grid: TileGrid, crop: Region, block_of) -> np.ndarray:
     return out
 
 
-def scatter(out: np.ndarray, region: Region, tile_region: Region, flat_index: np.ndarray,
-             values: np.ndarray) -> None:
+def scatter(
+    out: np.ndarray, region: Region, tile_region: Region, flat_index: np.ndarray, values: np.ndarray
+) -> None:
     """Write a tile's exact voxels (flat C-order indices in the tile) that fall inside ``region``."""
     extent = tuple(t.stop - t.start for t in tile_region)
     coords = np.unravel_index(flat_index, extent)

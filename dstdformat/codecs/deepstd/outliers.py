@@ -45,8 +45,9 @@ def count(payload: bytes) -> int:
     return _HEADER.unpack_from(payload)[2]
 
 
-def decode(payload: bytes, tile_shape: tuple[int, ...], dtype: np.dtype,
-           what: str) -> tuple[np.ndarray, np.ndarray]:
+def decode(
+    payload: bytes, tile_shape: tuple[int, ...], dtype: np.dtype, what: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(flat C-order indices in the tile, exact values) of the stored voxels, after checks."""
     size = int(np.prod(tile_shape))
     dtype = np.dtype(dtype)
@@ -57,15 +58,18 @@ def decode(payload: bytes, tile_shape: tuple[int, ...], dtype: np.dtype,
         raise CorruptSectionError(f"{what} has a bad header")
     if n_values == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=dtype)
-    body = memoryview(payload)[_HEADER.size:]
+    body = memoryview(payload)[_HEADER.size :]
     runs = decode_checked(body[:runs_nbytes], (n_runs, 2), "<u4", what)
     values = decode_checked(body[runs_nbytes:], (n_values,), dtype.newbyteorder("<"), what)
     lengths = runs[:, 1].astype(np.int64)
     starts = np.cumsum(runs[:, 0], dtype=np.int64) + np.concatenate(([0], np.cumsum(lengths)[:-1]))
     stops = starts + lengths
-    if (lengths < 1).any() or (starts[1:] < stops[:-1]).any() or stops[-1] > size \
-            or lengths.sum() != n_values:
+    if (
+        (lengths < 1).any()
+        or (starts[1:] < stops[:-1]).any()
+        or stops[-1] > size
+        or lengths.sum() != n_values
+    ):
         raise CorruptSectionError(f"{what}: runs overlap, leave the tile or miscount the values")
-    index = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths) \
-        + np.arange(n_values)
+    index = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths) + np.arange(n_values)
     return index, values.astype(dtype, copy=False)

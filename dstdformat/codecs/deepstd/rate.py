@@ -23,8 +23,7 @@ RATIO_TOLERANCE = 0.03
 MAX_PASSES = 4
 
 
-def psnr(reference: np.ndarray, decoded: np.ndarray, peak: float,
-         counted: np.ndarray | None = None) -> float:
+def psnr(reference: np.ndarray, decoded: np.ndarray, peak: float, counted: np.ndarray | None = None) -> float:
     """PSNR over the voxels in ``counted`` (all when None)."""
     error = (reference - decoded) ** 2
     if counted is not None:
@@ -35,12 +34,14 @@ def psnr(reference: np.ndarray, decoded: np.ndarray, peak: float,
     return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
-def rate_for_quality(block: np.ndarray, target_db: float, peak: float,
-                     counted: np.ndarray | None = None, steps: int = 10) -> tuple[float, bytes]:
+def rate_for_quality(
+    block: np.ndarray, target_db: float, peak: float, counted: np.ndarray | None = None, steps: int = 10
+) -> tuple[float, bytes]:
     """The lowest rate (bisection in log space) at which ``block`` decodes at ``target_db`` or more.
 
     ``counted`` leaves out voxels stored exactly elsewhere (they do not reach the user from here).
     """
+
     def attempt(bpv: float) -> tuple[float, bytes]:
         payload = wavelet.encode_bits_per_voxel(block, bpv)
         return psnr(block, wavelet.decode(payload, block.shape, trusted=True), peak, counted), payload
@@ -60,8 +61,11 @@ def rate_for_quality(block: np.ndarray, target_db: float, peak: float,
     return best
 
 
-def search_ratio(encode_all: Callable[[float], int], budget_bytes: float, first_bpv: float,
-                 ) -> tuple[float, int]:
+def search_ratio(
+    encode_all: Callable[[float], int],
+    budget_bytes: float,
+    first_bpv: float,
+) -> tuple[float, int]:
     """Correct the rate until ``encode_all(bpv)`` (total bytes) is within tolerance of the budget.
 
     Returns the last rate and its size; the caller keeps what that pass produced.

@@ -40,8 +40,17 @@ def encode_shape(affine: np.ndarray, net, bits: int = DEFAULT_BITS) -> bytes:
     if not 2 <= bits <= 16:
         raise CodecError(f"shape bits must be in 2..16, not {bits}")
     config = net.config
-    out = [_HEAD.pack(_MAGIC, _VERSION, bits, config.width, config.depth, config.omega,
-                      *np.asarray(affine, dtype=np.float64).reshape(12))]
+    out = [
+        _HEAD.pack(
+            _MAGIC,
+            _VERSION,
+            bits,
+            config.width,
+            config.depth,
+            config.omega,
+            *np.asarray(affine, dtype=np.float64).reshape(12),
+        )
+    ]
     limit = (1 << (bits - 1)) - 1
     for _, tensor in _tensor_order(net):
         values = tensor.detach().cpu().double().numpy().ravel()
@@ -81,8 +90,12 @@ def decode_shape(data: bytes):
             raise CodecError("shape section is truncated")
         count, step, std, length = _TENSOR.unpack_from(data, offset)
         offset += _TENSOR.size
-        if count != tensor.numel() or length % 4 or offset + length > len(data) \
-                or not (np.isfinite(step) and np.isfinite(std) and std > 0):
+        if (
+            count != tensor.numel()
+            or length % 4
+            or offset + length > len(data)
+            or not (np.isfinite(step) and np.isfinite(std) and std > 0)
+        ):
             raise CodecError(f"shape section entry for {name} is invalid")
         words = np.frombuffer(data, dtype="<u4", count=length // 4, offset=offset).astype(np.uint32)
         offset += length

@@ -76,10 +76,13 @@ def phi_from_section(code: bytes, frame: VolumeFrame) -> CoarseField:
     # A deformation that leaves the finite world, or maps the scan more than 10 m from the
     # template's centre (coordinates are in units of COORD_SCALE_MM), can only come from a forged
     # section; sampling with it would index outside the texture.
-    if not bool(torch.isfinite(field.values).all()) \
-            or float(field.values.abs().max()) > MAX_TEMPLATE_DISTANCE_MM / COORD_SCALE_MM:
-        raise CorruptSectionError("shape section decodes to a deformation with non-finite or "
-                                  "absurd coordinates")
+    if (
+        not bool(torch.isfinite(field.values).all())
+        or float(field.values.abs().max()) > MAX_TEMPLATE_DISTANCE_MM / COORD_SCALE_MM
+    ):
+        raise CorruptSectionError(
+            "shape section decodes to a deformation with non-finite or absurd coordinates"
+        )
     return field
 
 
@@ -95,8 +98,12 @@ class TextureGrid:
         return TileGrid(self.frame.shape, self.tile_shape)
 
     def to_json(self) -> dict[str, Any]:
-        return {"shape": list(self.frame.shape), "tile_shape": list(self.tile_shape),
-                "spacing": list(self.frame.spacing), "origin": list(self.frame.origin or ())}
+        return {
+            "shape": list(self.frame.shape),
+            "tile_shape": list(self.tile_shape),
+            "spacing": list(self.frame.spacing),
+            "origin": list(self.frame.origin or ()),
+        }
 
     @classmethod
     def from_json(cls, value: Any) -> TextureGrid:
@@ -107,16 +114,20 @@ class TextureGrid:
             origin = tuple(float(o) for o in value["origin"])
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CorruptHeaderError(f"deepstd texture grid is malformed: {exc}") from None
-        if not (len(shape) == len(tile) == len(spacing) == len(origin) == 3
-                and all(1 <= n <= 1 << 16 for n in shape) and all(1 <= t <= 1 << 16 for t in tile)
-                and all(s > 0 and math.isfinite(s) for s in spacing)
-                and all(math.isfinite(o) for o in origin)):
+        if not (
+            len(shape) == len(tile) == len(spacing) == len(origin) == 3
+            and all(1 <= n <= 1 << 16 for n in shape)
+            and all(1 <= t <= 1 << 16 for t in tile)
+            and all(s > 0 and math.isfinite(s) for s in spacing)
+            and all(math.isfinite(o) for o in origin)
+        ):
             raise CorruptHeaderError(f"deepstd texture grid is invalid: {value!r}")
         return cls(VolumeFrame(shape, spacing, origin), tile)  # type: ignore[arg-type]
 
     @classmethod
-    def around(cls, field: CoarseField, scan: VolumeFrame, linear: np.ndarray,
-               preferred_tile: Sequence[int]) -> TextureGrid:
+    def around(
+        cls, field: CoarseField, scan: VolumeFrame, linear: np.ndarray, preferred_tile: Sequence[int]
+    ) -> TextureGrid:
         from ...model.warp import texture_frame
 
         frame = texture_frame(field, scan, linear)
@@ -141,9 +152,17 @@ class ShapeFit:
 _LAST_FIT: dict[tuple, ShapeFit | str] = {}
 
 
-def fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float, intercept: float,
-              window: tuple[float, float], template_ref: str, steps: int,
-              preferred_tile: Sequence[int], progress: bool = False) -> ShapeFit | str:
+def fit_shape(
+    array: np.ndarray,
+    spacing: Sequence[float] | None,
+    slope: float,
+    intercept: float,
+    window: tuple[float, float],
+    template_ref: str,
+    steps: int,
+    preferred_tile: Sequence[int],
+    progress: bool = False,
+) -> ShapeFit | str:
     """Register ``array`` to the template and build its texture; or the reason not to.
 
     The last result is kept: coding one scan at several rates or with several refinement models
@@ -154,19 +173,37 @@ def fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float, 
 
     template = find_template(template_ref)  # a missing template fails before any other work
     template_id = template.id  # the content, not the name, keys the cache
-    key = (hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest(),
-           array.shape, array.dtype.str, None if spacing is None else tuple(spacing), slope,
-           intercept, tuple(window), template_id, steps, tuple(preferred_tile))
+    key = (
+        hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest(),
+        array.shape,
+        array.dtype.str,
+        None if spacing is None else tuple(spacing),
+        slope,
+        intercept,
+        tuple(window),
+        template_id,
+        steps,
+        tuple(preferred_tile),
+    )
     if key not in _LAST_FIT:
         _LAST_FIT.clear()
-        _LAST_FIT[key] = _fit_shape(array, spacing, slope, intercept, window, template, steps,
-                                    preferred_tile, progress)
+        _LAST_FIT[key] = _fit_shape(
+            array, spacing, slope, intercept, window, template, steps, preferred_tile, progress
+        )
     return _LAST_FIT[key]
 
 
-def _fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float, intercept: float,
-               window: tuple[float, float], template: Template, steps: int,
-               preferred_tile: Sequence[int], progress: bool) -> ShapeFit | str:
+def _fit_shape(
+    array: np.ndarray,
+    spacing: Sequence[float] | None,
+    slope: float,
+    intercept: float,
+    window: tuple[float, float],
+    template: Template,
+    steps: int,
+    preferred_tile: Sequence[int],
+    progress: bool,
+) -> ShapeFit | str:
     from ...model.registration import RegistrationConfig, register
     from ...model.warp import inverse_field, resample
     from ...progress import bar
@@ -178,18 +215,26 @@ def _fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float,
         return f"the scan ({'x'.join(map(str, array.shape))}) is too thin to register"
     hu = array.astype(np.float32) * np.float32(slope) + np.float32(intercept)
     config = RegistrationConfig(steps=steps, cycle_weight=CYCLE_WEIGHT)
-    with bar(enabled=progress, desc="shape: registering to the template",
-             total=config.affine_steps + steps, unit="step") as pbar:
+    with bar(
+        enabled=progress,
+        desc="shape: registering to the template",
+        total=config.affine_steps + steps,
+        unit="step",
+    ) as pbar:
+
         def tick(done: int, total: int) -> None:
             pbar.update(1)
 
-        first = register(hu, spacing, template.array, template.spacing,
-                         replace(config, steps=0), progress=tick)
+        first = register(
+            hu, spacing, template.array, template.spacing, replace(config, steps=0), progress=tick
+        )
         if first.ncc_affine < MIN_AFFINE_NCC:
-            return (f"far from the template: NCC {first.ncc_affine:.3f} after the affine, "
-                    f"below {MIN_AFFINE_NCC}")
-        fit = register(hu, spacing, template.array, template.spacing, config, progress=tick,
-                       affine_from=first)
+            return (
+                f"far from the template: NCC {first.ncc_affine:.3f} after the affine, below {MIN_AFFINE_NCC}"
+            )
+        fit = register(
+            hu, spacing, template.array, template.spacing, config, progress=tick, affine_from=first
+        )
     deformation = fit.deformation
     quantize_in_place(deformation.forward_net)
     code = encode_shape(deformation.affine.as_array(), deformation.forward_net)
@@ -199,8 +244,10 @@ def _fit_shape(array: np.ndarray, spacing: Sequence[float] | None, slope: float,
     texture = TextureGrid.around(phi, frame, linear, preferred_tile)
     growth = math.prod(texture.frame.shape) / array.size
     if growth > MAX_TEXTURE_GROWTH:
-        return (f"the texture grid would hold {growth:.1f}x the scan's voxels (limit "
-                f"{MAX_TEXTURE_GROWTH:g}x): the template does not cover the scan well")
+        return (
+            f"the texture grid would hold {growth:.1f}x the scan's voxels (limit "
+            f"{MAX_TEXTURE_GROWTH:g}x): the template does not cover the scan well"
+        )
     psi = inverse_field(phi, texture.frame, deformation.to_scan, linear)
     low, high = window
     clipped = torch.from_numpy(np.clip(array.astype(np.float32), low, high))
@@ -228,19 +275,26 @@ class ShapeDecoder:
         except (KeyError, TypeError, ValueError, OverflowError):
             raise CorruptHeaderError("deepstd shape record has no valid scan_spacing") from None
         if len(spacing) != 3 or not all(0 < s <= MAX_SPACING_MM for s in spacing):
-            raise CorruptHeaderError(f"deepstd shape record has an invalid scan_spacing {spacing} "
-                                     f"(each step must be in (0, {MAX_SPACING_MM:g}] mm)")
+            raise CorruptHeaderError(
+                f"deepstd shape record has an invalid scan_spacing {spacing} "
+                f"(each step must be in (0, {MAX_SPACING_MM:g}] mm)"
+            )
         self.texture = TextureGrid.from_json(state.get("texture"))
         # The work and memory of decoding follow these sizes: bound them by the scan's own.
         scan_voxels = math.prod(ctx.shape)
         field_points = math.prod(field_shape(scan_frame(ctx.shape, spacing)))
         if field_points > MAX_FIELD_POINTS:
-            raise CorruptHeaderError(f"deepstd shape record implies a {field_points}-point "
-                                     f"deformation grid (more than {MAX_FIELD_POINTS})")
-        if math.prod(self.texture.frame.shape) > MAX_TEXTURE_FACTOR * scan_voxels \
-                or math.prod(self.texture.tile_shape) > MAX_TILE_VOXELS:
-            raise CorruptHeaderError(f"deepstd texture grid {self.texture.frame.shape} is "
-                                     f"implausibly large for a {ctx.shape} scan")
+            raise CorruptHeaderError(
+                f"deepstd shape record implies a {field_points}-point "
+                f"deformation grid (more than {MAX_FIELD_POINTS})"
+            )
+        if (
+            math.prod(self.texture.frame.shape) > MAX_TEXTURE_FACTOR * scan_voxels
+            or math.prod(self.texture.tile_shape) > MAX_TILE_VOXELS
+        ):
+            raise CorruptHeaderError(
+                f"deepstd texture grid {self.texture.frame.shape} is implausibly large for a {ctx.shape} scan"
+            )
         try:
             outlier_tiles = {int(t) for t in state["outlier_tiles"]}
         except (KeyError, TypeError, ValueError, OverflowError):
@@ -253,12 +307,21 @@ class ShapeDecoder:
         self.phi = phi_from_section(fetch([key])[key], self.frame)
         # The texture decodes like a texture-only file of the texture grid, without exact voxels
         # (those are on the scan's grid).
-        self.tctx = DecodeContext(self.texture.frame.shape, np.dtype(np.float32), self.texture.grid,
-                                  ctx.params, {**state, "outlier_tiles": []}, ctx.model)
+        self.tctx = DecodeContext(
+            self.texture.frame.shape,
+            np.dtype(np.float32),
+            self.texture.grid,
+            ctx.params,
+            {**state, "outlier_tiles": []},
+            ctx.model,
+        )
         tstate = DecodeState.from_context(self.tctx)
         self.window = tstate.window
-        self.blocks = (tstate.blocks(self.tctx) if codec.model is not None
-                       else Blocks(self.tctx.shape, self.tctx.grid, None, 0, "tile"))
+        self.blocks = (
+            tstate.blocks(self.tctx)
+            if codec.model is not None
+            else Blocks(self.tctx.shape, self.tctx.grid, None, 0, "tile")
+        )
         self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -268,8 +331,10 @@ class ShapeDecoder:
             return self.texture.frame.to_voxel(self.phi(coords))
 
     def _slabs(self, region: Region) -> list[Region]:
-        return [(slice(k, min(k + WARP_SLAB, region[0].stop)), *region[1:])  # type: ignore[misc]
-                for k in range(region[0].start, region[0].stop, WARP_SLAB)]
+        return [
+            (slice(k, min(k + WARP_SLAB, region[0].stop)), *region[1:])  # type: ignore[misc]
+            for k in range(region[0].start, region[0].stop, WARP_SLAB)
+        ]
 
     def texture_box(self, codec, box: Region, fetch: Fetch) -> np.ndarray:
         """The decoded (refined) texture over ``box``, block by block, through the cache."""
@@ -281,13 +346,15 @@ class ShapeDecoder:
         missing = [n for n in numbers if n not in found]
         if missing:
             keeps = [self.blocks.keep(n) for n in missing]
-            cover = tuple(slice(min(k[a].start for k in keeps), max(k[a].stop for k in keeps))
-                          for a in range(3))
+            cover = tuple(
+                slice(min(k[a].start for k in keeps), max(k[a].stop for k in keeps)) for a in range(3)
+            )
             plan = codec.plan_region(self.tctx, cover, fetch)
             values = plan.complete(refine_all(plan.refiner, plan.jobs))
             for n, keep in zip(missing, keeps):
-                found[n] = values[tuple(slice(k.start - c.start, k.stop - c.start)
-                                        for k, c in zip(keep, cover))].copy()
+                found[n] = values[
+                    tuple(slice(k.start - c.start, k.stop - c.start) for k, c in zip(keep, cover))
+                ].copy()
         with self.lock:
             for n in numbers:
                 self.cache[n] = found[n]
@@ -309,10 +376,10 @@ class ShapeDecoder:
         # The texture box every voxel of the region reads (pass 1), decoded once (one fetch,
         # the region's exact voxels with it), then sampled slab by slab (pass 2).
         boxes = [cubic_box(self._voxels(s), shape) for s in slabs]
-        box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes))
-                    for a in range(3))
-        extra = [(SectionKind.RESIDUAL, t) for t in ctx.grid.tiles_in_region(region)
-                 if t in self.outlier_tiles]
+        box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+        extra = [
+            (SectionKind.RESIDUAL, t) for t in ctx.grid.tiles_in_region(region) if t in self.outlier_tiles
+        ]
         stash: dict = {}
 
         def fetch_with_exact(keys: list) -> Any:
@@ -329,13 +396,20 @@ class ShapeDecoder:
         for slab in slabs:
             values = sample_cubic_voxels(texture, self._voxels(slab), shape, box, padding_value=low)
             rows = slice(slab[0].start - region[0].start, slab[0].stop - region[0].start)
-            out[rows] = _to_dtype(values.reshape(tuple(r.stop - r.start for r in slab)).numpy(),
-                                  ctx.dtype, low, high)
+            out[rows] = _to_dtype(
+                values.reshape(tuple(r.stop - r.start for r in slab)).numpy(), ctx.dtype, low, high
+            )
         for key in extra:
             tile = key[1]
             tile_region = ctx.grid.tile_region(tile)
-            scatter(out, region, tile_region, *outliers.decode(
-                stash[key], ctx.grid.tile_extent(tile), ctx.dtype, f"residual section of tile {tile}"))
+            scatter(
+                out,
+                region,
+                tile_region,
+                *outliers.decode(
+                    stash[key], ctx.grid.tile_extent(tile), ctx.dtype, f"residual section of tile {tile}"
+                ),
+            )
         return out
 
 
@@ -355,12 +429,12 @@ class ShapeDecoders:
             return self.decoder
 
 
-def decoded_error(decode: Callable[[Region], np.ndarray], array: np.ndarray, slope: float,
-                  rows: int) -> float:
+def decoded_error(
+    decode: Callable[[Region], np.ndarray], array: np.ndarray, slope: float, rows: int
+) -> float:
     """Mean absolute error in physical units of a decoding of ``array``, ``rows`` slices at a time."""
     total = 0.0
     for k in range(0, array.shape[0], rows):
-        region = (slice(k, min(k + rows, array.shape[0])), slice(0, array.shape[1]),
-                  slice(0, array.shape[2]))
+        region = (slice(k, min(k + rows, array.shape[0])), slice(0, array.shape[1]), slice(0, array.shape[2]))
         total += float(np.abs(decode(region).astype(np.float64) - array[region]).sum())
     return total * abs(slope) / array.size

@@ -48,14 +48,28 @@ class CodedTexture:
 
 
 def base_record(settings: TextureSettings, window: tuple[float, float], crfs: list[int]) -> dict:
-    return {"codec": "av1", **av1.library_record(), "preset": settings.preset,
-            "params": av1.ENCODER_PARAMS, "samples": av1.SampleMap.for_window(*window).to_json(), "crf": crfs}
+    return {
+        "codec": "av1",
+        **av1.library_record(),
+        "preset": settings.preset,
+        "params": av1.ENCODER_PARAMS,
+        "samples": av1.SampleMap.for_window(*window).to_json(),
+        "crf": crfs,
+    }
 
 
-def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
-                 exact: dict[int, bytes], raw_bytes: int, extra_bytes: int,
-                 costs: ContainerCosts, window: tuple[float, float],
-                 far: tuple[float, float], progress: bool) -> CodedTexture:
+def code_texture(
+    settings: TextureSettings,
+    source: np.ndarray,
+    grid: TileGrid,
+    exact: dict[int, bytes],
+    raw_bytes: int,
+    extra_bytes: int,
+    costs: ContainerCosts,
+    window: tuple[float, float],
+    far: tuple[float, float],
+    progress: bool,
+) -> CodedTexture:
     """The base layer over ``grid``'s tiles of ``source`` (stored units, clipped to ``window``)."""
     tiles = list(grid)
 
@@ -71,8 +85,7 @@ def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
     if settings.base == "av1":
         per_tile += AV1_STATE_PER_TILE
         extra_bytes += len(json.dumps(base_record(settings, window, [])))
-    overhead = (costs.fixed_bytes + masks_bytes + extra_bytes
-                + per_tile * len(tiles))
+    overhead = costs.fixed_bytes + masks_bytes + extra_bytes + per_tile * len(tiles)
     texture_budget = budget - overhead
     floor_bytes = 40 * len(tiles)
     if texture_budget < floor_bytes and settings.clamp_ratio:
@@ -83,9 +96,12 @@ def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
             f"{budget:.0f} bytes is taken by {masks_bytes} bytes of exact out-of-window "
             f"voxels and {overhead - masks_bytes} bytes of headers and shape code; ask for at "
             f"most {raw_bytes / (overhead + floor_bytes):.0f}x"
-            + ("; this is one slice (a 2D image is stored as a volume of one slice), where a "
-               "file's fixed costs weigh most: a lower ratio or the lossless codec suits it"
-               if grid.shape[0] == 1 else "")
+            + (
+                "; this is one slice (a 2D image is stored as a volume of one slice), where a "
+                "file's fixed costs weigh most: a lower ratio or the lossless codec suits it"
+                if grid.shape[0] == 1
+                else ""
+            )
         )
     if settings.base == "av1":
         samples = av1.SampleMap.for_window(*window)
@@ -98,16 +114,19 @@ def code_texture(settings: TextureSettings, source: np.ndarray, grid: TileGrid,
         final = av1_rate.TileEncoder(tile_samples, tiles, settings.preset, progress)
         try:
             streams, crfs = av1_rate.code_ratio_staged(
-                probe, final, texture_budget, av1_rate.first_crf(settings.value),
-                settings.clamp_ratio and not settings.sperr_fallback)
+                probe,
+                final,
+                texture_budget,
+                av1_rate.first_crf(settings.value),
+                settings.clamp_ratio and not settings.sperr_fallback,
+            )
         except InvalidInputError:
             if not settings.sperr_fallback:
                 raise
         else:
             return CodedTexture(streams, _bits(streams, grid), base_record(settings, window, crfs))
         # AV1's smallest streams are over the budget: SPERR, whose rate goes down to nothing.
-        texture_budget += len(json.dumps(base_record(settings, window, []))) \
-            + AV1_STATE_PER_TILE * len(tiles)
+        texture_budget += len(json.dumps(base_record(settings, window, []))) + AV1_STATE_PER_TILE * len(tiles)
     textures: list[bytes] = []
     voxels = sum(int(np.prod(wavelet.padded_shape(grid.tile_extent(t)))) for t in tiles)
     passes = 0
@@ -129,9 +148,15 @@ def _bits(streams: list[bytes], grid: TileGrid) -> list[float]:
     return [8.0 * len(s) / float(np.prod(grid.tile_extent(t))) for t, s in zip(grid, streams)]
 
 
-def _code_quality(settings: TextureSettings, tiles: list[int], grid: TileGrid, tile_block,
-                  window: tuple[float, float], far: tuple[float, float],
-                  progress: bool) -> CodedTexture:
+def _code_quality(
+    settings: TextureSettings,
+    tiles: list[int],
+    grid: TileGrid,
+    tile_block,
+    window: tuple[float, float],
+    far: tuple[float, float],
+    progress: bool,
+) -> CodedTexture:
     peak = window[1] - window[0]
     streams, rates, crfs = [], [], []
     samples = av1.SampleMap.for_window(*window)
@@ -148,20 +173,23 @@ def _code_quality(settings: TextureSettings, tiles: list[int], grid: TileGrid, t
         tile_samples = samples.to_samples(clipped)
         tried: dict[tuple[int, int], tuple[bytes, float]] = {}
 
-        def attempt(crf: int, preset: int, tile_samples=tile_samples, clipped=clipped,
-                    counted=counted, tried=tried) -> float:
+        def attempt(
+            crf: int, preset: int, tile_samples=tile_samples, clipped=clipped, counted=counted, tried=tried
+        ) -> float:
             if (preset, crf) not in tried:
                 stream = av1.encode(tile_samples, crf, preset)
-                decoded = layer.decode(stream, clipped.shape, what="the tile just coded",
-                                       trusted=True, dtype=np.float64)
+                decoded = layer.decode(
+                    stream, clipped.shape, what="the tile just coded", trusted=True, dtype=np.float64
+                )
                 tried[(preset, crf)] = stream, rate.psnr(clipped, decoded, peak, counted)
             return tried[(preset, crf)][1]
 
         # Bisect on the fast probe, then on the kept preset near its answer (the kept preset
         # reaches a PSNR at a higher CRF than the probe: its search starts there and goes up).
         guess = av1_rate.crf_for_quality(lambda c: attempt(c, av1.PROBE_PRESET), settings.value)
-        crf = av1_rate.crf_for_quality(lambda c: attempt(c, settings.preset), settings.value,
-                                       lo=guess, hi=guess + 8)
+        crf = av1_rate.crf_for_quality(
+            lambda c: attempt(c, settings.preset), settings.value, lo=guess, hi=guess + 8
+        )
         if (settings.preset, crf) not in tried:
             attempt(crf, settings.preset)
         stream = tried[(settings.preset, crf)][0]
@@ -172,14 +200,22 @@ def _code_quality(settings: TextureSettings, tiles: list[int], grid: TileGrid, t
     return CodedTexture(streams, _bits(streams, grid), base_record(settings, window, crfs))
 
 
-def code_max_error(value: float, array: np.ndarray, grid: TileGrid, exact: dict[int, bytes],
-                   low: float, high: float, far: tuple[float, float],
-                   progress: bool) -> tuple[list[bytes], list[float]]:
+def code_max_error(
+    value: float,
+    array: np.ndarray,
+    grid: TileGrid,
+    exact: dict[int, bytes],
+    low: float,
+    high: float,
+    far: tuple[float, float],
+    progress: bool,
+) -> tuple[list[bytes], list[float]]:
     """Each tile coded to the bound; whatever the wavelet layer misses is stored exactly."""
     tolerance = math.floor(value) if array.dtype.kind in "iu" else value * (1 - 1e-6)
     if tolerance <= 0:
-        raise InvalidInputError(f"max_error {value:g} is below one step of "
-                                f"{array.dtype.name}; use the lossless codec")
+        raise InvalidInputError(
+            f"max_error {value:g} is below one step of {array.dtype.name}; use the lossless codec"
+        )
     textures, rates = [], []
     for tile in track(list(grid), enabled=progress, desc="wavelet layer", unit="tile"):
         raw = array[grid.tile_region(tile)]

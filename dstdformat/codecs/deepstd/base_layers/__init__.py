@@ -32,8 +32,10 @@ def resolve(base: object, mode: str, value: float) -> str:
         raise InvalidInputError(f"base must be one of {CHOICES}, got {base!r}")
     if mode == "max_error":
         if base == "av1":
-            raise InvalidInputError("max_error needs the sperr base layer (its bound is the "
-                                    "wavelet coder's); use base='sperr' or 'auto'")
+            raise InvalidInputError(
+                "max_error needs the sperr base layer (its bound is the "
+                "wavelet coder's); use base='sperr' or 'auto'"
+            )
         return "sperr"
     if base != "auto":
         return str(base)
@@ -75,14 +77,20 @@ class BaseLayer:
                 raise ValueError(f"unknown base layer {name!r} (known: {', '.join(BASE_LAYERS)})")
             crf = record["crf"]
             if not (isinstance(crf, list) and len(crf) == n_tiles and all(map(av1.is_crf, crf))):
-                raise ValueError(f"crf must be {n_tiles} quarter steps in "
-                                 f"{av1.MIN_CRF}..{av1.MAX_CRF}")
+                raise ValueError(f"crf must be {n_tiles} quarter steps in {av1.MIN_CRF}..{av1.MAX_CRF}")
             return cls("av1", av1.SampleMap.from_json(record["samples"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptHeaderError(f"deepstd base layer record is malformed: {exc}") from None
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int], *, what: str,
-               trusted: bool = False, dtype=np.float32) -> np.ndarray:
+    def decode(
+        self,
+        payload: bytes,
+        shape: tuple[int, int, int],
+        *,
+        what: str,
+        trusted: bool = False,
+        dtype=np.float32,
+    ) -> np.ndarray:
         """The tile's base layer in stored units. SPERR streams from files decode in helper
         processes; AV1 streams in this process (helpers with ``DSTD_ISOLATE_AV1=1``)."""
         if self.name == "sperr":
@@ -96,12 +104,12 @@ class BaseLayer:
             coded = av1.check(payload, shape)
             if not trusted and isolated.av1_isolation_enabled():
                 av1._av()  # a missing PyAV names the package here, not as a corrupt section
-                samples = isolated.decode_isolated(payload, coded, what, dtype=np.uint16,
-                                                   decoder=isolated.AV1)
+                samples = isolated.decode_isolated(
+                    payload, coded, what, dtype=np.uint16, decoder=isolated.AV1
+                )
             else:
                 samples = av1.decode_coded(payload)
         except CorruptSectionError as exc:
             message = str(exc)
-            raise CorruptSectionError(message if message.startswith(what) else f"{what}: {message}") \
-                from None
+            raise CorruptSectionError(message if message.startswith(what) else f"{what}: {message}") from None
         return self.samples.to_values(samples[:, : shape[1], : shape[2]], np.dtype(dtype).type)

@@ -143,8 +143,12 @@ def coded_size(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def is_crf(value: object) -> bool:
     """Whether ``value`` is a CRF files may record: a quarter step in MIN_CRF..MAX_CRF."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and MIN_CRF <= value <= MAX_CRF and float(value * CRF_STEPS).is_integer())
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and MIN_CRF <= value <= MAX_CRF
+        and float(value * CRF_STEPS).is_integer()
+    )
 
 
 def crf_of_steps(steps: int) -> int | float:
@@ -160,12 +164,14 @@ def encode(samples: np.ndarray, crf: float, preset: int = DEFAULT_PRESET) -> byt
         raise InvalidInputError(f"AV1 tiles are 3D with 1..{MAX_FRAMES} slices, got {samples.shape}")
     if not is_crf(crf):
         raise InvalidInputError(
-            f"AV1 crf must be in {MIN_CRF}..{MAX_CRF} in steps of {1 / CRF_STEPS}, got {crf}")
+            f"AV1 crf must be in {MIN_CRF}..{MAX_CRF} in steps of {1 / CRF_STEPS}, got {crf}"
+        )
     height, width = coded_size(samples.shape)
     if height > 65535 or width > 65535:
         raise InvalidInputError(f"AV1 frames are at most 65535 samples wide, got {samples.shape}")
-    padded = np.pad(samples, [(0, 0), (0, height - samples.shape[1]), (0, width - samples.shape[2])],
-                    mode="edge")
+    padded = np.pad(
+        samples, [(0, 0), (0, height - samples.shape[1]), (0, width - samples.shape[2])], mode="edge"
+    )
     context = av.CodecContext.create(ENCODER, "w")
     context.width, context.height, context.pix_fmt = width, height, PIXEL_FORMAT
     context.time_base, context.framerate = Fraction(1, 25), 25
@@ -175,8 +181,7 @@ def encode(samples: np.ndarray, crf: float, preset: int = DEFAULT_PRESET) -> byt
     packets: list[bytes] = []
     with scheduling_kept():
         for number, frame_samples in enumerate(padded):
-            frame = av.VideoFrame.from_ndarray(np.concatenate([frame_samples, chroma]),
-                                               format=PIXEL_FORMAT)
+            frame = av.VideoFrame.from_ndarray(np.concatenate([frame_samples, chroma]), format=PIXEL_FORMAT)
             frame.pts = number
             packets += [bytes(p) for p in context.encode(frame)]
         packets += [bytes(p) for p in context.encode(None)]
@@ -193,18 +198,21 @@ def _parse(payload: bytes) -> tuple[tuple[int, int, int], list[bytes]]:
         raise CorruptSectionError(f"too short for an AV1 stream ({len(payload)} bytes)")
     magic, version, _flags, frames, width, height = _HEAD.unpack_from(payload)
     if magic != _MAGIC or version != _VERSION or not frames:
-        raise CorruptSectionError(f"not an AV1 tile stream (magic {magic!r}, version {version}, "
-                                  f"{frames} frames)")
+        raise CorruptSectionError(
+            f"not an AV1 tile stream (magic {magic!r}, version {version}, {frames} frames)"
+        )
     start = _HEAD.size + _LENGTH.size * frames
     if len(payload) < start:
         raise CorruptSectionError("AV1 stream is cut inside its packet table")
     lengths = [_LENGTH.unpack_from(payload, _HEAD.size + _LENGTH.size * n)[0] for n in range(frames)]
     if 0 in lengths or start + sum(lengths) != len(payload):
-        raise CorruptSectionError(f"AV1 packet lengths (total {sum(lengths)}) do not fill the "
-                                  f"{len(payload) - start} bytes that follow them")
+        raise CorruptSectionError(
+            f"AV1 packet lengths (total {sum(lengths)}) do not fill the "
+            f"{len(payload) - start} bytes that follow them"
+        )
     packets, offset = [], start
     for length in lengths:
-        packets.append(payload[offset:offset + length])
+        packets.append(payload[offset : offset + length])
         offset += length
     return (frames, height, width), packets
 
@@ -214,8 +222,10 @@ def check(payload: bytes, shape: tuple[int, ...]) -> tuple[int, int, int]:
     coded, _ = _parse(payload)
     expected = (int(shape[0]), *coded_size(shape))
     if coded != expected:
-        raise CorruptSectionError(f"AV1 stream holds {coded[0]} frames of {coded[2]}x{coded[1]}; "
-                                  f"the tile needs {expected[0]} of {expected[2]}x{expected[1]}")
+        raise CorruptSectionError(
+            f"AV1 stream holds {coded[0]} frames of {coded[2]}x{coded[1]}; "
+            f"the tile needs {expected[0]} of {expected[2]}x{expected[1]}"
+        )
     return expected  # type: ignore[return-value]
 
 
@@ -245,7 +255,8 @@ def decode_coded(payload: bytes) -> np.ndarray:
             if (frame.format.name, frame.height, frame.width) != (PIXEL_FORMAT, height, width):
                 raise CorruptSectionError(
                     f"AV1 frame {count} is {frame.format.name} {frame.width}x{frame.height}, "
-                    f"expected {PIXEL_FORMAT} {width}x{height}")
+                    f"expected {PIXEL_FORMAT} {width}x{height}"
+                )
             out[count] = frame.to_ndarray()[:height]
             count += 1
 

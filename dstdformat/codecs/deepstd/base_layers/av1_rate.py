@@ -34,8 +34,9 @@ class TileEncoder:
     """Encodes tiles at a CRF, remembering every stream it made. CRFs are given in quarter steps
     (``steps = 4 x crf``) so that the search runs on integers."""
 
-    def __init__(self, samples_of: Callable[[int], np.ndarray], tiles: list[int], preset: int,
-                 progress: bool) -> None:
+    def __init__(
+        self, samples_of: Callable[[int], np.ndarray], tiles: list[int], preset: int, progress: bool
+    ) -> None:
         self.samples_of, self.tiles, self.preset, self.progress = samples_of, tiles, preset, progress
         self.label = f"AV1 base layer, preset {preset}"
         self.streams: dict[tuple[int, int], bytes] = {}
@@ -44,8 +45,7 @@ class TileEncoder:
     def stream(self, tile: int, steps: int) -> bytes:
         key = (tile, steps)
         if key not in self.streams:
-            self.streams[key] = av1.encode(self.samples_of(tile), av1.crf_of_steps(steps),
-                                           self.preset)
+            self.streams[key] = av1.encode(self.samples_of(tile), av1.crf_of_steps(steps), self.preset)
         return self.streams[key]
 
     def total(self, steps: int) -> int:
@@ -53,9 +53,10 @@ class TileEncoder:
             return sum(len(self.streams[(t, steps)]) for t in self.tiles)
         self.passes += 1
         desc = f"{self.label} (pass {self.passes}, crf {av1.crf_of_steps(steps)})"
-        return sum(len(self.stream(t, steps))
-                   for t in track(self.tiles, enabled=self.progress, desc=desc, unit="tile",
-                                  leave=False))
+        return sum(
+            len(self.stream(t, steps))
+            for t in track(self.tiles, enabled=self.progress, desc=desc, unit="tile", leave=False)
+        )
 
 
 def _bracket(sizes: dict[int, int], budget: float) -> tuple[int | None, int | None]:
@@ -67,8 +68,9 @@ def _bracket(sizes: dict[int, int], budget: float) -> tuple[int | None, int | No
     return a, (min(under) if under else None)
 
 
-def code_ratio(encoder: TileEncoder, budget: float, first_crf: float,
-               clamp: bool) -> tuple[list[bytes], list[int | float]]:
+def code_ratio(
+    encoder: TileEncoder, budget: float, first_crf: float, clamp: bool
+) -> tuple[list[bytes], list[int | float]]:
     """Streams and CRFs of every tile, their total as close to ``budget`` bytes as quarter CRF
     steps allow. A budget below the smallest stream is an error unless ``clamp``."""
     per_step = LOG2_SIZE_PER_CRF / av1.CRF_STEPS
@@ -105,24 +107,29 @@ def code_ratio(encoder: TileEncoder, budget: float, first_crf: float,
             raise InvalidInputError(
                 f"the asked ratio is out of reach: the AV1 base layer at crf "
                 f"{av1.crf_of_steps(coarsest)} takes {sizes[coarsest]} bytes, more than the "
-                f"budget of {budget:.0f}")
+                f"budget of {budget:.0f}"
+            )
         chosen = {t: hi for t in encoder.tiles}
     else:
         chosen = _mix_neighbours(encoder, sizes, a, b, budget)
-    return ([encoder.stream(t, chosen[t]) for t in encoder.tiles],
-            [av1.crf_of_steps(chosen[t]) for t in encoder.tiles])
+    return (
+        [encoder.stream(t, chosen[t]) for t in encoder.tiles],
+        [av1.crf_of_steps(chosen[t]) for t in encoder.tiles],
+    )
 
 
-def _mix_neighbours(encoder: TileEncoder, sizes: dict[int, int], a: int | None, b: int,
-                    budget: float) -> dict[int, int]:
+def _mix_neighbours(
+    encoder: TileEncoder, sizes: dict[int, int], a: int | None, b: int, budget: float
+) -> dict[int, int]:
     """Every tile at step ``b`` (within the budget); where ``a`` is the next finer step, single
     tiles move to it while the total stays near the budget."""
     chosen = {t: b for t in encoder.tiles}
     if a != b - 1:
         return chosen
     total = sizes[b]
-    gains = sorted(((len(encoder.stream(t, a)) - len(encoder.stream(t, b)), t)
-                    for t in encoder.tiles), reverse=True)
+    gains = sorted(
+        ((len(encoder.stream(t, a)) - len(encoder.stream(t, b)), t) for t in encoder.tiles), reverse=True
+    )
     for extra, tile in gains:  # biggest gains first while they fit
         if total + extra <= budget:
             chosen[tile], total = a, total + extra
@@ -145,8 +152,9 @@ PROBE_SIZE_FACTOR = 0.84
 FALLBACK_TOLERANCE = 0.045
 
 
-def code_ratio_staged(probe: TileEncoder, final: TileEncoder, budget: float, first_crf: float,
-                      clamp: bool) -> tuple[list[bytes], list[int | float]]:
+def code_ratio_staged(
+    probe: TileEncoder, final: TileEncoder, budget: float, first_crf: float, clamp: bool
+) -> tuple[list[bytes], list[int | float]]:
     """Like :func:`code_ratio`, with the search on ``probe`` and the streams from ``final``."""
     probe_budget, best = budget / PROBE_SIZE_FACTOR, None
     for _ in range(STAGED_ROUNDS):
@@ -175,8 +183,9 @@ def code_ratio_staged(probe: TileEncoder, final: TileEncoder, budget: float, fir
     return streams, crfs
 
 
-def crf_for_quality(encode_psnr: Callable[[int], float], target_db: float,
-                    lo: int = av1.MIN_CRF, hi: int = av1.MAX_CRF) -> int:
+def crf_for_quality(
+    encode_psnr: Callable[[int], float], target_db: float, lo: int = av1.MIN_CRF, hi: int = av1.MAX_CRF
+) -> int:
     """The highest CRF (smallest stream) in ``lo..hi`` whose decode reaches ``target_db``, the
     range widened down to MIN_CRF when ``lo`` does not reach it; MIN_CRF if none does."""
     lo, hi = max(lo, av1.MIN_CRF), min(hi, av1.MAX_CRF)

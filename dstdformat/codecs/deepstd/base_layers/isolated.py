@@ -67,8 +67,12 @@ def isolation_enabled() -> bool:
 
 def av1_isolation_enabled() -> bool:
     """True when AV1 streams from files should decode in the helpers too (off by default)."""
-    return isolation_enabled() and \
-        os.environ.get(ISOLATE_AV1_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+    return isolation_enabled() and os.environ.get(ISOLATE_AV1_ENV, "0").strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    )
 
 
 class _Helper:
@@ -80,7 +84,10 @@ class _Helper:
         # that has arrived (a buffered reader could hold it where select() cannot see it).
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dstdformat.codecs.deepstd.base_layers.isolated"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
             bufsize=0,
         )
         # The helper says it is ready once it has imported SPERR: a helper that cannot start (no
@@ -98,8 +105,14 @@ class _Helper:
                 "process (trusted files only)"
             )
 
-    def decode(self, payload: bytes, expected: tuple[int, int, int], dtype: np.dtype,
-               deadline: float, decoder: int = SPERR) -> np.ndarray | str:
+    def decode(
+        self,
+        payload: bytes,
+        expected: tuple[int, int, int],
+        dtype: np.dtype,
+        deadline: float,
+        decoder: int = SPERR,
+    ) -> np.ndarray | str:
         """The decoded block, or the helper's error message; raises EOFError if the helper died
         and TimeoutError past ``deadline``."""
         try:
@@ -209,9 +222,14 @@ _pool = _Pool()
 atexit.register(_pool.close)
 
 
-def decode_isolated(payload: bytes, shape: tuple[int, int, int], what: str,
-                    time_limit: float = DECODE_TIME_LIMIT,
-                    dtype: np.dtype | type = np.float64, decoder: int = SPERR) -> np.ndarray:
+def decode_isolated(
+    payload: bytes,
+    shape: tuple[int, int, int],
+    what: str,
+    time_limit: float = DECODE_TIME_LIMIT,
+    dtype: np.dtype | type = np.float64,
+    decoder: int = SPERR,
+) -> np.ndarray:
     """Decode ``payload`` (a block of ``shape``) in a helper process, as ``dtype`` (SPERR:
     float64 or float32; AV1: uint16 samples); any failure is a CorruptSectionError."""
     dtype = np.dtype(dtype).newbyteorder("<")
@@ -219,8 +237,7 @@ def decode_isolated(payload: bytes, shape: tuple[int, int, int], what: str,
         raise ValueError(f"decoded blocks are float32, float64 or uint16, not {dtype}")
     helper = _pool.acquire()
     try:
-        answer = helper.decode(bytes(payload), tuple(shape), dtype, time.monotonic() + time_limit,
-                               decoder)
+        answer = helper.decode(bytes(payload), tuple(shape), dtype, time.monotonic() + time_limit, decoder)
     except TimeoutError:
         helper.kill()
         raise CorruptSectionError(
@@ -289,6 +306,7 @@ if __name__ == "__main__":
     import imagecodecs
 
     _limit_memory()
+
     def _av1(payload: bytes) -> np.ndarray:
         from . import av1
 

@@ -39,9 +39,17 @@ def encode_bits_per_voxel(block: np.ndarray, bits_per_voxel: float) -> bytes:
     import imagecodecs
 
     _check_block(block)
-    return _checked(bytes(imagecodecs.sperr_encode(np.ascontiguousarray(_pad(block), dtype=np.float64),
-                                                   float(bits_per_voxel), "bpp", numthreads=1)),
-                    block.shape)
+    return _checked(
+        bytes(
+            imagecodecs.sperr_encode(
+                np.ascontiguousarray(_pad(block), dtype=np.float64),
+                float(bits_per_voxel),
+                "bpp",
+                numthreads=1,
+            )
+        ),
+        block.shape,
+    )
 
 
 def encode_max_error(block: np.ndarray, tolerance: float) -> bytes:
@@ -49,9 +57,14 @@ def encode_max_error(block: np.ndarray, tolerance: float) -> bytes:
     import imagecodecs
 
     _check_block(block)
-    return _checked(bytes(imagecodecs.sperr_encode(np.ascontiguousarray(_pad(block), dtype=np.float64),
-                                                   float(tolerance), "pwe", numthreads=1)),
-                    block.shape)
+    return _checked(
+        bytes(
+            imagecodecs.sperr_encode(
+                np.ascontiguousarray(_pad(block), dtype=np.float64), float(tolerance), "pwe", numthreads=1
+            )
+        ),
+        block.shape,
+    )
 
 
 def _header_problem(payload: bytes, shape: tuple[int, ...]) -> str | None:
@@ -60,8 +73,10 @@ def _header_problem(payload: bytes, shape: tuple[int, ...]) -> str | None:
         return f"too short for a wavelet stream ({len(payload)} bytes)"
     version, _flags, nx, ny, nz, chunk = _HEADER.unpack_from(payload)
     if version != _VERSION or (nz, ny, nx) != padded or chunk != len(payload) - _HEADER.size:
-        return (f"wavelet stream header (version {version}, block {(nz, ny, nx)}, {chunk} bytes) "
-                f"does not match the expected block {padded} of {len(payload)} bytes")
+        return (
+            f"wavelet stream header (version {version}, block {(nz, ny, nx)}, {chunk} bytes) "
+            f"does not match the expected block {padded} of {len(payload)} bytes"
+        )
     return None
 
 
@@ -73,8 +88,14 @@ def _checked(payload: bytes, shape: tuple[int, ...]) -> bytes:
     return payload
 
 
-def decode(payload: bytes, shape: tuple[int, int, int], *, what: str = "texture section",
-           trusted: bool = False, dtype: np.dtype | type = np.float64) -> np.ndarray:
+def decode(
+    payload: bytes,
+    shape: tuple[int, int, int],
+    *,
+    what: str = "texture section",
+    trusted: bool = False,
+    dtype: np.dtype | type = np.float64,
+) -> np.ndarray:
     """Decode a stream of a block of ``shape`` as ``dtype`` (float64 or float32), after checking
     its header.
 
