@@ -26,7 +26,7 @@ import torch
 
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
-from dstdformat.codecs.deepstd.shape import decode_shape, encode_shape, quantize_in_place
+from dstdformat.codecs.deepstd.shape.section import decode_shape, encode_shape, quantize_in_place
 from dstdformat.container.writer import encode_volume
 from dstdformat.io import read_scan
 from dstdformat.metrics import mae, ssim

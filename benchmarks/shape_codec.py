@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 
 import dstdformat
-from dstdformat.codecs.deepstd import DeepSTDVolumeCodec, shaped
-from dstdformat.codecs.deepstd.codec import DEFAULT_WINDOW, _stored_window
+from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
+from dstdformat.codecs.deepstd.decoding import stored_window as _stored_window
+from dstdformat.codecs.deepstd.shape import decode as shape_decode
+from dstdformat.codecs.deepstd.shape import fit as shape_fit
 from dstdformat.container.writer import encode_volume
 from dstdformat.io import read_scan
+from dstdformat.metadata import HU_WINDOW as DEFAULT_WINDOW
 from dstdformat.metrics import mae, ssim
 from dstdformat.zoo.registry import DEFAULT_MODEL
 
@@ -43,7 +46,7 @@ class _TextureTimer:
 
     def __init__(self) -> None:
         self.seconds = 0.0
-        self._original = shaped.ShapeDecoder.texture_box
+        self._original = shape_decode.ShapeDecoder.texture_box
         timer = self
 
         def timed(decoder, *args, **kwargs):
@@ -53,7 +56,7 @@ class _TextureTimer:
             finally:
                 timer.seconds += time.perf_counter() - started
 
-        shaped.ShapeDecoder.texture_box = timed  # type: ignore[method-assign]
+        shape_decode.ShapeDecoder.texture_box = timed  # type: ignore[method-assign]
 
 
 def _code(scan, codec) -> tuple[np.ndarray, int, float, float, dict]:
@@ -83,7 +86,7 @@ def main() -> int:
         )  # as the codec computes it: the cache key
         print(f"{path.name} {scan.array.shape}: registering", flush=True)
         started = time.perf_counter()
-        fit = shaped.fit_shape(
+        fit = shape_fit.fit_shape(
             scan.array,
             scan.metadata.spacing,
             scan.metadata.slope,

@@ -8,7 +8,7 @@ container) and returns the voxels of that region.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -149,3 +149,16 @@ class VolumeCodec(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+class BatchDecoding(ABC):
+    """An optional ability of a codec (as zarr's partial-decode mixin is of zarr codecs): decode
+    many regions, of one stored volume or several, together, so that a learned layer runs over all
+    of them in shared batches. Check with ``isinstance(codec, BatchDecoding)``."""
+
+    @abstractmethod
+    def decode_regions(
+        self, requests: Sequence[tuple[DecodeContext, Region, Fetch]], batch: int | None = None
+    ) -> list[np.ndarray]:
+        """``decode_region`` of every request, in order; ``batch`` bounds how many crops a learned
+        layer takes at once (None: as many as there are)."""

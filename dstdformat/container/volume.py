@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..codecs.base import DecodeContext, VolumeCodec
+from ..codecs.base import BatchDecoding, DecodeContext, VolumeCodec
 from ..errors import CodecError, DstdError, InvalidInputError, StorageError
 from ..metadata import ScanMetadata
 from ..progress import track
@@ -220,6 +220,30 @@ class Volume:
             f"codec={self.codec_id!r} spacing={tuple(round(s, 4) for s in self.spacing)} "
             f"file={self._source.description!r}>"
         )
+
+
+def read_together(volumes: Sequence[Volume], batch: int | None = None) -> list[np.ndarray]:
+    """Whole volumes decoded at once: where their codecs are equal and can decode in batches
+    (:class:`~dstdformat.codecs.base.BatchDecoding`), a learned layer runs over all their blocks
+    together, ``batch`` crops at a time (None: all); otherwise each is read on its own."""
+    if not volumes:
+        return []
+    codec = volumes[0].codec
+    if not isinstance(codec, BatchDecoding) or any(v.codec != codec for v in volumes[1:]):
+        return [v.read() for v in volumes]
+    for v in volumes:
+        if v._closed:
+            raise StorageError(f"{v._source.description} is closed; open it again to read")
+    requests = [
+        (v.decode_context, tuple(slice(0, n) for n in v.shape), v.reader.read_sections) for v in volumes
+    ]
+    arrays = codec.decode_regions(requests, batch)
+    for v, array in zip(volumes, arrays):
+        if array.shape != v.shape or array.dtype != v.dtype:
+            raise CodecError(
+                f"codec {v.codec_id!r} returned {array.shape} {array.dtype} for {v.shape} {v.dtype}"
+            )
+    return arrays
 
 
 def open_volume(

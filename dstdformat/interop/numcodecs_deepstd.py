@@ -15,7 +15,6 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray, ndarray_copy
 
 from ..errors import CodecError, InvalidInputError, UnsupportedDtypeError
-from ..metadata import HU_WINDOW
 
 #: Chunk dtypes accepted (CT is int16 or uint16; uint8 for windowed exports; float32 in HU).
 CHUNK_DTYPES = ("int16", "uint16", "uint8", "float32")
@@ -24,36 +23,31 @@ CHUNK_DTYPES = ("int16", "uint16", "uint8", "float32")
 class DeepSTD(Codec):
     """Lossy CT chunks: ``DeepSTD(ratio=64)``, ``DeepSTD(quality=45)`` or ``DeepSTD(max_error=10)``.
 
-    ``slope``/``intercept`` say how stored values map to HU (e.g. uint16 stored as HU + 1024:
-    ``intercept=-1024``). The model is pinned by id and SHA-256 in the config, so an array
-    written with one model refuses to decode with another.
+    ``ratio``, ``quality``, ``max_error``, ``window``, ``model`` and ``base`` are the codec's
+    (:class:`~dstdformat.codecs.deepstd.params.DeepSTDParams`). ``slope``/``intercept`` say how
+    stored values map to HU (e.g. uint16 stored as HU + 1024: ``intercept=-1024``). The model is
+    pinned by id and SHA-256 in the config (``model_sha256``), so an array written with one model
+    refuses to decode with another.
     """
 
     codec_id = "deepstd"
 
     def __init__(
-        self,
-        ratio: float | None = None,
-        quality: float | None = None,
-        max_error: float | None = None,
-        window: tuple[float, float] = HU_WINDOW,
-        model: str | None = "auto",
-        model_sha256: str | None = None,
-        slope: float = 1.0,
-        intercept: float = 0.0,
-        base: str = "auto",
+        self, *, model_sha256: str | None = None, slope: float = 1.0, intercept: float = 0.0, **params: Any
     ) -> None:
-        from ..codecs.deepstd import DeepSTDVolumeCodec
+        from ..codecs.deepstd.params import DeepSTDParams
 
-        volume_codec = DeepSTDVolumeCodec(
-            ratio=ratio, quality=quality, max_error=max_error, window=tuple(window), model=model, base=base
+        self.params = DeepSTDParams(**params)
+        self.base = self.params.base  # as given: "auto" lets each chunk's ratio choose
+        self.ratio, self.quality, self.max_error = (
+            self.params.ratio,
+            self.params.quality,
+            self.params.max_error,
         )
-        self.base = base  # as given: "auto" lets each chunk's ratio choose
-        self.ratio, self.quality, self.max_error = ratio, quality, max_error
-        if volume_codec.mode == "ratio":
-            self.ratio = volume_codec.value
-        self.window = [float(w) for w in volume_codec.window]
-        self.model = volume_codec.model
+        if self.params.mode == "ratio":
+            self.ratio = self.params.value
+        self.window = list(self.params.window)
+        self.model = self.params.resolved_model
         self.slope, self.intercept = float(slope), float(intercept)
         if self.slope == 0:
             raise InvalidInputError("slope must not be 0")
@@ -124,29 +118,21 @@ class DeepSTD(Codec):
     def decode_many(self, bufs: list[Any], batch: int | None = None) -> list[np.ndarray]:
         """Decode several chunks, running the refinement network over all their blocks in
         batches of ``batch`` same-shaped crops (default: all of them at once)."""
-        from ..codecs.deepstd.decoding import refine_all
-        from ..container.volume import open_volume
+        from contextlib import ExitStack
 
-        plans, shapes = [], []
-        for buf in bufs:
-            data = ensure_contiguous_ndarray(buf).view("u1")
-            with open_volume(memoryview(data)) as volume:
+        from ..container.volume import open_volume, read_together
+
+        with ExitStack() as stack:
+            volumes = []
+            for buf in bufs:
+                data = ensure_contiguous_ndarray(buf).view("u1")
+                volume = stack.enter_context(open_volume(memoryview(data)))
                 self._check_model(volume.header["codec"].get("model"))
-                region = tuple(slice(0, s) for s in volume.shape)
-                plans.append(
-                    volume.codec.plan_region(volume.decode_context, region, volume.reader.read_sections)
-                )
-                shapes.append(_chunk_layout(volume.metadata.attributes, volume.shape))
-        refiners = {id(p.refiner): p.refiner for p in plans if p.refiner is not None}
-        if len(refiners) == 1:
-            jobs = [job for p in plans for job in p.jobs]
-            refined = refine_all(next(iter(refiners.values())), jobs, batch or max(1, len(jobs)))
-        else:  # chunks of different models (or none): no shared batch
-            refined = [out for p in plans for out in refine_all(p.refiner, p.jobs)]
-        arrays, start = [], 0
-        for plan, (shape, padded, fill) in zip(plans, shapes):
-            array = plan.complete(refined[start : start + len(plan.jobs)])
-            start += len(plan.jobs)
+                volumes.append(volume)
+            shapes = [_chunk_layout(v.metadata.attributes, v.shape) for v in volumes]
+            decoded = read_together(volumes, batch)
+        arrays = []
+        for array, (shape, padded, fill) in zip(decoded, shapes):
             if padded is not None:
                 full = np.full(padded, fill, dtype=array.dtype)
                 full[: array.shape[0], : array.shape[1], : array.shape[2]] = array

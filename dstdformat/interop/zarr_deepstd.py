@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
@@ -20,7 +20,6 @@ from zarr.core.buffer import Buffer, NDBuffer
 from zarr.core.common import JSON, parse_named_configuration
 
 from ..errors import CodecError
-from ..metadata import HU_WINDOW
 from .numcodecs_deepstd import CHUNK_DTYPES, DeepSTD
 
 if TYPE_CHECKING:
@@ -35,41 +34,43 @@ if TYPE_CHECKING:
 CODEC_NAME = "deepstd"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
-    """``zarr.create_array(..., serializer=DeepSTDCodec(ratio=64), compressors=None)``."""
+    """``zarr.create_array(..., serializer=DeepSTDCodec(ratio=64), compressors=None)``; takes the
+    numcodecs :class:`DeepSTD`'s parameters (the codec's own, plus ``model_sha256``, ``slope``,
+    ``intercept``)."""
 
     is_fixed_size = False
 
-    ratio: float | None = None
-    quality: float | None = None
-    max_error: float | None = None
-    window: tuple[float, float] = HU_WINDOW
-    model: str | None = "auto"
-    model_sha256: str | None = None
-    slope: float = 1.0
-    intercept: float = 0.0
-    base: str = "auto"
-    _inner: DeepSTD = field(init=False, repr=False, compare=False)
+    #: The resolved configuration (default ratio, model id and hash pinned), as sorted pairs.
+    configuration: tuple[tuple[str, Any], ...]
+    _inner: DeepSTD = field(repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        inner = DeepSTD(
-            ratio=self.ratio,
-            quality=self.quality,
-            max_error=self.max_error,
-            window=tuple(self.window),
-            model=self.model,
-            model_sha256=self.model_sha256,
-            slope=self.slope,
-            intercept=self.intercept,
-            base=self.base,
-        )
+    def __init__(self, **options: Any) -> None:
+        inner = DeepSTD(**options)
         config = inner.get_config()
-        # Store the resolved values (default ratio, model id, its hash), so metadata pins them.
-        for name in ("ratio", "quality", "max_error", "model", "model_sha256"):
-            object.__setattr__(self, name, config.get(name))
-        object.__setattr__(self, "window", tuple(config["window"]))
+        config.pop("id")
+        pairs = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in config.items()))
+        object.__setattr__(self, "configuration", pairs)
         object.__setattr__(self, "_inner", inner)
+
+    def __getattr__(self, name: str) -> Any:
+        """The configuration's values as attributes (``codec.ratio``), None where unset."""
+        if name.startswith("_") or name == "configuration":
+            raise AttributeError(name)
+        if name in (
+            "ratio",
+            "quality",
+            "max_error",
+            "window",
+            "model",
+            "model_sha256",
+            "slope",
+            "intercept",
+            "base",
+        ):
+            return dict(self.configuration).get(name, "auto" if name == "base" else None)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:

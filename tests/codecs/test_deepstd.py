@@ -84,6 +84,7 @@ def test_quality_mode_reaches_the_asked_psnr(tmp_path):
 @pytest.mark.parametrize("layout", ["tile", "volume"])
 def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, monkeypatch, layout):
     from dstdformat.codecs.deepstd import codec as codec_module
+    from dstdformat.codecs.deepstd.decoding import Blocks
 
     # Small refinement blocks (in the "volume" layout of older files they straddle the wavelet
     # tiles, so halos cross both kinds of seam), with every kind of gain (0 skips the network).
@@ -91,7 +92,7 @@ def test_region_reads_equal_the_full_read_with_refinement(tmp_path, test_model, 
     monkeypatch.setattr(codec_module, "REFINE_LAYOUT", layout)
 
     def gains(self, array, grid, *rest):
-        count = codec_module.Blocks(array.shape, grid, (6, 20, 28), codec_module.HALO, layout).count
+        count = Blocks(array.shape, grid, (6, 20, 28), codec_module.HALO, layout).count
         return [(5 * n) % 17 for n in range(count)]
 
     monkeypatch.setattr(codec_module.DeepSTDVolumeCodec, "_choose_gains", gains)

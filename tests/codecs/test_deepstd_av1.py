@@ -235,11 +235,10 @@ def test_missing_pyav_names_the_package(tmp_path, monkeypatch):
 def test_reads_can_skip_the_refinement(tmp_path, test_model, monkeypatch):
     from dstdformat.cli.main import main
     from dstdformat.codecs.deepstd import codec as codec_module
+    from dstdformat.codecs.deepstd.decoding import Blocks
 
     def gains(self, array, grid, sections, state, progress):  # every block refined
-        ctx_blocks = codec_module.Blocks(
-            array.shape, grid, codec_module.REFINE_BLOCK, codec_module.HALO, "tile"
-        )
+        ctx_blocks = Blocks(array.shape, grid, codec_module.REFINE_BLOCK, codec_module.HALO, "tile")
         return [8] * ctx_blocks.count
 
     monkeypatch.setattr(codec_module.DeepSTDVolumeCodec, "_choose_gains", gains)

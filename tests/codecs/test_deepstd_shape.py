@@ -10,7 +10,8 @@ from helpers import phantom_hu
 
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
-from dstdformat.codecs.deepstd import shaped
+from dstdformat.codecs.deepstd.shape import decode as shape_decode
+from dstdformat.codecs.deepstd.shape import field as shape_field
 from dstdformat.container.format import NO_TILE, SectionKind
 from dstdformat.errors import CodecError, CorruptHeaderError, InvalidInputError
 from dstdformat.model.template import Template
@@ -59,7 +60,7 @@ def test_shape_coded_file_round_trip_and_lazy_regions(tmp_path, template, test_m
     volume = save(tmp_path / "s.dstd", vol, codec, tile_shape=(8, 16, 24))
     header = volume.header["codec"]
     assert header["version"] == 3 and header["params"]["shape"] == f"template-{template.stem[9:]}"
-    record, texture = header["state"]["shape"], shaped.TextureGrid.from_json(header["state"]["texture"])
+    record, texture = header["state"]["shape"], shape_field.TextureGrid.from_json(header["state"]["texture"])
     assert record["used"] and record["ncc_affine"] > 0.9 and record["folding_fraction"] == 0.0
     kinds = [key[0] for key in volume.reader.sections]
     assert kinds.count(SectionKind.SHAPE) == 1
@@ -77,7 +78,9 @@ def test_shape_coded_file_round_trip_and_lazy_regions(tmp_path, template, test_m
     # its preimage, and its exact voxels.
     fresh = dstdformat.open(tmp_path / "s.dstd")
     fresh[0:1]  # decodes the shape section and the first slice
-    decoder = shaped.ShapeDecoder(codec, fresh.decode_context, fresh.reader.read_sections)
+    decoder = shape_decode.ShapeDecoder(
+        fresh.decode_context, fresh.reader.read_sections, codec._decode_texture, codec.model is not None
+    )
     region = (slice(20, 21), slice(0, 44), slice(0, 50))
     box = cubic_box(decoder._voxels(region), texture.frame.shape)
     tiles = texture.grid.tiles_in_region(box)

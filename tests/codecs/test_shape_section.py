@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dstdformat.codecs.deepstd.shape import decode_shape, encode_shape, quantize_in_place
+from dstdformat.codecs.deepstd.shape.section import decode_shape, encode_shape, quantize_in_place
 from dstdformat.errors import CodecError
 from dstdformat.model.deformation import Siren, SirenConfig
 

@@ -12,61 +12,48 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ...errors import InvalidInputError
 from ...metadata import HU_WINDOW, ScanMetadata
-from ...progress import bar, track
 from ...tiling import NO_TILE, Region, SectionKind, TileGrid
-from ..base import ContainerCosts, DecodeContext, Encoded, Fetch, Section, VolumeCodec
-from . import base_layers, outliers
+from ..base import BatchDecoding, ContainerCosts, DecodeContext, Encoded, Fetch, Section, VolumeCodec
+from . import outliers
 from .base_layers import wavelet
 from .decoding import (
-    GAIN_STEPS,
-    MAX_GAIN,
     REFINE_BLOCK,
     REFINE_LAYOUT,
     BaseCache,
-    Blocks,
     DecodeState,
-    RegionPlan,
-    assemble,
-    refine_all,
     stored_window,
 )
+from .gains import choose_gains
+from .params import DeepSTDParams, ShapeOptions
+from .policy import decoded_mae
+from .region_plan import RegionPlan, complete_together, plan_region, refine_all
 from .texture_coding import TextureSettings, code_max_error, code_texture
 
 if TYPE_CHECKING:
-    from . import shaped
+    from .shape import decode as shape_decode
+    from .shape import fit as shape_fit
 
-#: The CT window the base layer codes, in HU: air to dense bone.
-DEFAULT_WINDOW = HU_WINDOW
-DEFAULT_RATIO = 256.0
 #: Voxels of wavelet-decoded context around each output tile that the refiner sees.
 HALO = 8
 #: Voxels at most this far (HU) outside the window are clipped to it; farther ones (padding,
 #: metal) are stored exactly. Air noise dipping just below -1024 HU would otherwise fill the
 #: outlier sections.
 OUTLIER_MARGIN_HU = 128.0
-_MODES = ("ratio", "quality", "max_error")
-#: ``"best"``: code both ways, keep the one closer to the original; ``"always"``: use the shape
-#: whenever the registration is usable (for ablations).
-SHAPE_POLICIES = ("best", "always")
 
 
-class DeepSTDVolumeCodec(VolumeCodec):
-    """Lossy CT codec; ``ratio=256`` by default. Give at most one of ratio, quality, max_error.
-
-    - ``ratio``: raw bytes / file bytes to aim at (lands within a few percent).
-    - ``quality``: PSNR in dB over the window that every tile's wavelet layer reaches.
-    - ``max_error``: a guaranteed bound on |decoded - original| in stored units (no refinement).
-    - ``model``: id of the refinement network (or a ``.safetensors`` path); None codes without;
-      ``"default"`` the shipped network for the base layer; ``"auto"`` (default) that network where
-      it pays, i.e. on the SPERR base (on AV1 it gained under 5%: docs/benchmarks.md).
-    - ``base``: the base layer, ``"av1"``, ``"sperr"`` or ``"auto"`` (AV1 from 24x, SPERR below
-      and for ``max_error``).
+class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
+    """Lossy CT codec; ``ratio=256`` by default. The rate, window, model and base parameters are
+    :class:`~.params.DeepSTDParams`'s; ``device`` runs the refinement (``"auto"``: a GPU if torch
+    sees one); ``clamp_ratio`` lowers an unreachable ratio instead of refusing it (zarr chunks);
+    ``shape``/``shape_policy``/``shape_steps`` code the scan's shape against a template
+    (:class:`~.params.ShapeOptions`).
     """
 
     codec_id: ClassVar[str] = "deepstd"
@@ -90,7 +77,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         ratio: float | None = None,
         quality: float | None = None,
         max_error: float | None = None,
-        window: tuple[float, float] = DEFAULT_WINDOW,
+        window: tuple[float, float] = HU_WINDOW,
         model: str | None = "auto",
         device: str = "auto",
         clamp_ratio: bool = False,
@@ -99,81 +86,28 @@ class DeepSTDVolumeCodec(VolumeCodec):
         shape_steps: int = 2500,
         base: str = "auto",
     ) -> None:
-        given = {
-            k: v
-            for k, v in (("ratio", ratio), ("quality", quality), ("max_error", max_error))
-            if v is not None
-        }
-        if len(given) > 1:
-            raise InvalidInputError(f"give at most one of ratio, quality, max_error; got {sorted(given)}")
-        if not given:
-            given = {"ratio": DEFAULT_RATIO}
-        ((self.mode, value),) = given.items()
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InvalidInputError(f"{self.mode} must be a finite number, got {value!r}")
-        limits = {"ratio": (1.0, 100000.0), "quality": (1.0, 200.0), "max_error": (0.0, 1e9)}[self.mode]
-        if not limits[0] < value <= limits[1]:
-            raise InvalidInputError(f"{self.mode} must be in ({limits[0]:g}, {limits[1]:g}], got {value!r}")
-        self.value = float(value)
-        try:
-            low, high = (float(w) for w in window)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"window must be two numbers (HU), got {window!r}") from None
-        if not low < high:
-            raise InvalidInputError(f"window must be (low, high) with low < high, got {window!r}")
-        self.window = (low, high)
-        if model is not None and not (isinstance(model, str) and model):
-            raise InvalidInputError(f"model must be a model id, a .safetensors path or None, got {model!r}")
+        self.params = params = DeepSTDParams(ratio, quality, max_error, window, model, base)
+        self.mode, self.value, self.window = params.mode, params.value, params.window
         if not isinstance(device, str):
             raise InvalidInputError(
                 f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {device!r}"
             )
-        self.base = base_layers.resolve(base, self.mode, self.value)
+        self.base = params.resolved_base
         #: base="auto" may still code a volume with SPERR when AV1 cannot reach its ratio (a tiny
         #: volume: AV1 streams have a floor of ~30 bytes a frame that SPERR does not).
         self.base_fallback = base == "auto" and self.base == "av1"
-        model = base_layers.default_model(model, self.base)
-        # A bound is only a bound on what the wavelet layer decodes; refinement would move voxels.
-        self.model = None if self.mode == "max_error" else model
+        self.model = params.resolved_model
         self.device = device
         #: A ratio out of reach (headers outweigh a tiny volume's budget) is lowered to the highest
         #: reachable one instead of refused: for zarr chunks, where an edge chunk may be tiny.
         self.clamp_ratio = clamp_ratio
-        self._set_shape(shape, shape_policy, shape_steps)
+        options = ShapeOptions(shape, shape_policy, shape_steps)
+        options.check(self.mode)
+        self.shape_policy, self.shape_steps = options.policy, options.steps
+        self._template_path = shape if shape is not None and shape.endswith(".safetensors") else None
+        self.shape = options.template_id()
         self._base_cache = BaseCache()
-        self._shape_decoders: shaped.ShapeDecoders | None = None  # made on the first shape read
-
-    def _set_shape(self, shape: str | None, policy: str, steps: int) -> None:
-        """``shape``: a template (id, ``"default"`` or a ``.safetensors`` path) to code the scan's
-        shape against; None codes texture only."""
-        if policy not in SHAPE_POLICIES:
-            raise InvalidInputError(f"shape_policy must be one of {SHAPE_POLICIES}, got {policy!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 100000:
-            raise InvalidInputError(f"shape_steps must be an integer in 0..100000, got {steps!r}")
-        self.shape_policy, self.shape_steps = policy, steps
-        self._template_path: str | None = None
-        if shape is None:
-            self.shape = None
-            return
-        if not isinstance(shape, str) or not shape:
-            raise InvalidInputError(f"shape must be a template id or path, got {shape!r}")
-        if self.mode == "max_error":
-            raise InvalidInputError(
-                "shape coding cannot keep a max_error bound (the warp moves voxels); use shape=None"
-            )
-        if shape.endswith(".safetensors"):
-            from pathlib import Path
-
-            from ...zoo.templates import template_id_of
-
-            if not Path(shape).is_file():
-                raise InvalidInputError(f"template file {shape} does not exist")
-            self._template_path, shape = shape, template_id_of(shape)
-        elif shape == "default":
-            from ...zoo.registry import DEFAULT_TEMPLATE
-
-            shape = DEFAULT_TEMPLATE
-        self.shape = shape
+        self._shape_decoders: shape_decode.ShapeDecoders | None = None  # made on the first shape read
 
     # -- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -251,10 +185,10 @@ class DeepSTDVolumeCodec(VolumeCodec):
         if self.shape is None:
             return self._encode_plain(array, grid, exact, base_state, costs, far, progress)
 
-        from . import shaped  # torch: only when shape is coded
+        from .shape import fit as shape_fit  # torch: only when shape is coded
 
         spacing = metadata.spacing if metadata is not None else None
-        fit = shaped.fit_shape(
+        fit = shape_fit.fit_shape(
             array,
             spacing,
             slope,
@@ -274,7 +208,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
             return coded
         plain = self._encode_plain(array, grid, exact, base_state, costs, far, progress)
         errors = [
-            self._decoded_error(array, grid, candidate, metadata, progress) for candidate in (coded, plain)
+            self._decoded_mae(array, grid, candidate, metadata, progress) for candidate in (coded, plain)
         ]
         if errors[0] < errors[1]:
             coded.state["shape"]["mae_texture_only"] = round(errors[1], 3)
@@ -335,7 +269,7 @@ class DeepSTDVolumeCodec(VolumeCodec):
         base_state: dict,
         metadata: ScanMetadata | None,
         costs: ContainerCosts,
-        fit: shaped.ShapeFit,
+        fit: shape_fit.ShapeFit,
         progress: bool,
     ) -> Encoded:
         """Shape section + texture tiles on the texture grid + exact voxels on the scan's grid."""
@@ -397,7 +331,15 @@ class DeepSTDVolumeCodec(VolumeCodec):
             state["target_ratio"] = self.value
         return state
 
-    def _decoded_error(
+    def _choose_gains(
+        self, array: np.ndarray, grid: TileGrid, sections: list[Section], state: dict, progress: bool
+    ) -> list[int]:
+        ctx = DecodeContext(array.shape, array.dtype, grid, self.get_config(), state, None)
+        gains = choose_gains(array, ctx, sections, self.plan_region, progress)
+        self.release_caches()
+        return gains
+
+    def _decoded_mae(
         self,
         array: np.ndarray,
         grid: TileGrid,
@@ -405,128 +347,46 @@ class DeepSTDVolumeCodec(VolumeCodec):
         metadata: ScanMetadata | None,
         progress: bool,
     ) -> float:
-        """MAE (physical units) of what ``encoded`` decodes to, for the shape policy's choice."""
-        sections = list(encoded.sections)
-        encoded.sections = iter(sections)
-        payloads = {(sec.kind, sec.tile): sec.payload for sec in sections}
         model = self.describe().get("model")
         ctx = DecodeContext(array.shape, array.dtype, grid, self.get_config(), encoded.state, model)
         slope = metadata.slope if metadata is not None else 1.0
-        fetch = lambda keys: {k: payloads[k] for k in keys}  # noqa: E731
-        rows = grid.tile_shape[0]
-        label = "shape: comparing" if "texture" in encoded.state else "texture only: comparing"
-        with bar(enabled=progress, desc=label, total=array.shape[0], unit="slice") as pbar:
-
-            def decode(region: Region) -> np.ndarray:
-                out = self.decode_region(ctx, region, fetch)
-                pbar.update(region[0].stop - region[0].start)
-                return out
-
-            from .shaped import decoded_error
-
-            error = decoded_error(decode, array, slope, rows)
-        self._base_cache = BaseCache()
-        self._shape_decoders = None
+        error = decoded_mae(self.decode_region, ctx, array, encoded, slope, progress)
+        self.release_caches()
         return error
 
-    def _choose_gains(
-        self, array: np.ndarray, grid: TileGrid, sections: list[Section], state: dict, progress: bool
-    ) -> list[int]:
-        """Per refinement block, how much of the network's correction to apply: the least-squares
-        gain against the original (which only the encoder has), in steps of 1/GAIN_STEPS.
-
-        The network was trained on other scans; where its correction does not fit this one
-        (measured: the 512x512 chest at 128x, where applying it whole raised the MAE), the gain
-        turns it down or off, and gain 0 blocks skip the network at decode time.
-        """
-        low, high = state["stored_window"]
-        payloads = {(sec.kind, sec.tile): sec.payload for sec in sections}
-        ctx = DecodeContext(array.shape, array.dtype, grid, self.get_config(), state, None)
-        blocks = DecodeState.from_context(ctx).blocks(ctx)  # exactly the decoder's blocks
-        gains = []
-        for number in track(range(blocks.count), enabled=progress, desc="refinement gains", unit="block"):
-            region = blocks.keep(number)
-            plan = self.plan_region(ctx, region, lambda keys: {k: payloads[k] for k in keys})
-            ((keep, inner, base, _),) = plan.blocks
-            refined = (refine_all(plan.refiner, plan.jobs)[0] - plan.state.intercept) / plan.state.slope
-            correction = (refined - base)[inner]
-            target = np.clip(array[region].astype(np.float64), low, high) - base[inner]
-            counted = (array[region] >= low) & (array[region] <= high)
-            denominator = float(np.sum(correction[counted] ** 2))
-            gain = float(np.sum(correction[counted] * target[counted])) / denominator if denominator else 0.0
-            gains.append(int(np.clip(round(gain * GAIN_STEPS), 0, MAX_GAIN)))
-        self._base_cache = BaseCache()  # do not keep the encoder's decoded tiles alive
-        return gains
+    def release_caches(self) -> None:
+        """Drop decoded tiles and shape decoders (the encoder's, once it has measured with them)."""
+        self._base_cache = BaseCache()
+        self._shape_decoders = None
 
     # -- decoding ------------------------------------------------------------------------------
     def decode_region(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
         if "texture" in ctx.state:  # shape-coded: the texture lies on its own grid
             if self._shape_decoders is None:
-                from .shaped import ShapeDecoders
+                from .shape.decode import ShapeDecoders
 
                 self._shape_decoders = ShapeDecoders()
-            return self._shape_decoders.get(self, ctx, fetch).decode(self, ctx, region, fetch)
+            decoder = self._shape_decoders.get(ctx, fetch, self._decode_texture, self.model is not None)
+            return decoder.decode(ctx, region, fetch)
+        return self._decode_texture(ctx, region, fetch)
+
+    def _decode_texture(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
+        """A region of the texture: base layer, refinement, exact voxels (on the texture's grid)."""
         plan = self.plan_region(ctx, region, fetch)
         return plan.complete(refine_all(plan.refiner, plan.jobs))
 
     def plan_region(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> RegionPlan:
-        """Everything up to the refinement network: decode the wavelet layer, cut the crops.
+        """Everything up to the refinement network (:func:`.region_plan.plan_region`)."""
+        load = (lambda: self._refiner(ctx)) if self.model is not None else None
+        return plan_region(ctx, region, fetch, load, self._base_cache.get(ctx))
 
-        Split from :meth:`RegionPlan.complete` so that callers holding many regions (a batch of
-        zarr chunks) can run the network once over all their crops.
-        """
-        state = DecodeState.from_context(ctx)
-        refiner = self._refiner(ctx) if self.model is not None else None
-        grid = ctx.grid
-        # Output is computed per refinement block (per tile without a model), each from its own
-        # crop, so any region is the same as that region of a full decode.
-        blocks = state.blocks(ctx) if refiner is not None else Blocks(ctx.shape, grid, None, 0, "tile")
-        crops = {b: blocks.crop(b) for b in blocks.in_region(region)}
-        needed = sorted({t for crop in crops.values() for t in grid.tiles_in_region(crop)})
-        in_region = grid.tiles_in_region(region)
-        cache = self._base_cache.get(ctx)
-        base = {t: b for t in needed if (b := cache.get_tile(t)) is not None}
-        keys = [(SectionKind.TEXTURE, t) for t in needed if t not in base]
-        keys += [(SectionKind.RESIDUAL, t) for t in in_region if t in state.outlier_tiles]
-        payloads = fetch(keys)
-
-        def base_block(tile: int) -> np.ndarray:
-            if tile not in base:
-                base[tile] = state.base.decode(
-                    payloads[(SectionKind.TEXTURE, tile)],
-                    grid.tile_extent(tile),
-                    what=f"texture section of tile {tile}",
-                    dtype=np.float32,
-                )
-                cache.put(tile, base[tile])
-            return base[tile]
-
-        plan = RegionPlan(ctx, region, state, refiner)
-        for number, crop in crops.items():
-            block = assemble(grid, crop, base_block)
-            keep = blocks.keep(number)
-            inner = tuple(slice(k.start - c.start, k.stop - c.start) for k, c in zip(keep, crop))
-            gain = state.gain(number) if refiner is not None else 0
-            plan.blocks.append((keep, inner, block, gain))
-            if gain:
-                rates = assemble(
-                    grid, crop, lambda t: np.full(grid.tile_extent(t), state.rate_code(t), np.float32)
-                )
-                plan.jobs.append((block * state.slope + state.intercept, rates))
-        for tile in in_region:
-            if tile in state.outlier_tiles:
-                plan.exact.append(
-                    (
-                        grid.tile_region(tile),
-                        *outliers.decode(
-                            payloads[(SectionKind.RESIDUAL, tile)],
-                            grid.tile_extent(tile),
-                            ctx.dtype,
-                            f"residual section of tile {tile}",
-                        ),
-                    )
-                )
-        return plan
+    def decode_regions(
+        self, requests: Sequence[tuple[DecodeContext, Region, Fetch]], batch: int | None = None
+    ) -> list[np.ndarray]:
+        """Several regions (of one or many files) at once: the refinement network runs over all
+        their blocks together, ``batch`` same-shaped crops at a time (default: all)."""
+        plans = [self.plan_region(ctx, region, fetch) for ctx, region, fetch in requests]
+        return complete_together(plans, batch)
 
     def slab_alignment(self, ctx: DecodeContext) -> int:
         """Refinement blocks, when there is a model: a slab edge inside a block would make both

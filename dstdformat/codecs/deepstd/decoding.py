@@ -1,6 +1,6 @@
 """The decoding side of the deepstd codec, shared by texture-only and shape-coded files: the
 header state a decoder needs, the refinement blocks and their layout, the cache of decoded
-base-layer tiles, region plans for batched refinement, and pasting decoded blocks into a region.
+base-layer tiles, and pasting decoded blocks into a region (region plans: ``region_plan.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from ...errors import CorruptHeaderError, InvalidInputError
 from ...tiling import Region, TileGrid, default_tile_shape, overlap_slices
 from ..base import DecodeContext
 from . import base_layers
-from .texture_coding import to_dtype as _to_dtype
 
 #: Output blocks of the refinement: small enough that reading one slice refines little more than
 #: that slice's neighbourhood, large enough that the halo adds ~70% compute, not 200%.
@@ -25,53 +24,6 @@ REFINE_BLOCK = (32, 256, 256)
 REFINE_LAYOUT = "tile"
 #: Refinement gains are k / GAIN_STEPS for k in 0..MAX_GAIN, one per block, chosen by the encoder.
 GAIN_STEPS, MAX_GAIN = 8, 16
-
-
-class RegionPlan:
-    """A region whose wavelet layer is decoded and whose refinement inputs are cut (``jobs``:
-    (HU crop, rate-code crop) per block); :meth:`complete` takes the network's outputs."""
-
-    def __init__(self, ctx: DecodeContext, region: Region, state: DecodeState, refiner) -> None:
-        self.ctx, self.region, self.state, self.refiner = ctx, region, state, refiner
-        # (kept region, its slices in the crop, wavelet-decoded crop, gain step); gain > 0 blocks
-        # have a job, in order.
-        self.blocks: list[tuple[Region, Region, np.ndarray, int]] = []
-        self.jobs: list[tuple[np.ndarray, np.ndarray]] = []
-        self.exact: list[tuple[Region, np.ndarray, np.ndarray]] = []
-
-    def complete(self, refined: list[np.ndarray]) -> np.ndarray:
-        ctx, region, state = self.ctx, self.region, self.state
-        out = np.empty(tuple(r.stop - r.start for r in region), dtype=ctx.dtype)
-        jobs = iter(refined)
-        for keep, inner, block, gain in self.blocks:
-            block = block[inner]
-            if gain:
-                correction = (next(jobs)[inner] - state.intercept) / state.slope - block
-                block = block + (gain / GAIN_STEPS) * correction
-            paste(out, region, _to_dtype(block, ctx.dtype, *state.window), keep)
-        for tile_region, index, values in self.exact:
-            scatter(out, region, tile_region, index, values)
-        return out
-
-
-def refine_all(refiner, jobs: list[tuple[np.ndarray, np.ndarray]], batch: int = 1) -> list[np.ndarray]:
-    """Run the network over ``jobs``, ``batch`` same-shaped crops at a time (order kept).
-
-    Every crop is computed the same way alone or in a batch (per-sample convolutions), up to
-    floating-point reduction order."""
-    if refiner is None or not jobs:
-        return []
-    out: list[np.ndarray | None] = [None] * len(jobs)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for n, (hu, _) in enumerate(jobs):
-        by_shape.setdefault(hu.shape, []).append(n)
-    for indices in by_shape.values():
-        for start in range(0, len(indices), max(1, batch)):
-            group = indices[start : start + max(1, batch)]
-            results = refiner.refine_many([jobs[n] for n in group], refiner.device)
-            for n, result in zip(group, results):
-                out[n] = result
-    return out  # type: ignore[return-value]
 
 
 class BaseCache:

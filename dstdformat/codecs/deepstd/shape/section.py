@@ -19,7 +19,7 @@ import struct
 import numpy as np
 import torch
 
-from ...errors import CodecError, stream_errors
+from ....errors import CodecError, stream_errors
 
 _MAGIC = b"DSHP"
 _VERSION = 1
@@ -71,7 +71,7 @@ def decode_shape(data: bytes):
     """Inverse of :func:`encode_shape`: (affine 3x4 float64, SirenConfig, state dict)."""
     import constriction
 
-    from ...model.deformation import Siren, SirenConfig
+    from ....model.deformation import Siren, SirenConfig
 
     if len(data) < _HEAD.size or data[:4] != _MAGIC:
         raise CodecError("shape section does not start with the shape magic number")
