@@ -34,7 +34,8 @@ def make_input(mutator, run_seed: int, index: int):
 
 
 def _mutator(seed_paths: list[str]):
-    from dstdformat.testing.fuzzing import Mutator, load_seeds
+    from dstdformat.testing.fuzzing import load_seeds
+    from dstdformat.testing.mutator import Mutator
 
     return Mutator(load_seeds(seed_paths))
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..errors import DstdError
-from . import archive_commands, commands
+from . import archive_commands, commands, train_commands
+
+#: Adds a subcommand with the options every command has; returns its parser.
+AddCommand = Callable[[str, str], argparse.ArgumentParser]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..codecs.registry import available_codecs
-
     parser = argparse.ArgumentParser(
         prog="dstd", description="Store CT volumes in .dstd files and read them back."
     )
@@ -24,6 +25,22 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summaries")
         return p
+
+    _add_compress(add)
+    _add_to_zarr(add)
+    _add_from_zarr(add)
+    _add_decompress(add)
+    _add_info(add)
+    _add_verify(add)
+    archive_commands.add_parsers(add)
+    _add_bench(add)
+    train_commands.add_parser(add)
+    _add_demo(add)
+    return parser
+
+
+def _add_compress(add: AddCommand) -> None:
+    from ..codecs.registry import available_codecs
 
     p = add("compress", "compress a NIfTI / DICOM series / HDF5 / .npy / .dstd volume into .dstd")
     p.add_argument("input", help="input file, DICOM folder, or .dstd (path or URL)")
@@ -86,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.compress)
 
+
+def _add_to_zarr(add: AddCommand) -> None:
     p = add("to-zarr", "convert a scan into a zarr group (OME-Zarr layout) with DeepSTD chunks")
     p.add_argument("input", help="NIfTI / DICOM folder / HDF5 / .npy / .dstd (path or URL)")
     p.add_argument("output", help="output zarr store (folder or fsspec URL)")
@@ -112,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.to_zarr)
 
+
+def _add_from_zarr(add: AddCommand) -> None:
+    from ..codecs.registry import available_codecs
+
     p = add("from-zarr", "turn a zarr group made by to-zarr back into .dstd, NIfTI, HDF5 or .npy")
     p.add_argument("input", help="zarr store (folder or fsspec URL) written by `dstd to-zarr`")
     p.add_argument("output", help="output file; its suffix picks the format (.dstd, .nii.gz, .h5, .npy)")
@@ -125,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.from_zarr)
 
+
+def _add_decompress(add: AddCommand) -> None:
     p = add("decompress", "decode a .dstd into NIfTI (.nii/.nii.gz), HDF5 (.h5) or .npy")
     p.add_argument("input", help=".dstd path or URL")
     p.add_argument("output", help="output file; its suffix picks the format")
@@ -136,11 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.decompress)
 
+
+def _add_info(add: AddCommand) -> None:
     p = add("info", "print a .dstd file's header and layout")
     p.add_argument("file", help=".dstd path or URL")
     p.add_argument("--json", action="store_true", help="machine-readable JSON")
     p.set_defaults(func=commands.info)
 
+
+def _add_verify(add: AddCommand) -> None:
     p = add(
         "verify",
         "check every checksum and decode every tile of a .dstd file; or check an "
@@ -161,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.verify)
 
-    archive_commands.add_parsers(add)
 
+def _add_bench(add: AddCommand) -> None:
     p = add("bench", "compare every codec at target ratios on CT volumes: metrics, speed, memory")
     p.add_argument("volumes", nargs="+", help="CT volumes (NIfTI, DICOM folder, HDF5, .npy)")
     p.add_argument(
@@ -193,111 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.bench)
 
-    p = add("train", "train a learned model on CT volumes (resumes from --out)")
-    p.add_argument("sources", nargs="*", help="NIfTI files, folders or globs")
-    p.add_argument(
-        "--collection",
-        metavar="DIR",
-        help="DeepSTD's three steps on the scans in DIR: choose the reference template, "
-        "align every scan to it (shape), train the texture refinement on the "
-        "aligned scans; resumes step by step and scan by scan",
-    )
-    p.add_argument(
-        "--shape-steps", type=int, default=2500, help="--collection: SIREN steps per scan (the paper's 2,500)"
-    )
-    p.add_argument(
-        "--cycle-weight",
-        type=float,
-        default=0.1,
-        help="--collection: weight of the cycle-consistency term (default 0.1, as the "
-        "codec's shape coding; the paper's 0.001 left the warp 2-3x lossier)",
-    )
-    p.add_argument(
-        "--limited-data",
-        action="store_true",
-        help="refiner, for small collections: fine-tune the bundled model with "
-        "distillation from it and strong augmentation (1,500 steps at 1e-4 unless "
-        "--steps / --lr say otherwise)",
-    )
-    p.add_argument("--init-from", metavar="MODEL", help="refiner: start from this model's weights")
-    p.add_argument(
-        "--teacher", metavar="MODEL", help="refiner: distil from this model (weight --teacher-weight)"
-    )
-    p.add_argument("--teacher-weight", type=float, help="weight of the distillation term (default 0.5)")
-    p.add_argument(
-        "--augment",
-        choices=("flips", "strong"),
-        help="refiner crops: in-plane flips (default), or flips on every axis and transposition",
-    )
-    p.add_argument(
-        "--processes",
-        type=int,
-        metavar="N",
-        help="refiner: DistributedDataParallel processes (default: one per GPU when "
-        "there are several, else 1; on the CPU they share the cores)",
-    )
-    p.add_argument("--out", required=True, help="run folder (checkpoints); resumes if it holds one")
-    p.add_argument(
-        "--arch",
-        choices=("refiner", "hyperprior"),
-        default="refiner",
-        help="refiner: the deepstd codec's refinement network (default); hyperprior: "
-        "the experimental latent-space texture model",
-    )
-    p.add_argument(
-        "--base",
-        choices=("av1", "sperr"),
-        default="av1",
-        help="refiner: base layer the training pairs are coded with (default av1, the "
-        "codec's default; deepstd-refine-v1 was trained on sperr)",
-    )
-    p.add_argument("--steps", type=int, help="total optimizer steps (default 20,000)")
-    p.add_argument("--batch", type=int, default=4, help="crops per step")
-    p.add_argument(
-        "--crop",
-        type=int,
-        nargs=3,
-        metavar=("K", "J", "I"),
-        help="crop size in voxels (default 32 64 64; hyperprior: multiples of 32, 64 64 64)",
-    )
-    p.add_argument("--lr", type=float, help="learning rate (default 3e-4; hyperprior 1e-4)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--exclude",
-        nargs="*",
-        default=[],
-        help="file names to keep out of training (held-out evaluation scans)",
-    )
-    p.add_argument(
-        "--eval",
-        nargs="*",
-        default=[],
-        metavar="FILE",
-        help="refiner: held-out scans whose MAE is logged at every checkpoint",
-    )
-    p.add_argument(
-        "--export",
-        metavar="MODEL_ID",
-        help="refiner: when done, write MODEL_ID.safetensors/.json into --out; use it "
-        "(and, with --collection, the template beside it) through DSTD_MODEL_PATH",
-    )
-    p.add_argument("--channels", type=int, help="network width (refiner 32, hyperprior 48)")
-    p.add_argument("--blocks", type=int, default=3, help="refiner: residual blocks")
-    p.add_argument(
-        "--lmbda",
-        type=float,
-        default=0.5,
-        help="hyperprior: rate-distortion trade-off (0.5: about 470x on chest CT)",
-    )
-    p.add_argument("--latent-channels", type=int, default=64, help="hyperprior only")
-    p.add_argument("--hyper-channels", type=int, default=32, help="hyperprior only")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.set_defaults(func=commands.train)
 
+def _add_demo(add: AddCommand) -> None:
     p = add("demo", "compress the bundled real CT scan, read one slice back lazily, print figures")
     p.add_argument("--out", help="folder for the demo's .dstd (default: a temporary folder)")
     p.set_defaults(func=commands.demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -80,6 +80,24 @@ class VolumeCodec(ABC):
     #: Split each axis into equal tiles of at most the preferred size (for codecs that lose
     #: quality on thin edge tiles).
     balanced_tiles: ClassVar[bool] = False
+    #: The options a user sets by name (``codec_options``, ``dstd compress`` flags).
+    user_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], name_of: Callable[[str], str] = str) -> None:
+        """Refuse options this codec does not take, naming each as ``name_of`` spells it (the CLI
+        spells ``max_error`` as ``--max-error``), before any data is read."""
+        for name in options:
+            if name in cls.user_options:
+                continue
+            if cls.exact:
+                raise InvalidInputError(
+                    f"{name_of(name)} applies to lossy codecs; {cls.codec_id!r} keeps every voxel exactly"
+                )
+            takes = ", ".join(map(name_of, cls.user_options)) or "no options"
+            raise InvalidInputError(
+                f"{name_of(name)} does not apply to codec {cls.codec_id!r} (it takes {takes})"
+            )
 
     @abstractmethod
     def get_config(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class LosslessCodec(VolumeCodec):
     exact: ClassVar[bool] = True
     # 8 slices deep keeps one axial slice read under 3% of a 275-slice file.
     preferred_tile_shape: ClassVar[tuple[int, int, int]] = (8, 128, 128)
+    user_options: ClassVar[tuple[str, ...]] = ("cname", "clevel", "shuffle")
 
     def __init__(self, cname: str = "zstd", clevel: int = 5, shuffle: str = "byte") -> None:
         if cname not in _CNAMES:

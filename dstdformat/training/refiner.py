@@ -20,12 +20,13 @@ import torch
 from .. import metrics
 from ..metadata import HU_WINDOW
 from ..model.device import resolve_device
-from ..model.refine import HU_SCALE, Refiner, RefinerConfig, rate_code
+from ..model.refine import HU_SCALE, Refiner, RefinerConfig
 from ..progress import bar, track
 from ..zoo.registry import file_sha256
 from ..zoo.weights import load_state, save_state
 from .checkpoint import TrainingRun
 from .data import load_training_volumes
+from .pairs import CodedVolume, PairSampler, code_volume
 
 
 @dataclass
@@ -65,6 +66,28 @@ class RefinerTrainConfig:
     base: str = "av1"
 
 
+#: Distillation weight when a teacher is named without one.
+DEFAULT_TEACHER_WEIGHT = 0.5
+#: Tiles of the training pairs on the AV1 base: the codec's own (64-slice closed sequences).
+AV1_PAIR_TILES = (64, 512, 512)
+
+
+def refiner_settings(*, base: str = "av1", limited_data: bool = False, **given: object) -> dict:
+    """RefinerTrainConfig fields for a run: its defaults, the limited-data recipe when asked, then
+    the fields the user gave (None: not given), with pairs on the tiles the base layer's files use."""
+    settings: dict = {"steps": RefinerTrainConfig.steps, "learning_rate": RefinerTrainConfig.learning_rate}
+    if limited_data:
+        settings.update(limited_data_settings())
+    settings.update({k: v for k, v in given.items() if v is not None})
+    if settings.get("teacher") and "teacher_weight" not in settings:
+        settings["teacher_weight"] = DEFAULT_TEACHER_WEIGHT
+    if base == "av1":
+        settings.update({"base": "av1", "tile_shape": AV1_PAIR_TILES})
+    else:
+        settings["base"] = "sperr"
+    return settings
+
+
 def limited_data_settings(model_id: str | None = None) -> dict:
     """RefinerTrainConfig fields for a small collection: fine-tune the shipped network with
     distillation from it and strong augmentation, at a lower rate and for fewer steps."""
@@ -79,96 +102,6 @@ def limited_data_settings(model_id: str | None = None) -> dict:
         "learning_rate": 1e-4,
         "steps": 1500,
     }
-
-
-@dataclass
-class CodedVolume:
-    original: np.ndarray  # float32 HU, clipped to the window
-    decoded: np.ndarray  # float32 HU, wavelet layer output
-    rate: float  # rate code the network is told
-    ratio: float
-
-
-def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int], base: str = "sperr") -> CodedVolume:
-    """Clip and code ``hu`` tile by tile with the codec's base layer: SPERR at 16/ratio bits per
-    voxel, or AV1 through the codec's own rate control at ``ratio`` (int16 raw bytes)."""
-    from ..codecs.deepstd.base_layers import wavelet
-    from ..tiling import TileGrid, default_tile_shape
-
-    clipped = np.clip(hu.astype(np.float64), *HU_WINDOW)
-    grid = TileGrid(hu.shape, default_tile_shape(hu.shape, tile_shape, balanced=True))
-    decoded = np.empty(hu.shape, dtype=np.float32)
-    if base == "av1":
-        from ..codecs.deepstd.base_layers import BaseLayer, av1
-        from ..codecs.deepstd.texture_coding import TextureSettings, code_texture
-        from ..container.writer import container_costs
-
-        settings = TextureSettings("ratio", float(ratio), "av1", clamp_ratio=True)
-        coded = code_texture(
-            settings,
-            clipped,
-            grid,
-            {},
-            2 * hu.size,
-            0,
-            container_costs(None),
-            HU_WINDOW,
-            (-np.inf, np.inf),
-            False,
-        )
-        layer = BaseLayer("av1", av1.SampleMap.for_window(*HU_WINDOW))
-        for tile, stream in zip(grid, coded.streams):
-            decoded[grid.tile_region(tile)] = layer.decode(
-                stream, grid.tile_extent(tile), what="training tile", trusted=True
-            )
-        bpv = 8.0 * sum(map(len, coded.streams)) / hu.size
-        return CodedVolume(clipped.astype(np.float32), decoded, rate_code(bpv), float(ratio))
-    if base != "sperr":
-        raise ValueError(f"base must be 'av1' or 'sperr', not {base!r}")
-    bpv = 16.0 / ratio
-    for tile in grid:
-        region = grid.tile_region(tile)
-        block = clipped[region]
-        decoded[region] = wavelet.decode(wavelet.encode_bits_per_voxel(block, bpv), block.shape, trusted=True)
-    return CodedVolume(clipped.astype(np.float32), decoded, rate_code(bpv), float(ratio))
-
-
-class PairSampler:
-    """Random aligned crops of (decoded, original) with left-right / front-back flips."""
-
-    def __init__(
-        self,
-        coded: Sequence[CodedVolume],
-        crop: tuple[int, int, int],
-        rng: np.random.Generator,
-        augment: str = "flips",
-    ) -> None:
-        self.coded = [c for c in coded if all(s >= k for s, k in zip(c.original.shape, crop))]
-        if not self.coded:
-            raise ValueError(f"no training volume is at least {crop} voxels")
-        if augment not in ("flips", "strong"):
-            raise ValueError(f"augment must be 'flips' or 'strong', not {augment!r}")
-        self.crop, self.rng, self.augment = crop, rng, augment
-
-    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = np.empty((batch, 1, *self.crop), dtype=np.float32)
-        y = np.empty_like(x)
-        rates = np.empty_like(x)
-        for b in range(batch):
-            c = self.coded[self.rng.integers(len(self.coded))]
-            start = [self.rng.integers(0, s - k + 1) for s, k in zip(c.original.shape, self.crop)]
-            region = tuple(slice(s, s + k) for s, k in zip(start, self.crop))
-            dec, orig = c.decoded[region], c.original[region]
-            for axis in (1, 2):
-                if self.rng.random() < 0.5:
-                    dec, orig = np.flip(dec, axis), np.flip(orig, axis)
-            if self.augment == "strong":
-                if self.rng.random() < 0.5:
-                    dec, orig = np.flip(dec, 0), np.flip(orig, 0)
-                if self.crop[1] == self.crop[2] and self.rng.random() < 0.5:
-                    dec, orig = dec.transpose(0, 2, 1), orig.transpose(0, 2, 1)
-            x[b, 0], y[b, 0], rates[b, 0] = dec / HU_SCALE, orig / HU_SCALE, c.rate
-        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(rates)
 
 
 SSIM_SIGMA, SSIM_RADIUS = 1.5, 5  # as dstdformat.metrics (truncate 3.5 sigma)

@@ -21,12 +21,12 @@ from dstdformat.errors import CorruptHeaderError, CorruptSectionError, DstdError
 from dstdformat.testing.fuzzing import (
     FileParts,
     Mutation,
-    Mutator,
     default_seed_paths,
     judge,
     load_seeds,
     read_untrusted,
 )
+from dstdformat.testing.mutator import Mutator
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "spec" / "golden"

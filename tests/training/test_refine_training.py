@@ -144,7 +144,7 @@ def test_fine_tuning_with_distillation_starts_from_the_teacher_and_stays_near_it
 
 
 def test_strong_augmentation_flips_every_axis_and_transposes():
-    from dstdformat.training.refiner import CodedVolume, PairSampler
+    from dstdformat.training.pairs import CodedVolume, PairSampler
 
     volume = np.arange(8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8)
     coded = [CodedVolume(volume, volume.copy(), 0.0, 64.0)]
@@ -176,7 +176,7 @@ def test_distributed_training_on_two_cpu_processes(tmp_path):
 
 def test_av1_training_pairs_are_what_the_codec_decodes():
     from dstdformat.model.refine import rate_code
-    from dstdformat.training.refiner import code_volume
+    from dstdformat.training.pairs import code_volume
 
     hu = _volumes()[0]
     coded = code_volume(hu, 64.0, (64, 512, 512), base="av1")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -71,6 +71,24 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
     # 128; docs/experiments.md).
     preferred_tile_shape: ClassVar[tuple[int, int, int]] = (64, 512, 512)
     balanced_tiles: ClassVar[bool] = True
+    user_options: ClassVar[tuple[str, ...]] = (
+        "ratio",
+        "quality",
+        "max_error",
+        "window",
+        "model",
+        "device",
+        "shape",
+        "shape_policy",
+        "shape_steps",
+        "base",
+    )
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], name_of: Callable[[str], str] = str) -> None:
+        super().check_options(options, name_of)
+        if options.get("shape_policy") is not None and options.get("shape") is None:
+            raise InvalidInputError(f"{name_of('shape_policy')} needs {name_of('shape')} TEMPLATE")
 
     def __init__(
         self,
