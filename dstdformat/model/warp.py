@@ -219,18 +219,3 @@ def resample(
         values[_outside(voxel, volume_frame.shape).numpy()] = padding_value
         out[rows] = torch.from_numpy(values.astype(np.float32))
     return out
-
-
-def preimage_box(
-    field: CoarseField, out_frame: VolumeFrame, region: Sequence[slice], source: VolumeFrame, margin: int = 1
-) -> list[slice]:
-    """Voxel box of ``source`` that ``region`` of ``out_frame`` reads through ``field``: every
-    voxel of the region is mapped, and trilinear reads reach one voxel past the mapped point
-    (``margin`` more voxels for wider kernels)."""
-    mapped = field(out_frame.grid(region).reshape(-1, 3))
-    voxel = source.to_voxel(mapped)
-    first = torch.floor(voxel.min(dim=0).values).long() - margin
-    last = torch.floor(voxel.max(dim=0).values).long() + 1 + margin  # inclusive
-    return [
-        slice(int(max(0, lo)), int(min(n, max(hi + 1, 0)))) for lo, hi, n in zip(first, last, source.shape)
-    ]

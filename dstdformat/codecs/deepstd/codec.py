@@ -31,7 +31,7 @@ from .decoding import (
     stored_window,
 )
 from .gains import choose_gains
-from .params import DeepSTDParams, ShapeOptions
+from .params import USER_OPTIONS, DeepSTDParams, ShapeOptions, check_option_pairs
 from .policy import decoded_mae
 from .region_plan import RegionPlan, complete_together, plan_region, refine_all
 from .texture_coding import TextureSettings, code_max_error, code_texture
@@ -63,32 +63,16 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
     codec_version: ClassVar[int] = 4
     exact: ClassVar[bool] = False
     supported_dtypes: ClassVar[tuple[str, ...]] = ("uint8", "int8", "uint16", "int16", "int32", "float32")
-    # Wavelet tiles: every seam costs quality (512x512x141 chest at 256x, MAE / SSIM: whole volume
-    # 20.97 / 0.9597; 71-slice tiles 20.72 / 0.9600; 64 21.27 / 0.9581; 32 22.69 / 0.9554;
-    # 128 + 13 21.03 / 0.9590), while a deeper tile makes a slice read fetch and decode more.
-    # Balanced: no thin tile at the end. At most 64 slices, so that a slice of a 275-slice scan
-    # fetches a fifth of the file (with refinement: 19.04 / 0.9631 against 18.72 / 0.9644 for
-    # 128; docs/experiments.md).
+    # Every tile seam costs quality, a deeper tile makes a slice read fetch more: at most 64
+    # slices, balanced (no thin last tile); docs/experiments.md, "SPERR per tile" and "Tile depth".
     preferred_tile_shape: ClassVar[tuple[int, int, int]] = (64, 512, 512)
     balanced_tiles: ClassVar[bool] = True
-    user_options: ClassVar[tuple[str, ...]] = (
-        "ratio",
-        "quality",
-        "max_error",
-        "window",
-        "model",
-        "device",
-        "shape",
-        "shape_policy",
-        "shape_steps",
-        "base",
-    )
+    user_options: ClassVar[tuple[str, ...]] = USER_OPTIONS
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any], name_of: Callable[[str], str] = str) -> None:
         super().check_options(options, name_of)
-        if options.get("shape_policy") is not None and options.get("shape") is None:
-            raise InvalidInputError(f"{name_of('shape_policy')} needs {name_of('shape')} TEMPLATE")
+        check_option_pairs(options, name_of)
 
     def __init__(
         self,

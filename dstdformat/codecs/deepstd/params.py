@@ -8,8 +8,10 @@ it. :class:`ShapeOptions` are the volume codec's shape-coding options.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...errors import InvalidInputError
 from ...metadata import HU_WINDOW
@@ -23,6 +25,15 @@ LIMITS = {"ratio": (1.0, 100000.0), "quality": (1.0, 200.0), "max_error": (0.0, 
 #: ``"best"``: code both ways, keep the one closer to the original; ``"always"``: use the shape
 #: whenever the registration is usable (for ablations).
 SHAPE_POLICIES = ("best", "always")
+#: What a user may set by name (``codec_options``, ``dstd compress`` flags).
+USER_OPTIONS = ("ratio", "quality", "max_error", "window", "model", "device", "shape", "shape_policy",
+                "shape_steps", "base")  # fmt: skip
+
+
+def check_option_pairs(options: Mapping[str, Any], name_of: Callable[[str], str] = str) -> None:
+    """Options that need another: a shape policy needs a template."""
+    if options.get("shape_policy") is not None and options.get("shape") is None:
+        raise InvalidInputError(f"{name_of('shape_policy')} needs {name_of('shape')} TEMPLATE")
 
 
 @dataclass(frozen=True)
