@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+
 import fsspec
 import numpy as np
 import pytest
 from helpers import BUNDLED_CT
+from servers import http_server
 
 import dstdformat
 
@@ -107,3 +110,9 @@ def test_to_dask_and_xarray_graphs_run_on_distributed_worker_processes(saved):
         assert float(volume.to_dask().mean().compute()) == pytest.approx(float(volume.read().mean()))
         ds = xr.open_dataset(path, engine="dstd", chunks={})
         np.testing.assert_array_equal(ds["ct"][50].compute().values, volume[50])
+        with http_server(path.parent) as server:  # an fsspec URL: each worker reopens it
+            remote = dstdformat.open(f"{server.url}/{path.name}")
+            assert len(pickle.dumps(remote)) < path.stat().st_size / 100  # the URL, not the bytes
+            np.testing.assert_array_equal(remote.to_dask()[40:60].compute(), volume[40:60])
+            over_http = xr.open_dataset(f"{server.url}/{path.name}", engine="dstd", chunks={})
+            np.testing.assert_array_equal(over_http["ct"][7].compute().values, volume[7])
