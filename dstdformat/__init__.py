@@ -10,7 +10,6 @@ import os
 from typing import Any
 
 from ._version import __version__
-from .codecs.base import VolumeCodec
 from .container.volume import Volume, open_volume
 from .container.writer import WriteResult
 from .errors import (
@@ -31,40 +30,13 @@ from .errors import (
     UnsupportedImageError,
     UnsupportedVersionError,
 )
+from .io.dstd_files import save as _save
 from .metadata import Scan, ScanMetadata
 from .storage.retry import RetryPolicy
 
-
-def save(
-    data: Any,
-    path: str | os.PathLike[str],
-    codec: str | VolumeCodec = "lossless",
-    *,
-    tile_shape: tuple[int, int, int] | None = None,
-    codec_options: dict[str, Any] | None = None,
-    progress: bool = False,
-    storage_options: dict[str, Any] | None = None,
-    **metadata: Any,
-) -> WriteResult:
-    """Compress a 3D volume into a ``.dstd`` file (local path or fsspec URL), atomically.
-
-    ``data`` is an array indexed ``[k, j, i]`` (axis 0 = slices), a :class:`Scan` or an open
-    :class:`Volume`. Keyword arguments set metadata: ``spacing``, ``affine``, ``slope``,
-    ``intercept``, ``modality``, ``original_dtype``, ``attributes``, ``provenance``; they
-    override what a Scan or Volume carries.
-    """
-    from .io.dstd_files import save_dstd
-
-    return save_dstd(
-        data,
-        path,
-        codec,
-        tile_shape=tile_shape,
-        codec_options=codec_options,
-        progress=progress,
-        storage_options=storage_options,
-        **metadata,
-    )
+#: ``dstdformat.save(data, path, codec="lossless", *, tile_shape, codec_options, progress,
+#: storage_options, **metadata)``: see :func:`dstdformat.io.dstd_files.save`.
+save = _save
 
 
 def open(

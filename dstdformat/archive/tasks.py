@@ -90,7 +90,7 @@ def archive_scan(job: dict[str, Any]) -> dict[str, Any]:
     write its catalog record (the last step: no record means not done)."""
     from ..container.volume import open_volume
     from ..io import read_scan
-    from ..io.dstd_files import save_dstd as save
+    from ..io.dstd_files import save
 
     started = time.perf_counter()
     scan = SourceScan(**{**job["scan"], "files": tuple(job["scan"]["files"])})

@@ -236,7 +236,7 @@ class DstdCodec(BenchCodec):
         self.knob = None if cls.exact else Knob("ratio", 2.0, 4096.0, raises_ratio=True, guess=lambda r: r)
 
     def encode(self, volume, value, threads):
-        from ..io.dstd_files import save_dstd
+        from ..io.dstd_files import save as save_dstd
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "v.dstd"

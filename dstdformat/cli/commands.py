@@ -54,7 +54,7 @@ def check_destination(path: str, force: bool) -> None:
 
 def compress(args: argparse.Namespace) -> int:
     from ..codecs.registry import get_codec_class
-    from ..io.dstd_files import save_dstd as save
+    from ..io.dstd_files import save
 
     codec_cls = get_codec_class(args.codec)
     options = {
@@ -128,7 +128,7 @@ def to_zarr(args: argparse.Namespace) -> int:
 def from_zarr(args: argparse.Namespace) -> int:
     from .. import io
     from ..interop.to_zarr import zarr_to_scan
-    from ..io.dstd_files import save_dstd
+    from ..io.dstd_files import save as save_dstd
 
     to_dstd = _is_dstd(args.output)
     fmt = "dstd" if to_dstd else io.format_for_output(args.output)
@@ -260,7 +260,7 @@ BUNDLED_SCAN = "totalseg_abdomen_3mm.nii.gz"
 def demo(args: argparse.Namespace) -> int:
     from .. import io
     from ..container.volume import open_volume as open
-    from ..io.dstd_files import save_dstd as save
+    from ..io.dstd_files import save
 
     codec = "deepstd"
     with resources.as_file(resources.files("dstdformat") / "data" / BUNDLED_SCAN) as source:

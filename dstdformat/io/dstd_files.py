@@ -1,5 +1,5 @@
-"""Writing scans into ``.dstd`` files: what :func:`dstdformat.save` does, for the CLI, the archive
-and the training steps too (internal modules do not import the user-facing facade)."""
+"""Writing scans into ``.dstd`` files: :func:`save` is ``dstdformat.save``, here so that the CLI,
+the archive and the training steps use it without importing the user-facing facade."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..errors import InvalidInputError
 from ..metadata import Scan, ScanMetadata
 
 
-def save_dstd(
+def save(
     data: Any,
     path: str | os.PathLike[str],
     codec: str | VolumeCodec = "lossless",
@@ -24,8 +24,13 @@ def save_dstd(
     storage_options: dict[str, Any] | None = None,
     **metadata: Any,
 ) -> WriteResult:
-    """Compress ``data`` (array ``[k, j, i]``, :class:`Scan` or open :class:`Volume`) into a
-    ``.dstd`` file, atomically; keyword arguments override the metadata it carries."""
+    """Compress a 3D volume into a ``.dstd`` file (local path or fsspec URL), atomically.
+
+    ``data`` is an array indexed ``[k, j, i]`` (axis 0 = slices), a :class:`Scan` or an open
+    :class:`Volume`. Keyword arguments set metadata: ``spacing``, ``affine``, ``slope``,
+    ``intercept``, ``modality``, ``original_dtype``, ``attributes``, ``provenance``; they
+    override what a Scan or Volume carries.
+    """
     if isinstance(data, Scan):
         array, base = data.array, data.metadata
     elif isinstance(data, Volume):

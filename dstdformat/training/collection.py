@@ -89,7 +89,7 @@ def choose_reference(config: CollectionTrainConfig, paths: Sequence[str], progre
 def align_scan(path: str, template: Template, config: CollectionTrainConfig) -> dict:
     """Step 2 for one scan: its record (also written to ``aligned/<name>.json``)."""
     from ..codecs.deepstd.shape.section import encode_shape, quantize_in_place
-    from ..io.dstd_files import save_dstd as save
+    from ..io.dstd_files import save
     from ..model.deformation import VolumeFrame
     from ..model.warp import CoarseField, inverse_field, resample, texture_frame
 
