@@ -69,31 +69,41 @@ def _bracket(sizes: dict[int, int], budget: float) -> tuple[int | None, int | No
 
 
 def code_ratio(
-    encoder: TileEncoder, budget: float, first_crf: float, clamp: bool
+    encoder: TileEncoder,
+    budget: float,
+    first_crf: float,
+    clamp: bool,
+    tolerance: float = 0.0,
+    unit: int = 1,
 ) -> tuple[list[bytes], list[int | float]]:
-    """Streams and CRFs of every tile, their total as close to ``budget`` bytes as quarter CRF
-    steps allow. A budget below the smallest stream is an error unless ``clamp``."""
+    """Streams and CRFs of every tile, their total as close to ``budget`` bytes as CRF moves of
+    ``unit`` quarter steps allow (1: quarter CRFs, 4: whole ones), or, with ``tolerance``, the
+    first CRF whose total is within that fraction of the budget (each pass of a slow preset costs
+    seconds). A budget below the smallest stream is an error unless ``clamp``."""
     per_step = LOG2_SIZE_PER_CRF / av1.CRF_STEPS
     lo, hi = av1.MIN_CRF * av1.CRF_STEPS, av1.MAX_CRF * av1.CRF_STEPS
     sizes: dict[int, int] = {}
-    steps = min(max(round(first_crf * av1.CRF_STEPS), lo), hi)
+    steps = min(max(unit * round(first_crf * av1.CRF_STEPS / unit), lo), hi)
     reach = 0  # one-sided moves grow at least twofold, so a shallow slope cannot stall the search
     for _ in range(MAX_PASSES):
         sizes[steps] = encoder.total(steps)
+        if tolerance and abs(sizes[steps] - budget) <= tolerance * budget:
+            crf = av1.crf_of_steps(steps)
+            return [encoder.stream(t, steps) for t in encoder.tiles], [crf] * len(encoder.tiles)
         a, b = _bracket(sizes, budget)
         if a is not None and b is not None:
-            if b - a == 1:
+            if b - a == unit:
                 break
             slope = (math.log2(sizes[b]) - math.log2(sizes[a])) / (b - a)
-            guess = a + (math.log2(budget) - math.log2(sizes[a])) / min(slope, -1e-3)
-            steps = min(max(round(guess), a + 1), b - 1)
+            guess = a + (math.log2(budget) - math.log2(sizes[a])) / min(slope, -1e-3 / unit)
+            steps = min(max(unit * round(guess / unit), a + unit), b - unit)
         else:
             if (a is None and min(sizes) == lo) or (b is None and a == hi):
                 break
             start = a if b is None else b
             guess = start + (math.log2(budget) - math.log2(sizes[start])) / per_step
             direction = 1 if b is None else -1
-            reach = max(abs(round(guess) - start), 2 * reach, 1)
+            reach = max(unit * abs(round((guess - start) / unit)), 2 * reach, unit)
             steps = min(max(start + direction * reach, lo), hi)
         if steps in sizes:
             break
@@ -111,7 +121,7 @@ def code_ratio(
             )
         chosen = {t: hi for t in encoder.tiles}
     else:
-        chosen = _mix_neighbours(encoder, sizes, a, b, budget)
+        chosen = _mix_neighbours(encoder, sizes, a, b, budget, unit)
     return (
         [encoder.stream(t, chosen[t]) for t in encoder.tiles],
         [av1.crf_of_steps(chosen[t]) for t in encoder.tiles],
@@ -119,12 +129,12 @@ def code_ratio(
 
 
 def _mix_neighbours(
-    encoder: TileEncoder, sizes: dict[int, int], a: int | None, b: int, budget: float
+    encoder: TileEncoder, sizes: dict[int, int], a: int | None, b: int, budget: float, unit: int = 1
 ) -> dict[int, int]:
     """Every tile at step ``b`` (within the budget); where ``a`` is the next finer step, single
     tiles move to it while the total stays near the budget."""
     chosen = {t: b for t in encoder.tiles}
-    if a != b - 1:
+    if a != b - unit:
         return chosen
     total = sizes[b]
     gains = sorted(
@@ -148,39 +158,66 @@ STAGED_ROUNDS = 2
 #: Kept-preset bytes per probe byte at the same CRF, the first round's guess (measured on training
 #: CT, preset 3 against 10: 0.82-0.87 at CRF 15-28); later rounds use the measured factor.
 PROBE_SIZE_FACTOR = 0.84
-#: Past this miss after the rounds, the search runs on the kept preset itself.
+#: Past this miss after the rounds, the search runs on the kept preset itself, and stops at the
+#: first CRF within FALLBACK_SEARCH_TOLERANCE of the budget (a pass of preset 3 over a 512x512x300
+#: volume takes ~10 s on 2 cores).
 FALLBACK_TOLERANCE = 0.045
+FALLBACK_SEARCH_TOLERANCE = 0.02
+#: Volumes of fewer tiles search in quarter CRF steps: one whole step moves a tile by ~8%, and a
+#: few tiles cannot mix neighbouring CRFs finely enough to land within 5%. Volumes of more tiles
+#: keep whole steps, which take fewer passes.
+QUARTER_STEPS_BELOW_TILES = 4
 
 
 def code_ratio_staged(
     probe: TileEncoder, final: TileEncoder, budget: float, first_crf: float, clamp: bool
 ) -> tuple[list[bytes], list[int | float]]:
     """Like :func:`code_ratio`, with the search on ``probe`` and the streams from ``final``."""
-    probe_budget, best = budget / PROBE_SIZE_FACTOR, None
+    # Quarter CRF steps where few tiles cannot mix whole CRFs finely enough; whole steps elsewhere
+    # (fewer passes of the slow preset when the probe misleads).
+    unit = 1 if len(final.tiles) < QUARTER_STEPS_BELOW_TILES else av1.CRF_STEPS
+    probe_budget, best, rounds = budget / PROBE_SIZE_FACTOR, None, []
     for _ in range(STAGED_ROUNDS):
-        _, crfs = code_ratio(probe, probe_budget, first_crf, clamp=True)
+        _, crfs = code_ratio(probe, probe_budget, first_crf, clamp=True, unit=unit)
         streams = [final.stream(t, round(c * av1.CRF_STEPS)) for t, c in zip(final.tiles, crfs)]
         total = sum(map(len, streams))
+        rounds.append((float(np.mean(crfs)), total))
         miss = abs(total - budget)
         if best is None or miss < best[0]:
             best = (miss, streams, crfs)
         if miss <= STAGED_TOLERANCE * budget:
             break
         probe_budget *= budget / total
-        first_crf = float(np.median(crfs))
+        first_crf = float(np.median(crfs)) if unit == 1 else int(np.median(crfs))
     assert best is not None
     miss, streams, crfs = best
     if miss > FALLBACK_TOLERANCE * budget:
         # The probe misled (content where the presets' sizes do not keep their usual ratio):
         # search on the kept preset itself, from where the probe ended.
-        searched, searched_crfs = code_ratio(final, budget, float(np.median(crfs)), clamp)
+        start = _crf_between(rounds, budget) or float(np.median(crfs))
+        searched, searched_crfs = code_ratio(final, budget, start, clamp, FALLBACK_SEARCH_TOLERANCE, unit)
         if abs(sum(map(len, searched)) - budget) < miss:
             streams, crfs = searched, searched_crfs
     elif not clamp and min(crfs) == av1.MAX_CRF and sum(map(len, streams)) > budget:
         # Every tile at the coarsest CRF and still over: the kept preset's own search says
         # whether the ratio is out of reach (it raises then), in its words.
-        streams, crfs = code_ratio(final, budget, av1.MAX_CRF, clamp)
+        streams, crfs = code_ratio(final, budget, av1.MAX_CRF, clamp, unit=unit)
     return streams, crfs
+
+
+def _crf_between(rounds: list[tuple[float, int]], budget: float) -> float | None:
+    """The CRF the kept preset's measured (mean CRF, total) pairs point to for ``budget``
+    (log-linear through the last two), or None when they cannot say."""
+    if len(rounds) < 2:
+        return None
+    (c1, t1), (c2, t2) = rounds[-2:]
+    if c1 == c2 or t1 <= 0 or t2 <= 0:
+        return None
+    slope = (math.log2(t2) - math.log2(t1)) / (c2 - c1)
+    if slope >= 0:
+        return None
+    guess = c2 + (math.log2(budget) - math.log2(t2)) / slope
+    return min(max(guess, min(c1, c2) - 4), max(c1, c2) + 4)
 
 
 def crf_for_quality(
