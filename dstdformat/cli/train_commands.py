@@ -100,15 +100,15 @@ def add_parser(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
         "(and, with --collection, the template beside it) through DSTD_MODEL_PATH",
     )
     p.add_argument("--channels", type=int, help="network width (refiner 32, hyperprior 48)")
-    p.add_argument("--blocks", type=int, default=3, help="refiner: residual blocks")
+    p.add_argument("--blocks", type=int, help="refiner: residual blocks (default 3)")
     p.add_argument(
         "--lmbda",
         type=float,
         default=0.5,
         help="hyperprior: rate-distortion trade-off (0.5: about 470x on chest CT)",
     )
-    p.add_argument("--latent-channels", type=int, default=64, help="hyperprior only")
-    p.add_argument("--hyper-channels", type=int, default=32, help="hyperprior only")
+    p.add_argument("--latent-channels", type=int, help="hyperprior only (default 64)")
+    p.add_argument("--hyper-channels", type=int, help="hyperprior only (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.set_defaults(func=train)
 
@@ -164,9 +164,10 @@ def _train_collection(args: argparse.Namespace) -> int:
 
 def _refiner_settings(args: argparse.Namespace) -> dict:
     """RefinerTrainConfig fields from the command line (both `train` and `train --collection`)."""
-    from ..training.refiner import refiner_settings
+    from ..model.refine import RefinerConfig
+    from ..training.refiner import RefinerTrainConfig, refiner_settings
 
-    crop = tuple(args.crop or (32, 64, 64))
+    crop = tuple(args.crop or RefinerTrainConfig.crop)
     if any(c <= 0 or c % 2 for c in crop):
         raise InvalidInputError(f"--crop sizes must be positive and even, got {crop}")
     if args.processes is not None and args.processes < 1:
@@ -188,7 +189,10 @@ def _refiner_settings(args: argparse.Namespace) -> dict:
         "crop": crop,
         "seed": args.seed,
         "device": args.device,
-        "model": {"channels": args.channels or 32, "blocks": args.blocks},
+        "model": {
+            "channels": args.channels or RefinerConfig.channels,
+            "blocks": args.blocks or RefinerConfig.blocks,
+        },
     }
 
 
@@ -209,25 +213,26 @@ def _train_refiner(args: argparse.Namespace, paths: list[str]) -> int:
 
 
 def _train_hyperprior(args: argparse.Namespace, paths: list[str]) -> int:
+    from ..latent.texture_model import TextureModelConfig
     from ..training.hyperprior import TrainConfig
     from ..training.hyperprior import train as run_training
 
-    crop = tuple(args.crop or (64, 64, 64))
+    crop = tuple(args.crop or TrainConfig.crop)
     if any(c <= 0 or c % 32 for c in crop):
         raise InvalidInputError(f"--crop sizes must be positive multiples of 32, got {crop}")
     config = TrainConfig(
         sources=paths,
         out=args.out,
-        steps=args.steps or 20000,
+        steps=args.steps or TrainConfig.steps,
         batch_size=args.batch,
         crop=crop,
         lmbda=args.lmbda,
-        learning_rate=args.lr or 1e-4,
+        learning_rate=args.lr or TrainConfig.learning_rate,
         seed=args.seed,
         model={
-            "channels": args.channels or 48,
-            "latent_channels": args.latent_channels,
-            "hyper_channels": args.hyper_channels,
+            "channels": args.channels or TextureModelConfig.channels,
+            "latent_channels": args.latent_channels or TextureModelConfig.latent_channels,
+            "hyper_channels": args.hyper_channels or TextureModelConfig.hyper_channels,
         },
         device=args.device,
     )
