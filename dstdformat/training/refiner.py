@@ -213,6 +213,10 @@ def _distributed_worker(
     dist.init_process_group("nccl" if use_cuda else "gloo", init_method=store, rank=rank, world_size=world)
     try:
         _train(config, volumes, progress and rank == 0, rank=rank, world=world)
+        # Every rank done (rank 0 writes the last checkpoint) before any tears its connections
+        # down: a rank leaving early has aborted its peer ("terminate called without an active
+        # exception") on a loaded machine.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
