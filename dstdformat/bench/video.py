@@ -92,12 +92,14 @@ class VideoCodec(BenchCodec):
         context.options = self.options(crf, max(1, threads))
         chroma = np.full((height // 2, width), 1 << (self.bits - 1), samples.dtype)
         packets: list[bytes] = []
-        with scheduling_kept():  # SVT-AV1 makes the thread real-time otherwise
+        with scheduling_kept() as settle:  # SVT-AV1 makes its threads real-time otherwise
             for number, image in enumerate(samples):
                 plane = np.concatenate([image, chroma]) if self.chroma else image
                 frame = av.VideoFrame.from_ndarray(plane, format=self.pix_fmt)
                 frame.pts = number
                 packets += [bytes(p) for p in context.encode(frame)]
+                if number == 0:
+                    settle()
             packets += [bytes(p) for p in context.encode(None)]
             del context
         return packets

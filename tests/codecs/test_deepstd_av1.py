@@ -302,3 +302,61 @@ def test_auto_falls_back_to_sperr_where_av1_cannot_reach_the_ratio(tmp_path):
         assert np.abs(volume.read().astype(float) - vol).mean() < 80
     with pytest.raises(InvalidInputError, match="out of reach"):
         dstdformat.save(vol, tmp_path / "av1.dstd", codec=Codec(ratio=64, model=None, base="av1"))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getscheduler"), reason="Linux only")
+def test_the_encoders_own_threads_are_not_left_real_time(monkeypatch):
+    """SVT-AV1 as root runs its ~40 worker threads at SCHED_FIFO 99 (measured), which starves a
+    small machine while it encodes; ``settle`` (called after the first frame) puts them back to
+    the caller's policy. Checked right after it, inside the encode, while the threads exist."""
+    import contextlib
+    import os
+
+    kept = av1.scheduling_kept
+    after_settle: list[int] = []
+
+    @contextlib.contextmanager
+    def recording():
+        with kept() as settle:
+
+            def settle_and_count() -> None:
+                settle()
+                after_settle.append(
+                    sum(
+                        1
+                        for tid in av1._thread_ids()
+                        if os.sched_getscheduler(tid) != os.sched_getscheduler(0)
+                    )
+                )
+
+            yield settle_and_count
+
+    monkeypatch.setattr(av1, "scheduling_kept", recording)
+    samples = np.random.default_rng(1).integers(0, av1.LEVELS, size=(6, 64, 64)).astype(np.uint16)
+    av1.encode(samples, 40, preset=8)
+    assert after_settle == [0]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getscheduler"), reason="Linux only")
+def test_settle_puts_a_real_time_thread_back():
+    import os
+    import threading
+
+    if os.geteuid() != 0:
+        pytest.skip("raising a thread to SCHED_FIFO needs root")
+    ready, done, ids = threading.Event(), threading.Event(), []
+
+    def real_time() -> None:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        ids.append(threading.get_native_id())
+        ready.set()
+        done.wait(10)  # blocked, not spinning
+
+    with av1.scheduling_kept() as settle:
+        thread = threading.Thread(target=real_time)
+        thread.start()
+        assert ready.wait(10) and os.sched_getscheduler(ids[0]) == os.SCHED_FIFO
+        settle()
+        assert os.sched_getscheduler(ids[0]) == os.sched_getscheduler(0)
+        done.set()
+        thread.join(10)

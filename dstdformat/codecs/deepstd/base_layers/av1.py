@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -68,27 +68,44 @@ def _av():
 
 
 @contextmanager
-def scheduling_kept() -> Iterator[None]:
-    """Run an encoder without letting it change the calling thread's scheduling.
+def scheduling_kept() -> Iterator[Callable[[], None]]:
+    """Run an encoder without letting it change this process's scheduling; yields ``settle``,
+    to call once the encoder has started its threads (after its first frame).
 
     SVT-AV1 running as root moves the thread that opens an encoder to real-time ``SCHED_FIFO``
-    priority 99 and leaves it there. Every thread that thread starts later inherits it, and on a
-    machine with few cores real-time threads that spin (torch's OpenMP workers, a thread pool
-    waiting for the GIL) starve everything else: a test run stalled for over an hour that way.
+    priority 99 and leaves it there, and its worker threads run at that priority too (measured:
+    42 threads at FIFO 99 while a 256x256 tile encoded). Threads started later inherit it, and on
+    a machine with few cores real-time threads that spin (torch's OpenMP workers, a thread pool
+    waiting for the GIL, the encoder's own workers) starve everything else: a test run stalled for
+    over an hour that way. ``settle`` puts the encoder's threads back to the caller's policy; the
+    caller's own thread is put back on exit.
     """
     getter = getattr(os, "sched_getscheduler", None)
     if getter is None:  # not Linux: nothing to put back
-        yield
+        yield lambda: None
         return
     policy, param = getter(0), os.sched_getparam(0)
-    try:
-        yield
-    finally:
-        if (getter(0), os.sched_getparam(0).sched_priority) != (policy, param.sched_priority):
+
+    def settle() -> None:
+        for tid in _thread_ids():
             try:
-                os.sched_setscheduler(0, policy, param)
-            except OSError:  # lowering one's own priority is always allowed; be safe anyway
+                if (getter(tid), os.sched_getparam(tid).sched_priority) != (policy, param.sched_priority):
+                    os.sched_setscheduler(tid, policy, param)
+            except OSError:  # the thread ended meanwhile; lowering a priority is always allowed
                 pass
+
+    try:
+        yield settle
+    finally:
+        settle()
+
+
+def _thread_ids() -> list[int]:
+    """This process's threads (Linux: /proc/self/task)."""
+    try:
+        return [int(name) for name in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
 
 
 def library_record() -> dict:
@@ -179,11 +196,13 @@ def encode(samples: np.ndarray, crf: float, preset: int = DEFAULT_PRESET) -> byt
     context.options = {"crf": str(int(crf)), "preset": str(int(preset)), "svtav1-params": params}
     chroma = np.full((height // 2, width), 1 << (BIT_DEPTH - 1), np.uint16)
     packets: list[bytes] = []
-    with scheduling_kept():
+    with scheduling_kept() as settle:
         for number, frame_samples in enumerate(padded):
             frame = av.VideoFrame.from_ndarray(np.concatenate([frame_samples, chroma]), format=PIXEL_FORMAT)
             frame.pts = number
             packets += [bytes(p) for p in context.encode(frame)]
+            if number == 0:  # the encoder and its threads exist now
+                settle()
         packets += [bytes(p) for p in context.encode(None)]
         del context  # its threads end here, before the caller's priority is back
     if len(packets) != len(padded) or not all(packets):
