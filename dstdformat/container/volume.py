@@ -137,10 +137,17 @@ class Volume:
     def read_region(self, region: Region, *, refine: bool = True) -> np.ndarray:
         """Decode a step-1 region given as three slices inside the volume; ``refine=False``
         skips the learned refinement (the base layer and exact voxels only)."""
-        if self._closed:
-            raise StorageError(f"{self._source.description} is closed; open it again to read")
+        self._require_open("read")
         out = self._decoder(refine).decode_region(self._ctx, region, self._reader.read_sections)
-        expected = tuple(r.stop - r.start for r in region)
+        return self._checked(out, tuple(r.stop - r.start for r in region))
+
+    def _require_open(self, action: str) -> None:
+        if self._closed:
+            raise StorageError(f"{self._source.description} is closed; open it again to {action}")
+
+    def _checked(self, out: np.ndarray, expected: tuple[int, ...]) -> np.ndarray:
+        """``out`` if it is what a region of shape ``expected`` decodes to; a codec that returns
+        anything else is a CodecError, never data handed on."""
         if out.shape != expected or out.dtype != self.dtype:
             raise CodecError(
                 f"codec {self.codec_id!r} returned {out.shape} {out.dtype} for a region of "
@@ -200,8 +207,7 @@ class Volume:
         """Pickled as its byte source (a path, a URL with its options, or the bytes), so that
         ``to_dask()`` and xarray graphs run on dask.distributed: the unpickled Volume opens the
         file again (header and index, at most two small requests) with caches of its own."""
-        if self._closed:
-            raise StorageError(f"{self._source.description} is closed; open it again to pickle")
+        self._require_open("pickle")
         return (Volume, (self._source,))
 
     def close(self) -> None:
@@ -232,18 +238,12 @@ def read_together(volumes: Sequence[Volume], batch: int | None = None) -> list[n
     if not isinstance(codec, BatchDecoding) or any(v.codec != codec for v in volumes[1:]):
         return [v.read() for v in volumes]
     for v in volumes:
-        if v._closed:
-            raise StorageError(f"{v._source.description} is closed; open it again to read")
+        v._require_open("read")
     requests = [
         (v.decode_context, tuple(slice(0, n) for n in v.shape), v.reader.read_sections) for v in volumes
     ]
     arrays = codec.decode_regions(requests, batch)
-    for v, array in zip(volumes, arrays):
-        if array.shape != v.shape or array.dtype != v.dtype:
-            raise CodecError(
-                f"codec {v.codec_id!r} returned {array.shape} {array.dtype} for {v.shape} {v.dtype}"
-            )
-    return arrays
+    return [v._checked(array, v.shape) for v, array in zip(volumes, arrays)]
 
 
 def open_volume(

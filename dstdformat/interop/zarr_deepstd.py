@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
 from zarr.core.buffer import Buffer, NDBuffer
 from zarr.core.common import JSON, parse_named_configuration
 
+from ..codecs.deepstd.params import DeepSTDParams
 from ..errors import CodecError
 from .numcodecs_deepstd import CHUNK_DTYPES, DeepSTD
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from zarr.core.indexing import SelectorTuple
 
 CODEC_NAME = "deepstd"
+#: The codec's parameters (declared once, in DeepSTDParams) and the chunk codecs' own.
+CHUNK_PARAMETERS = (*(f.name for f in fields(DeepSTDParams)), "model_sha256", "slope", "intercept")
 
 
 @dataclass(frozen=True, init=False)
@@ -58,18 +61,9 @@ class DeepSTDCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         """The configuration's values as attributes (``codec.ratio``), None where unset."""
         if name.startswith("_") or name == "configuration":
             raise AttributeError(name)
-        if name in (
-            "ratio",
-            "quality",
-            "max_error",
-            "window",
-            "model",
-            "model_sha256",
-            "slope",
-            "intercept",
-            "base",
-        ):
-            return dict(self.configuration).get(name, "auto" if name == "base" else None)
+        if name in CHUNK_PARAMETERS:
+            value = getattr(self._inner, name)
+            return tuple(value) if name == "window" else value
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod

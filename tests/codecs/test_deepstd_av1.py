@@ -360,3 +360,16 @@ def test_settle_puts_a_real_time_thread_back():
         assert os.sched_getscheduler(ids[0]) == os.sched_getscheduler(0)
         done.set()
         thread.join(10)
+
+    # A thread that was real-time before the encoder started is its owner's business: left as is.
+    ready.clear(), done.clear(), ids.clear()
+    thread = threading.Thread(target=real_time)
+    thread.start()
+    try:
+        assert ready.wait(10)
+        with av1.scheduling_kept() as settle:
+            settle()
+        assert os.sched_getscheduler(ids[0]) == os.SCHED_FIFO
+    finally:
+        done.set()
+        thread.join(10)

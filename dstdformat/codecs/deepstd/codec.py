@@ -106,7 +106,7 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
         options = ShapeOptions(shape, shape_policy, shape_steps)
         options.check(self.mode)
         self.shape_policy, self.shape_steps = options.policy, options.steps
-        self._template_path = shape if shape is not None and shape.endswith(".safetensors") else None
+        self._template_path = options.template_path
         self.shape = options.template_id()
         self._base_cache = BaseCache()
         self._shape_decoders: shape_decode.ShapeDecoders | None = None  # made on the first shape read

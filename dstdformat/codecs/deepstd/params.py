@@ -126,17 +126,22 @@ class ShapeOptions:
             raise InvalidInputError(
                 "shape coding cannot keep a max_error bound (the warp moves voxels); use shape=None"
             )
-        if self.template.endswith(".safetensors") and not Path(self.template).is_file():
+        if self.template_path is not None and not Path(self.template_path).is_file():
             raise InvalidInputError(f"template file {self.template} does not exist")
+
+    @property
+    def template_path(self) -> str | None:
+        """The template file, when the template is given as one (None for an id)."""
+        return self.template if self.template is not None and self.template.endswith(".safetensors") else None
 
     def template_id(self) -> str | None:
         """The id files record: a template file's content address, ``default`` resolved."""
         if self.template is None:
             return None
-        if self.template.endswith(".safetensors"):
+        if self.template_path is not None:
             from ...zoo.templates import template_id_of
 
-            return template_id_of(self.template)
+            return template_id_of(self.template_path)
         if self.template == "default":
             from ...zoo.registry import DEFAULT_TEMPLATE
 

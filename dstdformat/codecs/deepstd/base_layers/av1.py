@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,16 +79,18 @@ def scheduling_kept() -> Iterator[Callable[[], None]]:
     a machine with few cores real-time threads that spin (torch's OpenMP workers, a thread pool
     waiting for the GIL, the encoder's own workers) starve everything else: a test run stalled for
     over an hour that way. ``settle`` puts the encoder's threads back to the caller's policy; the
-    caller's own thread is put back on exit.
+    caller's own thread is put back on exit. Threads that were running before (the caller's
+    others) are left as their owners set them.
     """
     getter = getattr(os, "sched_getscheduler", None)
     if getter is None:  # not Linux: nothing to put back
         yield lambda: None
         return
     policy, param = getter(0), os.sched_getparam(0)
+    own, earlier = threading.get_native_id(), set(_thread_ids())
 
     def settle() -> None:
-        for tid in _thread_ids():
+        for tid in [t for t in _thread_ids() if t not in earlier] + [own]:
             try:
                 if (getter(tid), os.sched_getparam(tid).sched_priority) != (policy, param.sched_priority):
                     os.sched_setscheduler(tid, policy, param)
