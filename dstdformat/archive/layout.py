@@ -20,7 +20,7 @@ import os
 from typing import Any
 
 from ..errors import StorageError
-from ..storage.filesystems import url_to_fs
+from ..storage.filesystems import ProcessFilesystem
 from ..storage.sources import local_path
 from ..storage.writing import atomic_output
 
@@ -40,9 +40,14 @@ class ArchiveLocation:
     def __init__(self, url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None):
         self.url = os.fspath(url).rstrip("/")
         self.storage_options = dict(storage_options or {})
-        self.fs, root = url_to_fs(self.url, self.storage_options)
-        self.root = root.rstrip("/")
+        self._filesystem = ProcessFilesystem(self.url, self.storage_options)
+        self.root = self._filesystem.path.rstrip("/")
         self.local = local_path(self.url, self.storage_options) is not None
+
+    @property
+    def fs(self) -> Any:
+        """The filesystem (made again in a forked child: fsspec's are not fork-safe)."""
+        return self._filesystem.fs
 
     def path(self, relative: str) -> str:
         """The filesystem path (no protocol) of ``relative``."""

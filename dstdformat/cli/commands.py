@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from importlib import resources
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..storage.writing import check_writable
 from .format import error_text, human_bytes, info_text
 
 
@@ -37,19 +37,15 @@ def _load(path: str, args: argparse.Namespace):
     return io.read_scan(path, **options)
 
 
-def check_destination(path: str, force: bool) -> None:
-    """Refuse, before any decoding or encoding, an output whose folder is missing or not writable,
-    and an existing output unless ``--force`` (as gzip does). URLs are checked by their writer."""
-    if "://" in path and not path.startswith("file://"):
-        return
-    target = Path(path.removeprefix("file://")).expanduser()
-    folder = target.parent
-    if not folder.is_dir():
-        raise InvalidInputError(f"cannot write {path}: the folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InvalidInputError(f"cannot write {path}: the folder {str(folder)!r} is not writable")
-    if target.exists() and not force:
-        raise InvalidInputError(f"{path} already exists; use --force (-f) to overwrite it")
+def check_destination(path: str, force: bool, folder: bool = False) -> None:
+    """Refuse, before any decoding or encoding, an existing output unless ``--force`` (as gzip
+    does), and an output the writer could not publish
+    (:func:`~dstdformat.storage.writing.check_writable`; ``folder``: the output is a folder)."""
+    if "://" not in path or path.startswith("file://"):
+        target = Path(path.removeprefix("file://")).expanduser()
+        if target.exists() and not force:
+            raise InvalidInputError(f"{path} already exists; use --force (-f) to overwrite it")
+    check_writable(path, folder_ok=folder)
 
 
 def compress(args: argparse.Namespace) -> int:
@@ -106,7 +102,7 @@ def to_zarr(args: argparse.Namespace) -> int:
     }
     if args.model is not None:
         options["model"] = None if args.model == "none" else args.model
-    check_destination(args.output, args.force)
+    check_destination(args.output, args.force, folder=True)
     started = time.perf_counter()
     scan = _load(args.input, args)
     array = scan_to_zarr(

@@ -22,7 +22,7 @@ from ..codecs.base import ContainerCosts, VolumeCodec
 from ..errors import InvalidInputError
 from ..metadata import ScanMetadata
 from ..metrics import error_summary
-from ..storage.writing import atomic_output
+from ..storage.writing import atomic_output, check_writable
 from ..tiling import MAX_TILE_VOXELS, TileGrid, default_tile_shape
 from .format import (
     FOOTER_SIZE,
@@ -89,6 +89,7 @@ def write_volume(
 ) -> WriteResult:
     """Encode ``data`` with ``codec`` and write a complete ``.dstd`` file atomically. A lossy
     file records the error a reader will get (``stats.error``) unless ``record_error=False``."""
+    check_writable(path_or_url, storage_options)
     return _encode(
         data,
         codec=codec,

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import FileMissingError, InvalidInputError
 from ..metadata import Scan
+from ..storage.writing import check_writable
 
 #: format name -> (suffixes, can write)
 FORMATS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -87,6 +88,7 @@ def read_scan(path: str | os.PathLike[str], **options: Any) -> Scan:
 def write_scan(scan: Scan, path: str | os.PathLike[str], **options: Any) -> None:
     """Write ``scan`` in the format ``path``'s suffix names (NIfTI, HDF5 or ``.npy``)."""
     fmt = format_for_output(path)
+    check_writable(path)
     if fmt == "nifti":
         from .nifti import write_nifti as writer
     elif fmt == "hdf5":

@@ -7,6 +7,7 @@ naming the ``pip install`` that fixes it instead.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..errors import StorageError
@@ -45,3 +46,26 @@ def url_to_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[
         ) from None
     except ValueError as exc:
         raise StorageError(f"cannot use {url}: {exc}") from exc
+
+
+class ProcessFilesystem:
+    """The fsspec filesystem of one URL, made again in a process forked after it was made.
+
+    fsspec's async filesystems (S3, HTTP, ...) run on an event loop thread of the process that
+    made them; a forked child (a PyTorch DataLoader worker, a multiprocessing pool) that uses the
+    parent's instance fails with ``RuntimeError: This class is not fork-safe``. Asking this
+    object for :attr:`fs` in a child makes a fresh instance there (fsspec clears its instance
+    cache after a fork, so it is not the parent's again).
+    """
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url, self.storage_options = url, dict(storage_options or {})
+        self._fs, self.path = url_to_fs(url, self.storage_options)
+        self._pid = os.getpid()
+
+    @property
+    def fs(self) -> Any:
+        if self._pid != os.getpid():
+            self._fs, self.path = url_to_fs(self.url, self.storage_options)
+            self._pid = os.getpid()
+        return self._fs

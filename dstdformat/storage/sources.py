@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ..errors import FileMissingError, StorageError
-from .filesystems import url_to_fs
+from .filesystems import ProcessFilesystem
 from .retry import RetryPolicy, ShortReadError, call_with_retries, is_transient
 
 T = TypeVar("T")
@@ -202,7 +202,19 @@ class FsspecSource(_RangeReader):
         #: Requests that failed transiently and were made again.
         self.retries = 0
         with self._errors_named():
-            self.fs, self.path = url_to_fs(url, storage_options)
+            self._filesystem = ProcessFilesystem(url, storage_options)
+        self.path = self._filesystem.path
+        self._pid = os.getpid()
+
+    @property
+    def fs(self) -> Any:
+        """The filesystem, made again in a forked child (the parent's is not fork-safe)."""
+        if self._pid != os.getpid():
+            self._lock = threading.Lock()  # another thread may have held the parent's at fork
+            self._pid = os.getpid()
+            with self._errors_named():
+                return self._filesystem.fs
+        return self._filesystem.fs
 
     def _call(self, call: Callable[[], T]) -> T:
         """``call()`` under the retry policy, its final failure named for the user."""
@@ -258,7 +270,8 @@ class FsspecSource(_RangeReader):
                 raise StorageError(f"reading {url} failed{_after(exc)}: HTTP {status} {exc}") from exc
             if is_transient(exc):
                 raise StorageError(f"reading {url} failed{_after(exc)}: {type(exc).__name__} {exc}") from exc
-            raise
+            # Whatever else a filesystem raises still reaches the user as a library error.
+            raise StorageError(f"reading {url} failed: {type(exc).__name__}: {exc}") from exc
 
     def read_ends(self, length: int) -> tuple[bytes, bytes]:
         if self.size is not None:

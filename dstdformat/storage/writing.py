@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from ..errors import FileMissingError, StorageError
 from .filesystems import url_to_fs
 from .sources import local_path
 
@@ -41,6 +42,37 @@ def full_suffix(path: str | os.PathLike[str]) -> str:
     if suffixes[-1].lower() in _COMPRESSION_SUFFIXES and len(suffixes) >= 2:
         return "".join(suffixes[-2:])
     return suffixes[-1]
+
+
+def check_writable(
+    path_or_url: str | os.PathLike[str],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    folder_ok: bool = False,
+) -> None:
+    """Refuse, before any work, a local output that could not be published: a folder (unless
+    ``folder_ok``: outputs that are folders, like zarr stores), a missing folder, a place this
+    process may not create files in (tried, so that read-only mounts and permissions are seen as
+    the writer will see them). URLs are checked by their writer."""
+    local = local_path(path_or_url, storage_options)
+    if local is None:
+        return
+    name = os.fspath(path_or_url)
+    target = Path(os.path.abspath(local))
+    if target.is_dir() and not folder_ok:
+        raise StorageError(f"cannot write {name}: it is a folder; give a file name inside it")
+    folder = target.parent
+    if not folder.is_dir():
+        raise FileMissingError(f"cannot write {name}: the folder {str(folder)!r} does not exist")
+    probe = folder / f".{target.name}.probe-{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write {name}: the folder {str(folder)!r} is not writable ({exc.strerror})"
+        ) from None
+    with contextlib.suppress(OSError):
+        probe.unlink()
 
 
 @contextlib.contextmanager

@@ -406,3 +406,38 @@ def test_cli_archive_verify_restore(tmp_path):
     assert bad.returncode == 1 and "apply to deepstd" in bad.stderr
     missing = dstd("restore", dest, tmp_path / "out", "--names", "nope")
     assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_a_scan_whose_encoder_hangs_is_recorded_failed_and_archived_by_the_next_run(tmp_path, monkeypatch):
+    """A hung base-layer encode ends in a ``failed`` record with the reason (the run goes on),
+    and the next run retries that scan. Workers are threads here so the stand-in reaches them."""
+    from distributed import LocalCluster
+
+    from dstdformat.codecs.deepstd.base_layers import bounded, helpers
+
+    stand_in = REPO / "tests" / "codecs" / "encoder_stand_in.py"
+    hanging = helpers.Pool([str(stand_in), "hang", str(tmp_path / "marker")], keep_log=True)
+    monkeypatch.setattr(bounded, "_pool", hanging)
+    monkeypatch.setattr(bounded, "STALL_SECONDS", 1.0)
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    make_collection(src, count=2, size=(24, 64, 64), bad=False)
+    options = {"ratio": 32, "base": "av1"}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        first = archive_collection(src, dest, codec_options=options, scheduler=cluster.scheduler_address)
+        hanging.close()
+        failed = {r["name"]: r["error"] for r in first.failed}
+        assert set(failed) >= {"ct0", "sub/ct1"}, failed
+        assert all(
+            "could not be encoded in 3 attempts" in failed[n] and "used no CPU" in failed[n]
+            for n in ("ct0", "sub/ct1")
+        )
+        monkeypatch.setattr(
+            bounded, "_pool", helpers.Pool(["-m", "dstdformat.codecs.deepstd.base_layers.bounded"])
+        )
+        second = archive_collection(src, dest, codec_options=options, scheduler=cluster.scheduler_address)
+        bounded._pool.close()
+    records = {r["name"]: r for r in _catalog(dest)}
+    assert records["ct0"]["status"] == records["sub/ct1"]["status"] == "ok"
+    assert second.archived >= 2
+    assert not [p for p in (dest / "scans").rglob(".*")]  # the failed writes left nothing

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from dstdformat.codecs.deepstd.base_layers import isolated, wavelet
+from dstdformat.codecs.deepstd.base_layers import helpers, isolated, wavelet
 from dstdformat.errors import CodecError, CorruptSectionError
 
 
@@ -54,7 +54,7 @@ def test_isolation_can_be_switched_off(monkeypatch):
 
 
 def test_a_helper_that_cannot_start_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(isolated.sys, "executable", "/bin/false")
+    monkeypatch.setattr(helpers.sys, "executable", "/bin/false")
     monkeypatch.setattr(isolated._pool, "_idle", [])
     with pytest.raises(CodecError, match="could not start the isolated SPERR decoder"):
         isolated.decode_isolated(b"x" * 30, (4, 4, 4), "texture section of tile 0")
@@ -66,7 +66,7 @@ def test_helpers_leave_no_unclosed_pipes(how):
     import gc
     import warnings
 
-    helper = isolated._Helper()
+    helper = isolated._pool.acquire()
     getattr(helper, how)()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .base_layers import wavelet
+from .base_layers import bounded, wavelet
 
 #: Bits per voxel the search never leaves (below, SPERR's stream headers dominate; above, use
 #: the lossless codec).
@@ -35,7 +35,12 @@ def psnr(reference: np.ndarray, decoded: np.ndarray, peak: float, counted: np.nd
 
 
 def rate_for_quality(
-    block: np.ndarray, target_db: float, peak: float, counted: np.ndarray | None = None, steps: int = 10
+    block: np.ndarray,
+    target_db: float,
+    peak: float,
+    counted: np.ndarray | None = None,
+    steps: int = 10,
+    what: str = "a tile",
 ) -> tuple[float, bytes]:
     """The lowest rate (bisection in log space) at which ``block`` decodes at ``target_db`` or more.
 
@@ -43,7 +48,7 @@ def rate_for_quality(
     """
 
     def attempt(bpv: float) -> tuple[float, bytes]:
-        payload = wavelet.encode_bits_per_voxel(block, bpv)
+        payload = bounded.encode_sperr_rate(block, bpv, what)
         return psnr(block, wavelet.decode(payload, block.shape, trusted=True), peak, counted), payload
 
     quality, payload = attempt(MAX_BPV)

@@ -20,7 +20,7 @@ from ...progress import track
 from ...tiling import TileGrid
 from ..base import ContainerCosts
 from . import outliers, rate
-from .base_layers import BaseLayer, av1, av1_rate, wavelet
+from .base_layers import BaseLayer, av1, av1_rate, bounded, wavelet
 
 #: Header bytes per tile (its rate, maybe its outlier flag and, for AV1, its CRF).
 STATE_PER_TILE = 14
@@ -137,7 +137,7 @@ def code_texture(
         textures.clear()
         desc = f"wavelet layer (pass {passes})"
         for tile in track(tiles, enabled=progress, desc=desc, unit="tile", leave=False):
-            textures.append(wavelet.encode_bits_per_voxel(tile_block(tile)[1], bpv))
+            textures.append(bounded.encode_sperr_rate(tile_block(tile)[1], bpv, f"tile {tile}"))
         return sum(map(len, textures))
 
     bpv, _ = rate.search_ratio(encode_all, texture_budget, 8.0 * texture_budget / voxels)
@@ -166,7 +166,7 @@ def _code_quality(
         raw, clipped = tile_block(tile)
         counted = ~outliers.outlier_mask(raw, *far)
         if settings.base != "av1":
-            bpv, payload = rate.rate_for_quality(clipped, settings.value, peak, counted)
+            bpv, payload = rate.rate_for_quality(clipped, settings.value, peak, counted, what=f"tile {tile}")
             streams.append(payload)
             rates.append(bpv)
             continue
@@ -174,10 +174,16 @@ def _code_quality(
         tried: dict[tuple[int, int], tuple[bytes, float]] = {}
 
         def attempt(
-            crf: int, preset: int, tile_samples=tile_samples, clipped=clipped, counted=counted, tried=tried
+            crf: int,
+            preset: int,
+            tile_samples=tile_samples,
+            clipped=clipped,
+            counted=counted,
+            tried=tried,
+            tile=tile,
         ) -> float:
             if (preset, crf) not in tried:
-                stream = av1.encode(tile_samples, crf, preset)
+                stream = bounded.encode_av1(tile_samples, crf, preset, f"tile {tile}")
                 decoded = layer.decode(
                     stream, clipped.shape, what="the tile just coded", trusted=True, dtype=np.float64
                 )
@@ -220,7 +226,7 @@ def code_max_error(
     for tile in track(list(grid), enabled=progress, desc="wavelet layer", unit="tile"):
         raw = array[grid.tile_region(tile)]
         clipped = np.clip(raw.astype(np.float64), low, high)
-        payload = wavelet.encode_max_error(clipped, tolerance)
+        payload = bounded.encode_sperr_bound(clipped, tolerance, f"tile {tile}")
         decoded = to_dtype(wavelet.decode(payload, clipped.shape, trusted=True), array.dtype, low, high)
         # Whatever the wavelet layer misses (it should not) is stored exactly too.
         missed = np.abs(decoded.astype(np.float64) - raw) > value

@@ -177,9 +177,8 @@ def crf_of_steps(steps: int) -> int | float:
     return whole if part == 0 else steps / CRF_STEPS
 
 
-def encode(samples: np.ndarray, crf: float, preset: int = DEFAULT_PRESET) -> bytes:
-    """Code a (slices, rows, columns) uint16 block of 10-bit samples as one closed sequence."""
-    av = _av()
+def check_encodable(samples: np.ndarray, crf: float) -> None:
+    """Refuse a block or CRF the encoder cannot take, before any encoder starts."""
     if samples.ndim != 3 or not 1 <= samples.shape[0] <= MAX_FRAMES:
         raise InvalidInputError(f"AV1 tiles are 3D with 1..{MAX_FRAMES} slices, got {samples.shape}")
     if not is_crf(crf):
@@ -189,6 +188,15 @@ def encode(samples: np.ndarray, crf: float, preset: int = DEFAULT_PRESET) -> byt
     height, width = coded_size(samples.shape)
     if height > 65535 or width > 65535:
         raise InvalidInputError(f"AV1 frames are at most 65535 samples wide, got {samples.shape}")
+
+
+def encode(samples: np.ndarray, crf: float, preset: int = DEFAULT_PRESET) -> bytes:
+    """Code a (slices, rows, columns) uint16 block of 10-bit samples as one closed sequence, in
+    this process with no deadline (the codec calls :func:`.bounded.encode_av1`, which runs this in
+    a helper process it can abandon)."""
+    av = _av()
+    check_encodable(samples, crf)
+    height, width = coded_size(samples.shape)
     padded = np.pad(
         samples, [(0, 0), (0, height - samples.shape[1]), (0, width - samples.shape[2])], mode="edge"
     )

@@ -23,7 +23,7 @@ import numpy as np
 
 from ....errors import InvalidInputError
 from ....progress import track
-from . import av1
+from . import av1, bounded
 
 #: Measured slope of log2(size) per CRF step (negative: higher CRF, smaller stream).
 LOG2_SIZE_PER_CRF = -1.0 / 9.0
@@ -45,7 +45,9 @@ class TileEncoder:
     def stream(self, tile: int, steps: int) -> bytes:
         key = (tile, steps)
         if key not in self.streams:
-            self.streams[key] = av1.encode(self.samples_of(tile), av1.crf_of_steps(steps), self.preset)
+            self.streams[key] = bounded.encode_av1(
+                self.samples_of(tile), av1.crf_of_steps(steps), self.preset, f"tile {tile}"
+            )
         return self.streams[key]
 
     def total(self, steps: int) -> int:

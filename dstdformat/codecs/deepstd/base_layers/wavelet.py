@@ -38,7 +38,7 @@ def encode_bits_per_voxel(block: np.ndarray, bits_per_voxel: float) -> bytes:
     """Code a float block at a fixed rate (bits per voxel of the padded block)."""
     import imagecodecs
 
-    _check_block(block)
+    check_block(block)
     return _checked(
         bytes(
             imagecodecs.sperr_encode(
@@ -56,7 +56,7 @@ def encode_max_error(block: np.ndarray, tolerance: float) -> bytes:
     """Code a float block so that every voxel is within ``tolerance`` of the input."""
     import imagecodecs
 
-    _check_block(block)
+    check_block(block)
     return _checked(
         bytes(
             imagecodecs.sperr_encode(
@@ -126,7 +126,7 @@ def decode(
     return out[: shape[0], : shape[1], : shape[2]].astype(dtype, copy=False)
 
 
-def _check_block(block: np.ndarray) -> None:
+def check_block(block: np.ndarray) -> None:
     if block.ndim != 3 or any(s > MAX_EXTENT for s in block.shape):
         raise InvalidInputError(
             f"wavelet blocks must be 3D with edges of at most {MAX_EXTENT} voxels, got {block.shape}"
