@@ -136,3 +136,21 @@ def test_a_forked_child_starts_its_own_encoding_helpers():
         got = pool.apply_async(bounded.encode_av1, (samples, 40, 10, "tile 0")).get(timeout=120)
     assert got == expected
     assert sys.platform != "win32"
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 256), (3, 256, 8), (2, 24, 72), (1, 8, 4096)])
+def test_narrow_long_frames_are_widened_so_svt_av1_does_not_hang(shape, monkeypatch):
+    """SVT-AV1 4.1 never finishes the flush of frames under 32 pixels on one side and over 64
+    on the other; such tiles are coded on frames widened to 32 and decode to the tile."""
+    from dstdformat.codecs.deepstd.base_layers import BaseLayer
+
+    height, width = av1.coded_size(shape)
+    assert min(height, width) >= av1.NARROW_MIN
+    assert av1.coded_size((4, 16, 64)) == (16, 64) and av1.coded_size((4, 16, 16)) == (16, 16)
+    monkeypatch.setattr(bounded, "STALL_SECONDS", 5.0)  # a regression fails in seconds, not hangs
+    samples = _samples(shape)
+    stream = bounded.encode_av1(samples, 30, 10, "tile 0")
+    assert av1.check(stream, shape) == (shape[0], height, width)
+    layer = BaseLayer("av1", av1.SampleMap(0.0, 1.0))
+    decoded = layer.decode(stream, shape, what="tile 0", trusted=True)
+    assert decoded.shape == shape and np.abs(decoded - samples).mean() < 40

@@ -46,6 +46,9 @@ PROBE_PRESET = 10
 #: SVT-AV1 options besides CRF and preset. Temporal filtering (denoising the frames a keyframe
 #: and alt-refs are predicted from) smooths CT noise that MAE counts: off, -2% to -3% of the rate.
 ENCODER_PARAMS = "enable-tf=0"
+#: Frame shapes SVT-AV1 hangs on (see :func:`coded_size`): a side under NARROW_MIN beside one over
+#: NARROW_LONG.
+NARROW_MIN, NARROW_LONG = 32, 64
 MIN_CRF, MAX_CRF = 1, 63
 #: CRFs are quarter steps (SVT-AV1's extended CRF, given through ``svtav1-params``): one whole
 #: step moves a stream by about 8%, too coarse to land a one-tile volume within 5% of a ratio.
@@ -157,8 +160,18 @@ class SampleMap:
 
 
 def coded_size(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(height, width) of the frames of a tile of ``shape`` (slices, rows, columns)."""
-    return tuple(max(ALIGN, -(-int(s) // ALIGN) * ALIGN) for s in shape[1:])  # type: ignore[return-value]
+    """(height, width) of the frames of a tile of ``shape`` (slices, rows, columns).
+
+    Frames narrower than :data:`NARROW_MIN` next to a side longer than :data:`NARROW_LONG` are
+    widened to NARROW_MIN: SVT-AV1 4.1 never returns from the flush of such frames (found by
+    ``benchmarks/write_stress.py``: every 8..24 x 72..4096 frame, any CRF, preset and frame
+    count, hung; 32 x anything and 8..24 x up to 64 encode). No file can hold such a stream
+    from before, since its encode never ended.
+    """
+    height, width = (max(ALIGN, -(-int(s) // ALIGN) * ALIGN) for s in shape[1:3])
+    if min(height, width) < NARROW_MIN and max(height, width) > NARROW_LONG:
+        height, width = max(height, NARROW_MIN), max(width, NARROW_MIN)
+    return height, width
 
 
 def is_crf(value: object) -> bool:
