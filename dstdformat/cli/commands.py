@@ -221,6 +221,8 @@ def bench(args: argparse.Namespace) -> int:
         import matplotlib  # noqa: F401
     except ImportError:
         raise InvalidInputError("dstd bench needs the bench extra: pip install 'dstdformat[bench]'") from None
+    if args.tier != "ratio":
+        return _bench_tier(args)
     from ..bench.codecs import make_bench_codec
     from ..bench.report import write_reports
     from ..bench.runner import DEFAULT_CODECS, BenchConfig, run_bench
@@ -245,6 +247,35 @@ def bench(args: argparse.Namespace) -> int:
         failed = [r for r in results["records"] if not r.get("reached")]
         print(
             f"{len(results['records'])} measurements ({len(failed)} targets not reached); "
+            f"wrote {', '.join(str(p) for p in written)}"
+        )
+    return 0
+
+
+def _bench_tier(args: argparse.Namespace) -> int:
+    """``dstd bench --tier lossless|bounded``: the archive tiers, every codec in one run."""
+    from ..bench.archival import make_tier_codec
+    from ..bench.tiers import TierConfig, run_tier, write_tier_reports
+
+    for name in args.codecs or []:
+        make_tier_codec(args.tier, name)  # unknown names fail before any work
+    if any(e < 1 for e in args.errors):
+        raise InvalidInputError("--errors must be whole HU of at least 1 (lossless is --tier lossless)")
+    config = TierConfig(
+        volumes=[Path(v) for v in args.volumes],
+        tier=args.tier,
+        codecs=list(args.codecs or []),
+        errors=list(args.errors),
+        threads=args.threads,
+        crop=tuple(args.crop) if args.crop else None,
+        progress=not args.quiet,
+    )
+    results = run_tier(config)
+    written = write_tier_reports(results, Path(args.out))
+    if not args.quiet:
+        failed = [r for r in results["records"] if "error" in r or not r.get("held")]
+        print(
+            f"{len(results['records'])} measurements ({len(failed)} failed or broke their bound); "
             f"wrote {', '.join(str(p) for p in written)}"
         )
     return 0

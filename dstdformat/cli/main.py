@@ -211,6 +211,21 @@ def _add_bench(add: AddCommand) -> None:
         "(video codecs over the slice stack, through PyAV), zstd, blosc; BD-rate "
         "against SPERR and AV1 over 64x-512x goes into the report",
     )
+    p.add_argument(
+        "--tier",
+        choices=("ratio", "lossless", "bounded"),
+        default="ratio",
+        help="ratio: lossy codecs at --ratios (default); lossless: every lossless codec (dstd-lossless, "
+        "jpegls, jpegxl-e2/e3/e5/e7, jpeg2000, htj2k, ffv1, zstd, blosc); bounded: every codec "
+        "with a guaranteed maximum error (dstd-deepstd, jpegls, sperr) at --errors",
+    )
+    p.add_argument(
+        "--errors",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8, 16],
+        help="maximum errors in HU of --tier bounded (default: 1 2 4 8 16)",
+    )
     p.add_argument("--out", default="bench-results", help="output folder (default: bench-results)")
     p.add_argument("--threads", type=int, help="threads for the 'all threads' runs (default: all)")
     p.add_argument(
