@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InvalidInputError
+
 Payload = list[bytes]
 
 
@@ -43,3 +45,17 @@ class BenchCodec:
 def to_int16(decoded: np.ndarray) -> np.ndarray:
     """What a user would store: lossy output rounded and clipped to int16."""
     return np.clip(np.rint(decoded), -32768, 32767).astype(np.int16)
+
+
+def to_unsigned(volume: np.ndarray) -> tuple[np.ndarray, int]:
+    """``volume`` shifted to uint16 by its minimum (for codecs that take unsigned samples only)
+    and that minimum."""
+    low = int(volume.min())
+    if int(volume.max()) - low > 65535:
+        raise InvalidInputError("this codec needs a value range of at most 16 bits")
+    return (volume.astype(np.int32) - low).astype(np.uint16), low
+
+
+def unsigned_bits(shifted: np.ndarray) -> int:
+    """Bits per sample a shifted volume needs (at least 8)."""
+    return max(8, int(np.ceil(np.log2(int(shifted.max()) + 1))))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .base import BenchCodec, Knob, Payload
+from .base import BenchCodec, Knob, Payload, to_unsigned, unsigned_bits
 from .base import to_int16 as _to_int16
 from .video import VIDEO_CODECS
 
@@ -166,11 +166,8 @@ class JPEGXL(_SliceCodec):
     knob = Knob("distance", 0.01, 25.0, raises_ratio=True, guess=lambda r: r / 30)
 
     def encode(self, volume, value, threads):
-        low = int(volume.min())
-        bits = max(8, int(np.ceil(np.log2(int(volume.max()) - low + 1))))
-        if bits > 16:
-            raise InvalidInputError("JPEG XL adapter needs a value range of at most 16 bits")
-        shifted = (volume.astype(np.int32) - low).astype(np.uint16)
+        shifted, low = to_unsigned(volume)
+        bits = unsigned_bits(shifted)
         header = np.array([low, bits], dtype="<i4").tobytes()
         import imagecodecs
 
@@ -226,6 +223,7 @@ class DstdCodec(BenchCodec):
     """One of our registered codecs, through the real ``.dstd`` writer and reader."""
 
     family = "dstd"
+    knob_option = "ratio"  # the codec option the knob's value is passed as
 
     def __init__(self, codec_id: str, options: dict | None = None, label: str | None = None) -> None:
         from ..codecs.registry import get_codec_class
@@ -240,7 +238,7 @@ class DstdCodec(BenchCodec):
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "v.dstd"
-            options = dict(self.options, **({} if value is None else {"ratio": value}))
+            options = dict(self.options, **({} if value is None else {self.knob_option: float(value)}))
             with _torch_threads(threads):
                 save_dstd(volume, path, codec=self.codec_id, codec_options=options)
             return [path.read_bytes()]

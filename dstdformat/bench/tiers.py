@@ -49,9 +49,10 @@ def measure_tier_point(codec, volume: np.ndarray, bound: int | None, threads: in
         return {"error": f"decoded shape {decoded.shape}, expected {volume.shape}"}
     difference = np.abs(decoded.astype(np.int32) - volume.astype(np.int32))
     largest = int(difference.max())
+    size = payload_size(payload)
     return {
-        "compressed_bytes": payload_size(payload),
-        "ratio": volume.nbytes / payload_size(payload),
+        "compressed_bytes": size,
+        "ratio": volume.nbytes / size,
         "encode_mbps": megabytes / encode_s,
         "decode_mbps": megabytes / decode_s,
         "max_error": largest,

@@ -243,13 +243,14 @@ def bench(args: argparse.Namespace) -> int:
     )
     results = run_bench(config)
     written = write_reports(results, Path(args.out))
-    if not args.quiet:
-        failed = [r for r in results["records"] if not r.get("reached")]
-        print(
-            f"{len(results['records'])} measurements ({len(failed)} targets not reached); "
-            f"wrote {', '.join(str(p) for p in written)}"
-        )
+    failed = [r for r in results["records"] if not r.get("reached")]
+    _bench_summary(args, len(results["records"]), f"{len(failed)} targets not reached", written)
     return 0
+
+
+def _bench_summary(args: argparse.Namespace, measurements: int, failures: str, written: list[Path]) -> None:
+    if not args.quiet:
+        print(f"{measurements} measurements ({failures}); wrote {', '.join(str(p) for p in written)}")
 
 
 def _bench_tier(args: argparse.Namespace) -> int:
@@ -272,12 +273,8 @@ def _bench_tier(args: argparse.Namespace) -> int:
     )
     results = run_tier(config)
     written = write_tier_reports(results, Path(args.out))
-    if not args.quiet:
-        failed = [r for r in results["records"] if "error" in r or not r.get("held")]
-        print(
-            f"{len(results['records'])} measurements ({len(failed)} failed or broke their bound); "
-            f"wrote {', '.join(str(p) for p in written)}"
-        )
+    failed = [r for r in results["records"] if "error" in r or not r.get("held")]
+    _bench_summary(args, len(results["records"]), f"{len(failed)} failed or broke their bound", written)
     return 0
 
 
