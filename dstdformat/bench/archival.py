@@ -202,6 +202,8 @@ class DstdBounded(DstdCodec):
 #: Lossless tier: id -> adapter (``dstd bench --tier lossless --codecs ...``).
 LOSSLESS_CODECS: dict[str, Callable[[], BenchCodec]] = {
     "dstd-lossless": lambda: DstdCodec("lossless"),
+    "dstd-predictive": lambda: DstdCodec("predictive"),
+    "dstd-predictive-2d": lambda: DstdCodec("predictive", {"inter_slice": False}, "predictive 2d"),
     "jpegls": JPEGLS,
     "jpegxl-e2": lambda: JPEGXLLossless(2),
     "jpegxl-e3": lambda: JPEGXLLossless(3),
@@ -216,6 +218,7 @@ LOSSLESS_CODECS: dict[str, Callable[[], BenchCodec]] = {
 
 #: Error-bounded tier: id -> adapter taking the bound in HU.
 BOUNDED_CODECS: dict[str, Callable[[], BenchCodec]] = {
+    "dstd-predictive": lambda: DstdBounded("predictive", {}, "predictive max_error"),
     "dstd-deepstd": lambda: DstdBounded("deepstd", {"model": None}, "deepstd max_error"),
     "jpegls": JPEGLS,
     "sperr": SperrBounded,

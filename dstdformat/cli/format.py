@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..codecs.base import Guarantee
+
 
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -50,6 +52,7 @@ def info_text(name: str, summary: dict[str, Any]) -> str:
             if codec.get("model")
             else ""
         ),
+        f"tier          {Guarantee(**summary['tier']).describe(meta['slope'])}",
         f"tiles         {' x '.join(map(str, tiles['tile_shape']))} voxels, grid "
         f"{' x '.join(map(str, grid))} ({grid[0] * grid[1] * grid[2]} tiles)",
         f"sections      {sections}",

@@ -192,6 +192,8 @@ def _add_verify(add: AddCommand) -> None:
 
 
 def _add_bench(add: AddCommand) -> None:
+    from ..bench.archival import BOUNDED_CODECS, LOSSLESS_CODECS
+
     p = add("bench", "compare every codec at target ratios on CT volumes: metrics, speed, memory")
     p.add_argument("volumes", nargs="+", help="CT volumes (NIfTI, DICOM folder, HDF5, .npy)")
     p.add_argument(
@@ -215,9 +217,9 @@ def _add_bench(add: AddCommand) -> None:
         "--tier",
         choices=("ratio", "lossless", "bounded"),
         default="ratio",
-        help="ratio: lossy codecs at --ratios (default); lossless: every lossless codec (dstd-lossless, "
-        "jpegls, jpegxl-e2/e3/e5/e7, jpeg2000, htj2k, ffv1, zstd, blosc); bounded: every codec "
-        "with a guaranteed maximum error (dstd-deepstd, jpegls, sperr) at --errors",
+        help="ratio: lossy codecs at --ratios (default); lossless: every lossless codec "
+        f"({', '.join(LOSSLESS_CODECS)}); bounded: every codec with a guaranteed maximum error "
+        f"({', '.join(BOUNDED_CODECS)}) at --errors",
     )
     p.add_argument(
         "--errors",

@@ -44,6 +44,24 @@ class Encoded:
 
 
 @dataclass(frozen=True)
+class Guarantee:
+    """What a codec promises about decoded voxels: the tier an archive stores a file in."""
+
+    #: "lossless" (every voxel exact), "bounded" (|decoded - original| <= max_error on every
+    #: voxel, stored units) or "lossy" (a size or quality target, no per-voxel promise).
+    tier: str
+    max_error: float | None = None
+
+    def describe(self, slope: float = 1.0) -> str:
+        if self.tier == "bounded" and self.max_error is not None:
+            return (
+                f"bounded: |decoded - original| <= {self.max_error:g} on every voxel "
+                f"({self.max_error * abs(slope):g} in physical units)"
+            )
+        return {"lossless": "lossless: every voxel exact"}.get(self.tier, f"{self.tier}: no per-voxel bound")
+
+
+@dataclass(frozen=True)
 class ContainerCosts:
     """Bytes a file holds besides the sections: what a codec aiming at a ratio of raw bytes to
     *file* bytes must leave room for. The writer knows them and tells the codec, so that no codec
@@ -146,6 +164,10 @@ class VolumeCodec(ABC):
     @abstractmethod
     def decode_region(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
         """Decode exactly ``region`` (step-1 slices inside the volume) as an array of ctx.dtype."""
+
+    def guarantee(self) -> Guarantee:
+        """The tier this codec, with these parameters, stores data in."""
+        return Guarantee("lossless" if self.exact else "lossy")
 
     def slab_alignment(self, ctx: DecodeContext) -> int:
         """Slices along axis 0 that decoding works in, when not whole tiles (a codec that computes

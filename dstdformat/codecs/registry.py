@@ -14,6 +14,7 @@ from .base import VolumeCodec
 _BUILTIN: dict[str, str] = {
     "lossless": "dstdformat.codecs.lossless:LosslessCodec",
     "deepstd": "dstdformat.codecs.deepstd:DeepSTDVolumeCodec",
+    "predictive": "dstdformat.codecs.predictive:PredictiveCodec",
 }
 _loaded: dict[str, type[VolumeCodec]] = {}
 

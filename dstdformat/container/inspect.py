@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ def summarize(volume: Volume) -> dict[str, Any]:
         "file_size": volume.file_size,
         "raw_nbytes": volume.nbytes,
         "ratio": volume.ratio,
+        "tier": dataclasses.asdict(volume.codec.guarantee()),
         "sections": {k: {"count": kinds[k], "bytes": kind_bytes[k]} for k in sorted(kinds)},
         "header_bytes": p.header_length,
         "header": volume.header,

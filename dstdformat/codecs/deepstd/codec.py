@@ -20,7 +20,16 @@ import numpy as np
 from ...errors import InvalidInputError
 from ...metadata import HU_WINDOW, ScanMetadata
 from ...tiling import NO_TILE, Region, SectionKind, TileGrid
-from ..base import BatchDecoding, ContainerCosts, DecodeContext, Encoded, Fetch, Section, VolumeCodec
+from ..base import (
+    BatchDecoding,
+    ContainerCosts,
+    DecodeContext,
+    Encoded,
+    Fetch,
+    Guarantee,
+    Section,
+    VolumeCodec,
+)
 from . import outliers
 from .base_layers import wavelet
 from .decoding import (
@@ -132,6 +141,9 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
             found = find_model(self.model)
             description["model"] = {"id": found.id, "sha256": found.sha256}
         return description
+
+    def guarantee(self) -> Guarantee:
+        return Guarantee("bounded", self.value) if self.mode == "max_error" else Guarantee("lossy")
 
     def without_refinement(self) -> DeepSTDVolumeCodec:
         if self.model is None:

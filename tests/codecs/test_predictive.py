@@ -1,0 +1,212 @@
+"""The predictive codec (archive tiers): exact or within max_error on every voxel, on every
+integer dtype it takes, with slices predicted from their neighbours where that codes smaller."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from helpers import BUNDLED_CT, check_roundtrip, read_index
+
+import dstdformat
+from dstdformat.codecs import get_codec
+from dstdformat.codecs.predictive.slices import Mode, decode_tile, encode_tile
+from dstdformat.container.inspect import verify
+from dstdformat.errors import CorruptSectionError, InvalidInputError
+
+BOUNDS = (1, 2, 4, 8, 16)
+
+
+@pytest.fixture(scope="module")
+def scan_crop() -> np.ndarray:
+    scan = dstdformat.io.read_scan(BUNDLED_CT)
+    return np.ascontiguousarray(scan.array[10:30, 10:90, 20:110]).astype(np.int16)
+
+
+def _hard_cases(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Noise, metal spikes, constant tiles and the int16 extremes side by side."""
+    noise = rng.integers(-2000, 3000, (12, 40, 36)).astype(np.int16)
+    spikes = np.full((12, 40, 36), -1000, np.int16)
+    spikes[rng.random(spikes.shape) < 0.01] = 30000
+    extremes = np.where(rng.random((12, 40, 36)) < 0.5, -32768, 32767).astype(np.int16)
+    constant = np.full((12, 40, 36), 17, np.int16)
+    return {"noise": noise, "spikes": spikes, "extremes": extremes, "constant": constant}
+
+
+def _tile_records(path) -> list[tuple[int, int, int, int]]:
+    """(slice, mode, low, length) of every slice of every tile of a predictive file."""
+    data = path.read_bytes()
+    records = []
+    for entry in read_index(path):
+        payload = data[entry.offset : entry.offset + entry.length]
+        count = struct.unpack_from("<BH", payload)[1]
+        records += [struct.unpack_from("<BBiI", payload, 3 + 10 * i) for i in range(count)]
+    return records
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16"])
+@pytest.mark.parametrize("inter_slice", [True, False])
+def test_lossless_on_every_dtype(tmp_path, ct_like, dtype, inter_slice):
+    info = np.iinfo(dtype)
+    array = np.clip(ct_like // (1 if info.bits == 16 else 16), info.min, info.max).astype(dtype)
+    array[0, 0, :4] = [info.min, info.max, info.min, info.max]
+    volume = check_roundtrip(
+        array, tmp_path / "p.dstd", codec="predictive", codec_options={"inter_slice": inter_slice}
+    )
+    assert volume.codec.exact and volume.header["codec"]["params"]["max_error"] == 0
+
+
+@pytest.mark.parametrize("name", ["noise", "spikes", "extremes", "constant"])
+def test_lossless_on_hard_inputs(tmp_path, name):
+    array = _hard_cases(np.random.default_rng(3))[name]
+    check_roundtrip(array, tmp_path / "h.dstd", codec="predictive", tile_shape=(5, 24, 24))
+
+
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_the_bound_holds_on_every_voxel(tmp_path, scan_crop, bound):
+    cases = {"scan": scan_crop, **_hard_cases(np.random.default_rng(bound))}
+    for name, array in cases.items():
+        path = tmp_path / f"{name}.dstd"
+        dstdformat.save(
+            array, path, codec="predictive", codec_options={"max_error": bound}, tile_shape=(6, 64, 64)
+        )
+        volume = dstdformat.open(path)
+        decoded = volume.read().astype(np.int32)
+        error = np.abs(decoded - array)
+        assert error.max() <= bound, name
+        assert not volume.codec.exact
+        if name == "scan":  # the bound is used, not coded losslessly
+            assert error.max() == bound and error.mean() > bound / 4
+        region = (slice(2, 9), slice(5, 30), slice(7, 33))
+        np.testing.assert_array_equal(volume[region], decoded[region])
+
+
+def test_bounds_buy_size_and_lossless_matches_the_input_hash(tmp_path, scan_crop):
+    sizes = {}
+    for bound in (0, *BOUNDS):
+        result = dstdformat.save(
+            scan_crop, tmp_path / f"{bound}.dstd", codec="predictive", codec_options={"max_error": bound}
+        )
+        sizes[bound] = result.file_size
+    assert all(sizes[a] > sizes[b] for a, b in zip((0, *BOUNDS), BOUNDS)), sizes
+    report = verify(dstdformat.open(tmp_path / "0.dstd"))
+    assert report.ok and report.content_hash_matches
+
+
+def test_smaller_than_jpegls_slice_by_slice_and_predicts_across_slices(tmp_path, scan_crop):
+    import imagecodecs
+
+    shifted = (scan_crop.astype(np.int32) - scan_crop.min()).astype(np.uint16)
+    jpegls = sum(len(imagecodecs.jpegls_encode(s)) for s in shifted)
+    path = tmp_path / "s.dstd"
+    dstdformat.save(scan_crop, path, codec="predictive")
+    stored = sum(e.length for e in read_index(path))
+    modes = {record[1] for record in _tile_records(path)}
+    assert stored < jpegls, (stored, jpegls)
+    assert Mode.BETWEEN in modes or Mode.PREVIOUS in modes
+    flat = tmp_path / "flat.dstd"
+    dstdformat.save(scan_crop, flat, codec="predictive", codec_options={"inter_slice": False})
+    assert {record[1] for record in _tile_records(flat)} == {Mode.INTRA}
+    assert stored < sum(e.length for e in read_index(flat))
+
+
+def test_slices_alike_are_coded_from_each_other(tmp_path):
+    rng = np.random.default_rng(5)
+    base = rng.integers(-1000, 2000, (1, 48, 48))
+    array = (base + rng.integers(-2, 3, (8, 48, 48))).astype(np.int16)
+    path = tmp_path / "alike.dstd"
+    check_roundtrip(array, path, codec="predictive")
+    modes = [record[1] for record in _tile_records(path)]
+    assert modes.count(Mode.INTRA) == 1, modes
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_error": 0.5},
+        {"max_error": -1},
+        {"max_error": 300},
+        {"max_error": True},
+        {"plane_coder": "gif"},
+        {"inter_slice": "yes"},
+        {"ratio": 10},
+    ],
+)
+def test_bad_options(options):
+    with pytest.raises(InvalidInputError):
+        get_codec("predictive", **options)
+
+
+def test_a_float_volume_is_refused_naming_the_alternatives(tmp_path):
+    array = np.zeros((4, 8, 8), np.float32)
+    array[0, 0, 0] = np.nan
+    with pytest.raises(InvalidInputError, match="'lossless'.*'deepstd' with max_error"):
+        dstdformat.save(array, tmp_path / "f.dstd", codec="predictive", codec_options={"max_error": 2})
+    assert not (tmp_path / "f.dstd").exists()
+
+
+@pytest.mark.parametrize("damage", ["flip", "forged-size", "record-length", "mode", "short"])
+def test_damaged_planes_raise_a_library_error(scan_crop, damage):
+    """Damage a tile payload the way a bug or a forger could (the container's checksums would
+    catch it on disk): the codec's own checks must catch it, never a bare library error or an
+    allocation of a forged size."""
+    coding = get_codec("predictive").slice_coding(np.dtype("int16"))
+    block = scan_crop[:8].astype(np.int32)
+    data = bytearray(encode_tile(block, coding, "tile 0"))
+    np.testing.assert_array_equal(decode_tile(bytes(data), block.shape, coding, "tile 0"), block)
+    frame = data.index(b"\xff\xf7", 3 + 10 * 8)
+    if damage == "flip":
+        for i in range(frame + 30, len(data), 61):
+            data[i] ^= 0x5A
+    elif damage == "forged-size":
+        data[frame + 5 : frame + 9] = struct.pack(">HH", 60000, 60000)
+    elif damage == "record-length":
+        struct.pack_into("<I", data, 3 + 6, struct.unpack_from("<I", data, 3 + 6)[0] + 1)
+    elif damage == "mode":
+        data[3 + 1] = 9
+    else:
+        del data[-100:]
+    with pytest.raises(CorruptSectionError, match="tile 0"):
+        decode_tile(bytes(data), block.shape, coding, "tile 0")
+
+
+def test_cli_compresses_with_a_bound(tmp_path, capsys):
+    from dstdformat.cli.main import main
+
+    out = tmp_path / "c.dstd"
+    assert (
+        main(["compress", str(BUNDLED_CT), str(out), "--codec", "predictive", "--max-error", "2", "--quiet"])
+        == 0
+    )
+    scan = dstdformat.io.read_scan(BUNDLED_CT)
+    with dstdformat.open(out) as volume:
+        assert np.abs(volume.read().astype(np.int32) - scan.array).max() <= 2
+
+
+@pytest.mark.parametrize(
+    ("codec", "options", "tier", "text"),
+    [
+        ("predictive", {}, {"tier": "lossless", "max_error": None}, "lossless: every voxel exact"),
+        ("predictive", {"max_error": 3}, {"tier": "bounded", "max_error": 3}, "<= 3 on every voxel (1.5 in"),
+        ("lossless", {}, {"tier": "lossless", "max_error": None}, "lossless: every voxel exact"),
+    ],
+)
+def test_info_names_the_tier(tmp_path, ct_like, capsys, codec, options, tier, text):
+    import json
+
+    from dstdformat.cli.main import main
+
+    path = tmp_path / "t.dstd"
+    dstdformat.save(ct_like, path, codec=codec, codec_options=options, slope=0.5)
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tier"] == tier
+    assert main(["info", str(path)]) == 0
+    assert text in capsys.readouterr().out
+
+
+def test_deepstd_states_its_tier_by_mode():
+    from dstdformat.codecs.base import Guarantee
+
+    assert get_codec("deepstd", max_error=2.5).guarantee() == Guarantee("bounded", 2.5)
+    assert get_codec("deepstd", ratio=64).guarantee() == Guarantee("lossy")
