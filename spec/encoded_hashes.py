@@ -48,6 +48,7 @@ def _cases() -> dict[str, tuple[np.ndarray, object, tuple | None, dict]]:
         make_golden._texture_cases(crop, padded),
         make_golden._shape_cases(scan, crop),
         make_golden._av1_cases(scan, crop, padded),
+        make_golden._predictive_cases(crop, padded),
     ):
         for name, (array, codec, tile, _) in group.items():
             cases[name] = (array, codec, tile, meta)

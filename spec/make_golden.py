@@ -73,13 +73,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--codec",
-        choices=("lossless", "deepstd"),
+        choices=("lossless", "deepstd", "predictive"),
         default="lossless",
-        help="lossless: the container's golden set; deepstd: the learned codec's",
+        help="lossless: the container's golden set; deepstd, predictive: that codec's",
     )
     args = parser.parse_args()
     if args.codec == "deepstd":
         return make_deepstd(args.out)
+    if args.codec == "predictive":
+        return make_predictive(args.out)
     args.out = args.out or HERE / "golden" / f"v{FORMAT_MAJOR}.{FORMAT_MINOR}"
     if args.out.exists():
         print(f"{args.out} exists: golden files of a released version are frozen", file=sys.stderr)
@@ -121,31 +123,79 @@ def make_deepstd(out: Path | None) -> int:
     reference array and the tolerance other hardware may need."""
     from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
 
-    out = out or HERE / "golden" / f"deepstd-v{DeepSTDVolumeCodec.codec_version}"
-    if out.exists():
-        print(f"{out} exists: golden files of a released codec version are frozen", file=sys.stderr)
-        return 1
-    out.mkdir(parents=True)
-    scan = read_scan(BUNDLED)
-    crop = np.ascontiguousarray(scan.array[30:78, 20:84, 25:97])
-    padded = crop.copy()
-    padded[:, :6] = -2048  # padding outside the field of view: stored exactly
-    padded[20, 30:32, 40:42] = 5000  # metal
+    scan, crop, padded = _crops()
     if DeepSTDVolumeCodec.codec_version == 4:
         cases = _av1_cases(scan, crop, padded)
     elif DeepSTDVolumeCodec.codec_version == 3:
         cases = _shape_cases(scan, crop)
     else:
         cases = _texture_cases(crop, padded)
-    manifest = {
-        "codec": "deepstd",
-        "codec_version": DeepSTDVolumeCodec.codec_version,
-        "valid": [],
-        "invalid": [],
+    return _write_codec_set(out, "deepstd", DeepSTDVolumeCodec.codec_version, cases, scan.spacing)
+
+
+def make_predictive(out: Path | None) -> int:
+    """Golden files of the predictive codec (all exact or within their bound, bit for bit)."""
+    from dstdformat.codecs.predictive import PredictiveCodec
+
+    scan, crop, padded = _crops()
+    cases = _predictive_cases(crop, padded)
+    return _write_codec_set(out, "predictive", PredictiveCodec.codec_version, cases, scan.spacing)
+
+
+def _predictive_cases(crop, padded) -> dict:
+    """Version 1: lossless and bounded, inter-slice and 2D, odd tiles, int16 extremes."""
+    from dstdformat.codecs.predictive import PredictiveCodec
+
+    rng = np.random.default_rng(24)
+    extremes = np.where(rng.random((9, 20, 24)) < 0.5, -32768, 32767).astype(np.int16)
+    extremes[:, :8] = 7  # a constant part: planes of length 0
+    return {
+        "predictive_lossless": (
+            np.ascontiguousarray(crop[:20, 8:40, 8:48]),
+            PredictiveCodec(),
+            None,
+            "CT crop, lossless, planes predicted across slices, 3 tiles (the last 4 deep)",
+        ),
+        "predictive_max_error4": (
+            np.ascontiguousarray(padded[12:36]),
+            PredictiveCodec(max_error=4),
+            (5, 40, 48),
+            "max_error 4 over 20 tiles of odd sizes, -2048 padding and metal",
+        ),
+        "predictive_uint8_2d": (
+            np.clip(crop[:16, :32, :40] // 8 + 128, 0, 255).astype(np.uint8),
+            PredictiveCodec(inter_slice=False),
+            None,
+            "uint8, every slice on its own (inter_slice false)",
+        ),
+        "predictive_int16_extremes": (
+            extremes,
+            PredictiveCodec(),
+            (4, 20, 24),
+            "int16 extremes beside a constant part, lossless",
+        ),
     }
+
+
+def _crops():
+    scan = read_scan(BUNDLED)
+    crop = np.ascontiguousarray(scan.array[30:78, 20:84, 25:97])
+    padded = crop.copy()
+    padded[:, :6] = -2048  # padding outside the field of view: stored exactly
+    padded[20, 30:32, 40:42] = 5000  # metal
+    return scan, crop, padded
+
+
+def _write_codec_set(out: Path | None, codec_id: str, version: int, cases: dict, spacing) -> int:
+    out = out or HERE / "golden" / f"{codec_id}-v{version}"
+    if out.exists():
+        print(f"{out} exists: golden files of a released codec version are frozen", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True)
+    manifest = {"codec": codec_id, "codec_version": version, "valid": [], "invalid": []}
     for name, (array, codec, tile_shape, description) in cases.items():
         path = out / f"{name}.dstd"
-        dstdformat.save(array, path, codec=codec, tile_shape=tile_shape, spacing=scan.spacing, modality="CT")
+        dstdformat.save(array, path, codec=codec, tile_shape=tile_shape, spacing=spacing, modality="CT")
         volume = dstdformat.open(path)
         decoded = volume.read()
         item = {
@@ -169,8 +219,8 @@ def make_deepstd(out: Path | None) -> int:
     good = (out / f"{next(iter(cases))}.dstd").read_bytes()
     (out / "invalid").mkdir()
     for name, (data, why) in {
-        "deepstd_bitflip.dstd": (_flip(good, len(good) // 2), "one bit flipped inside a section"),
-        "deepstd_truncated.dstd": (good[: len(good) - 40], "footer cut off"),
+        f"{codec_id}_bitflip.dstd": (_flip(good, len(good) // 2), "one bit flipped inside a section"),
+        f"{codec_id}_truncated.dstd": (good[: len(good) - 40], "footer cut off"),
     }.items():
         (out / "invalid" / name).write_bytes(data)
         manifest["invalid"].append({"file": f"invalid/{name}", "description": why})

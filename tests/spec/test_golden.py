@@ -17,6 +17,7 @@ import dstdformat.container
 SPEC = REPO / "spec"
 SCHEMA = json.loads((SPEC / "header.schema.json").read_text())
 GOLDEN = sorted(p for p in (SPEC / "golden").glob("v*") if (p / "manifest.json").exists())
+CODEC_SETS = sorted(p for p in (SPEC / "golden").glob("*-v*") if (p / "manifest.json").exists())
 
 sys.path.insert(0, str(SPEC))
 from conformance import check_folder  # noqa: E402
@@ -35,7 +36,14 @@ def test_conformance(folder):
     assert [(name, problem) for name, problem in results if problem] == []
 
 
-@pytest.mark.parametrize("folder", GOLDEN, ids=[p.name for p in GOLDEN])
+@pytest.mark.parametrize("folder", CODEC_SETS, ids=[p.name for p in CODEC_SETS])
+def test_codec_golden_files_decode_and_damaged_ones_are_refused(folder):
+    results = check_folder(folder)
+    assert len(results) >= 4
+    assert [(name, problem) for name, problem in results if problem] == []
+
+
+@pytest.mark.parametrize("folder", GOLDEN + CODEC_SETS, ids=[p.name for p in GOLDEN + CODEC_SETS])
 def test_golden_headers_match_schema(folder):
     manifest = json.loads((folder / "manifest.json").read_text())
     for item in manifest["valid"]:

@@ -20,6 +20,7 @@ from ...errors import InvalidInputError
 #: coder id -> "module:Class", imported on first use.
 PLANE_CODERS: dict[str, str] = {
     "jpegls": "dstdformat.codecs.predictive.jpegls:JpegLsPlanes",
+    "jpegxl": "dstdformat.codecs.predictive.jpegxl:JpegXlPlanes",
 }
 _loaded: dict[str, PlaneCoder] = {}
 
@@ -45,6 +46,10 @@ class PlaneCoder(ABC):
     @abstractmethod
     def library_versions(self) -> dict[str, str]:
         """Names and versions of the libraries that write the bytes (recorded in the header)."""
+
+    def settings(self) -> dict[str, int]:
+        """Encoder settings that shape the bytes (recorded in the header; decoding needs none)."""
+        return {}
 
 
 def plane_coder(coder_id: str) -> PlaneCoder:
