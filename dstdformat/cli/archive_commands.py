@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..errors import InvalidInputError
+from .codec_flags import add_codec_flags, codec_options
 from .format import human_bytes
 
 #: Exit status of a run that finished but could not archive (or restore) some scans.
@@ -33,21 +34,7 @@ def add_parsers(add) -> None:
     )
     p.add_argument("source", help="folder (searched recursively), glob or fsspec URL of the scans")
     p.add_argument("destination", help="archive folder or fsspec URL (e.g. s3://bucket/prefix)")
-    p.add_argument(
-        "--codec", default="deepstd", choices=("deepstd", "lossless"), help="codec (default: deepstd at 256x)"
-    )
-    p.add_argument("--ratio", type=float, help="deepstd: target compression ratio (default 256)")
-    p.add_argument("--quality", type=float, metavar="DB", help="deepstd: PSNR every tile reaches")
-    p.add_argument("--max-error", type=float, metavar="HU", help="deepstd: bound on |error|")
-    p.add_argument(
-        "--model", help="deepstd: model id or .safetensors path ('none': without); stored once in the archive"
-    )
-    p.add_argument(
-        "--shape",
-        metavar="TEMPLATE",
-        help="deepstd: code shape against this template (stored once in the archive)",
-    )
-    p.add_argument("--shape-policy", choices=("best", "always"), help="deepstd --shape policy")
+    add_codec_flags(p, ("deepstd", "predictive", "lossless"), "deepstd")
     p.add_argument(
         "--zarr",
         action="store_true",
@@ -87,23 +74,7 @@ def add_parsers(add) -> None:
 def archive(args: argparse.Namespace) -> int:
     from ..archive import archive_collection
 
-    options = {
-        name: value
-        for name, value in (
-            ("ratio", args.ratio),
-            ("quality", args.quality),
-            ("max_error", args.max_error),
-            ("shape", args.shape),
-            ("shape_policy", args.shape_policy),
-        )
-        if value is not None
-    }
-    if args.model is not None:
-        options["model"] = None if args.model == "none" else args.model
-    if options and args.codec == "lossless":
-        raise InvalidInputError("--ratio/--quality/--max-error/--model/--shape apply to deepstd")
-    if args.shape_policy and not args.shape:
-        raise InvalidInputError("--shape-policy needs --shape TEMPLATE")
+    options = codec_options(args)
     summary = archive_collection(
         args.source,
         args.destination,

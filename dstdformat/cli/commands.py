@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..storage.writing import check_writable
+from .codec_flags import codec_options
 from .format import error_text, human_bytes, info_text
 
 
@@ -49,26 +50,9 @@ def check_destination(path: str, force: bool, folder: bool = False) -> None:
 
 
 def compress(args: argparse.Namespace) -> int:
-    from ..codecs.registry import get_codec_class
     from ..io.dstd_files import save
 
-    codec_cls = get_codec_class(args.codec)
-    options = {
-        name: value
-        for name, value in (
-            ("ratio", args.ratio),
-            ("quality", args.quality),
-            ("max_error", args.max_error),
-            ("model", None if args.model == "none" else args.model),
-            ("shape", args.shape),
-            ("shape_policy", args.shape_policy),
-            ("base", args.base),
-        )
-        if value is not None
-    }
-    if args.model == "none":
-        options["model"] = None
-    codec_cls.check_options(options, name_of=lambda name: "--" + name.replace("_", "-"))
+    options = codec_options(args)
     if not args.output.lower().endswith(".dstd"):
         raise InvalidInputError(f"output must end in .dstd, got {args.output!r}")
     check_destination(args.output, args.force)
@@ -95,13 +79,11 @@ def compress(args: argparse.Namespace) -> int:
 def to_zarr(args: argparse.Namespace) -> int:
     from ..interop.to_zarr import scan_to_zarr
 
-    options = {
-        name: value
-        for name, value in (("ratio", args.ratio), ("quality", args.quality), ("max_error", args.max_error))
-        if value is not None
-    }
-    if args.model is not None:
-        options["model"] = None if args.model == "none" else args.model
+    options = codec_options(args, "deepstd")
+    if "shape" in options:
+        raise InvalidInputError(
+            "--shape does not apply to zarr chunks (each is coded on its own); use dstd compress"
+        )
     check_destination(args.output, args.force, folder=True)
     started = time.perf_counter()
     scan = _load(args.input, args)

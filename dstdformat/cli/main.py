@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from .._version import __version__
 from ..errors import DstdError
 from . import archive_commands, commands, train_commands
+from .codec_flags import add_codec_flags
 
 #: Adds a subcommand with the options every command has; returns its parser.
 AddCommand = Callable[[str, str], argparse.ArgumentParser]
@@ -45,53 +46,7 @@ def _add_compress(add: AddCommand) -> None:
     p = add("compress", "compress a NIfTI / DICOM series / HDF5 / .npy / .dstd volume into .dstd")
     p.add_argument("input", help="input file, DICOM folder, or .dstd (path or URL)")
     p.add_argument("output", help="output .dstd path or fsspec URL")
-    p.add_argument(
-        "--codec",
-        default="deepstd",
-        choices=available_codecs(),
-        help="codec (default: deepstd at 256x; lossless keeps every voxel)",
-    )
-    p.add_argument(
-        "--ratio", type=float, help="target compression ratio, raw bytes / file bytes (deepstd default: 256)"
-    )
-    p.add_argument(
-        "--quality",
-        type=float,
-        metavar="DB",
-        help="deepstd: PSNR in dB (over the -1024..3071 HU window) every tile reaches",
-    )
-    p.add_argument(
-        "--max-error",
-        type=float,
-        metavar="HU",
-        help="deepstd: guaranteed bound on |decoded - original| (no refinement)",
-    )
-    p.add_argument(
-        "--model",
-        help="deepstd: refinement model id or .safetensors path; 'default' "
-        "the bundled model; 'none' codes without (default: the bundled "
-        "model on the SPERR base, none on AV1, where it gains <5%%)",
-    )
-    p.add_argument(
-        "--base",
-        choices=("auto", "av1", "sperr"),
-        help="deepstd: base layer under the refinement (default auto: AV1 from 24x, "
-        "SPERR below and for --max-error)",
-    )
-    p.add_argument(
-        "--shape",
-        metavar="TEMPLATE",
-        help="deepstd: also code the scan's shape against a reference template "
-        "('default': the shipped chest template; an id from DSTD_MODEL_PATH; or a "
-        ".safetensors path). Falls back to texture only, saying why in the header, "
-        "when the scan is far from the template or the shape does not pay off",
-    )
-    p.add_argument(
-        "--shape-policy",
-        choices=("best", "always"),
-        help="deepstd --shape: best (default) codes both ways and keeps the closer one; "
-        "always keeps the shape whenever the registration is usable",
-    )
+    add_codec_flags(p, available_codecs(), "deepstd")
     p.add_argument(
         "--tile",
         type=int,
@@ -123,10 +78,7 @@ def _add_to_zarr(add: AddCommand) -> None:
         metavar=("K", "J", "I"),
         help="chunk shape (default 64 512 512, clipped to the volume)",
     )
-    p.add_argument("--ratio", type=float, help="target ratio per chunk (default 256)")
-    p.add_argument("--quality", type=float, metavar="DB", help="PSNR in dB each chunk reaches")
-    p.add_argument("--max-error", type=float, metavar="HU", help="guaranteed bound on the error")
-    p.add_argument("--model", help="refinement model id ('none': without)")
+    add_codec_flags(p, None, "deepstd")  # the chunks are DeepSTD
     p.add_argument("--dataset", help="HDF5 dataset to read")
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=commands.to_zarr)

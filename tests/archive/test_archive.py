@@ -403,7 +403,7 @@ def test_cli_archive_verify_restore(tmp_path):
     restored = dstd("restore", dest, tmp_path / "out", "--names", "sub/ct1", "-q")
     assert restored.returncode == 0 and (tmp_path / "out" / "sub" / "ct1.nii.gz").is_file()
     bad = dstd("archive", src, dest, "--codec", "lossless", "--ratio", "9")
-    assert bad.returncode == 1 and "apply to deepstd" in bad.stderr
+    assert bad.returncode == 1 and "keeps every voxel exactly" in bad.stderr
     missing = dstd("restore", dest, tmp_path / "out", "--names", "nope")
     assert missing.returncode == 1 and "nope" in missing.stderr
 
