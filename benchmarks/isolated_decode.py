@@ -4,7 +4,7 @@
 
 Streams read from files go to helper processes (SECURITY.md) because SPERR can abort on a forged
 stream. This encodes one scan (default: the shared 512x512x141 chest) with deepstd without the
-refinement network (so the wavelet layer is all the decode does), then times a full decode, an
+refinement network (so the SPERR layer is all the decode does), then times a full decode, an
 axial slice and a 16-slice block with ``DSTD_ISOLATE_DECODER`` on and off, alternating, in one
 process, and prints the best time of each with the ratio isolated / in process.
 """

@@ -34,8 +34,8 @@ def make_input(mutator, run_seed: int, index: int):
 
 
 def _mutator(seed_paths: list[str]):
-    from dstdformat.testing.fuzzing import load_seeds
-    from dstdformat.testing.mutator import Mutator
+    from fuzzing import load_seeds
+    from mutator import Mutator
 
     return Mutator(load_seeds(seed_paths))
 
@@ -53,8 +53,7 @@ def _worker(
 ) -> None:
     """Judge inputs start, start + jobs, ... below stop; report counts and findings."""
     import numpy as np  # noqa: F401 - imported before the memory limit
-
-    from dstdformat.testing.fuzzing import judge
+    from fuzzing import judge
 
     mutator = _mutator(seed_paths)
     if memory_gib > 0:
@@ -194,7 +193,7 @@ def run(args: argparse.Namespace, seed_paths: list[str]) -> int:
 
 
 def replay(args: argparse.Namespace, seed_paths: list[str]) -> int:
-    from dstdformat.testing.fuzzing import judge, read_untrusted
+    from fuzzing import judge, read_untrusted
 
     mutation = make_input(_mutator(seed_paths), args.seed, args.replay)
     path = Path(args.out) / f"input-{args.replay}.dstd"
@@ -225,7 +224,7 @@ def main() -> int:
     parser.add_argument("--replay", type=int, default=None, help="re-run one input in this process")
     parser.add_argument("seed_files", nargs="*", help="valid .dstd files (default: the golden files)")
     args = parser.parse_args()
-    from dstdformat.testing.fuzzing import default_seed_paths
+    from fuzzing import default_seed_paths
 
     seed_paths = [str(p) for p in (args.seed_files or default_seed_paths(SPEC))]
     if args.replay is not None:

@@ -56,13 +56,6 @@ def add_parser(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--out", required=True, help="run folder (checkpoints); resumes if it holds one")
     p.add_argument(
-        "--arch",
-        choices=("refiner", "hyperprior"),
-        default="refiner",
-        help="refiner: the deepstd codec's refinement network (default); hyperprior: "
-        "the experimental latent-space texture model",
-    )
-    p.add_argument(
         "--base",
         choices=("av1", "sperr"),
         default="av1",
@@ -76,9 +69,9 @@ def add_parser(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
         type=int,
         nargs=3,
         metavar=("K", "J", "I"),
-        help="crop size in voxels (default 32 64 64; hyperprior: multiples of 32, 64 64 64)",
+        help="crop size in voxels (default 32 64 64)",
     )
-    p.add_argument("--lr", type=float, help="learning rate (default 3e-4; hyperprior 1e-4)")
+    p.add_argument("--lr", type=float, help="learning rate (default 3e-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--exclude",
@@ -99,16 +92,8 @@ def add_parser(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
         help="refiner: when done, write MODEL_ID.safetensors/.json into --out; use it "
         "(and, with --collection, the template beside it) through DSTD_MODEL_PATH",
     )
-    p.add_argument("--channels", type=int, help="network width (refiner 32, hyperprior 48)")
+    p.add_argument("--channels", type=int, help="network width (default 32)")
     p.add_argument("--blocks", type=int, help="refiner: residual blocks (default 3)")
-    p.add_argument(
-        "--lmbda",
-        type=float,
-        default=0.5,
-        help="hyperprior: rate-distortion trade-off (0.5: about 470x on chest CT)",
-    )
-    p.add_argument("--latent-channels", type=int, help="hyperprior only (default 64)")
-    p.add_argument("--hyper-channels", type=int, help="hyperprior only (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.set_defaults(func=train)
 
@@ -124,9 +109,7 @@ def train(args: argparse.Namespace) -> int:
     if not paths:
         raise InvalidInputError("no training volumes left after --exclude")
     try:
-        if args.arch == "refiner":
-            return _train_refiner(args, paths)
-        return _train_hyperprior(args, paths)
+        return _train_refiner(args, paths)
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
 
@@ -209,37 +192,4 @@ def _train_refiner(args: argparse.Namespace, paths: list[str]) -> int:
             print(f"model {args.export} written to {weights}")
     if not args.quiet and last:
         print(f"step {last['step']}: training MAE {last['train_mae_hu']:.2f} HU; checkpoint in {args.out}")
-    return 0
-
-
-def _train_hyperprior(args: argparse.Namespace, paths: list[str]) -> int:
-    from ..latent.texture_model import TextureModelConfig
-    from ..training.hyperprior import TrainConfig
-    from ..training.hyperprior import train as run_training
-
-    crop = tuple(args.crop or TrainConfig.crop)
-    if any(c <= 0 or c % 32 for c in crop):
-        raise InvalidInputError(f"--crop sizes must be positive multiples of 32, got {crop}")
-    config = TrainConfig(
-        sources=paths,
-        out=args.out,
-        steps=args.steps or TrainConfig.steps,
-        batch_size=args.batch,
-        crop=crop,
-        lmbda=args.lmbda,
-        learning_rate=args.lr or TrainConfig.learning_rate,
-        seed=args.seed,
-        model={
-            "channels": args.channels or TextureModelConfig.channels,
-            "latent_channels": args.latent_channels or TextureModelConfig.latent_channels,
-            "hyper_channels": args.hyper_channels or TextureModelConfig.hyper_channels,
-        },
-        device=args.device,
-    )
-    last = run_training(config, progress=not args.quiet)
-    if not args.quiet and last:
-        print(
-            f"step {last['step']}: {last['bpv']:.4f} bits/voxel (~{last['ratio_est']:.0f}x), "
-            f"RMSE {last['rmse_hu']:.1f} HU on training crops; checkpoint in {args.out}"
-        )
     return 0

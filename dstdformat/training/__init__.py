@@ -1,3 +1,3 @@
 """Training loops and their data: the refinement network (``refiner``), DeepSTD's collection
-steps (reference template, per-scan shapes, refiner: ``collection``), the experimental hyperprior
-(``hyperprior``), resumable checkpoints (``checkpoint``) and training data (``data``)."""
+steps (reference template, per-scan shapes, refiner: ``collection``), resumable checkpoints
+(``checkpoint``) and training data (``data``)."""

@@ -1,7 +1,7 @@
 """A resumable training run's folder: network + optimizer tensors (safetensors) and JSON progress.
 
-Both trainings (the refinement network and the experimental hyperprior model) checkpoint the same
-way: a run stopped anywhere continues with the same random streams, so a resumed run gives the
+Trainings (the refinement network; the latent hyperprior experiment beside the package) checkpoint
+the same way: a run stopped anywhere continues with the same random streams, so a resumed run gives the
 same tensors as an uninterrupted one.
 """
 

@@ -16,7 +16,7 @@ from ..model.refine import HU_SCALE, rate_code
 @dataclass
 class CodedVolume:
     original: np.ndarray  # float32 HU, clipped to the window
-    decoded: np.ndarray  # float32 HU, wavelet layer output
+    decoded: np.ndarray  # float32 HU, SPERR layer output
     rate: float  # rate code the network is told
     ratio: float
 
@@ -24,7 +24,7 @@ class CodedVolume:
 def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int], base: str = "sperr") -> CodedVolume:
     """Clip and code ``hu`` tile by tile with the codec's base layer: SPERR at 16/ratio bits per
     voxel, or AV1 through the codec's own rate control at ``ratio`` (int16 raw bytes)."""
-    from ..codecs.deepstd.base_layers import wavelet
+    from ..codecs.deepstd.base_layers import sperr
     from ..tiling import TileGrid, default_tile_shape
 
     clipped = np.clip(hu.astype(np.float64), *HU_WINDOW)
@@ -61,7 +61,7 @@ def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int], base: s
     for tile in grid:
         region = grid.tile_region(tile)
         block = clipped[region]
-        decoded[region] = wavelet.decode(wavelet.encode_bits_per_voxel(block, bpv), block.shape, trusted=True)
+        decoded[region] = sperr.decode(sperr.encode_bits_per_voxel(block, bpv), block.shape, trusted=True)
     return CodedVolume(clipped.astype(np.float32), decoded, rate_code(bpv), float(ratio))
 
 

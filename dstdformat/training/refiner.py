@@ -1,6 +1,6 @@
 """Training the refinement network: pairs of (wavelet-decoded, original) CT crops at several rates.
 
-Each training volume is clipped to the HU window and coded with the codec's own wavelet layer
+Each training volume is clipped to the HU window and coded with the codec's own SPERR layer
 (same tiles) at every training ratio, once, before training. The loss is the mean absolute error
 in HU / 1000, the metric users compare codecs by. Runs are seeded and resumable: checkpoints hold
 the network, the optimizer and the sampler's random state (safetensors + JSON, never pickle).
@@ -136,7 +136,7 @@ def ssim_3d(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def evaluate(
     refiner: Refiner, coded: Sequence[CodedVolume], device: torch.device, slab: int = 32
 ) -> dict[str, float]:
-    """MAE in HU of the wavelet layer alone and refined, per held-out (volume, rate)."""
+    """MAE in HU of the SPERR layer alone and refined, per held-out (volume, rate)."""
     refiner.eval()
     results = {}
     for n, c in enumerate(coded):

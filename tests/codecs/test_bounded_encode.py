@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import dstdformat
-from dstdformat.codecs.deepstd.base_layers import av1, bounded, helpers, wavelet
+from dstdformat.codecs.deepstd.base_layers import av1, bounded, helpers, sperr
 from dstdformat.errors import CodecError
 
 STAND_IN = str(Path(__file__).with_name("encoder_stand_in.py"))
@@ -46,8 +46,8 @@ def test_bounded_encodes_write_the_bytes_of_the_in_process_encoder():
     for crf, preset in ((40, 10), (33.25, 10), (50.5, 8)):
         assert bounded.encode_av1(samples, crf, preset, "tile 0") == av1.encode(samples, crf, preset)
     block = samples.astype(np.float64)
-    assert bounded.encode_sperr_rate(block, 2.0, "tile 0") == wavelet.encode_bits_per_voxel(block, 2.0)
-    assert bounded.encode_sperr_bound(block, 3.0, "tile 0") == wavelet.encode_max_error(block, 3.0)
+    assert bounded.encode_sperr_rate(block, 2.0, "tile 0") == sperr.encode_bits_per_voxel(block, 2.0)
+    assert bounded.encode_sperr_bound(block, 3.0, "tile 0") == sperr.encode_max_error(block, 3.0)
 
 
 def test_a_hung_encoder_is_stopped_and_the_write_fails_naming_tile_and_settings(stand_in, tmp_path):

@@ -247,15 +247,15 @@ def test_chosen_gains_never_make_a_block_worse(tmp_path, test_model):
 
 def test_damaged_sections_are_refused_before_the_libraries_see_them():
     from dstdformat.codecs.deepstd import outliers
-    from dstdformat.codecs.deepstd.base_layers import wavelet
+    from dstdformat.codecs.deepstd.base_layers import sperr
     from dstdformat.errors import CorruptSectionError
 
     block = np.random.default_rng(0).normal(0, 100, (8, 9, 10))
-    payload = wavelet.encode_bits_per_voxel(block, 1.0)
-    assert wavelet.decode(payload, block.shape).shape == block.shape
+    payload = sperr.encode_bits_per_voxel(block, 1.0)
+    assert sperr.decode(payload, block.shape).shape == block.shape
     for bad, shape in ((payload, (8, 9, 11)), (payload[:-7], block.shape), (payload[:10], block.shape)):
         with pytest.raises(CorruptSectionError, match="wavelet stream|too short"):
-            wavelet.decode(bad, shape)
+            sperr.decode(bad, shape)
     values = np.full((4, 5, 6), -1000, np.int16)
     values[1, 2, 3] = 5000
     exact = outliers.encode(values, values > 3071)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from dstdformat.codecs.deepstd.base_layers import helpers, isolated, wavelet
+from dstdformat.codecs.deepstd.base_layers import helpers, isolated, sperr
 from dstdformat.errors import CodecError, CorruptSectionError
 
 
@@ -16,12 +16,12 @@ from dstdformat.errors import CodecError, CorruptSectionError
 def test_isolated_decode_equals_in_process(shape):
     rng = np.random.default_rng(sum(shape))
     block = rng.normal(0, 200, size=shape).cumsum(axis=2)
-    payload = wavelet.encode_bits_per_voxel(block, 2.0)
-    inside = wavelet.decode(payload, shape, trusted=True)
-    outside = wavelet.decode(payload, shape)
+    payload = sperr.encode_bits_per_voxel(block, 2.0)
+    inside = sperr.decode(payload, shape, trusted=True)
+    outside = sperr.decode(payload, shape)
     assert outside.shape == shape and outside.dtype == np.float64
     np.testing.assert_array_equal(outside, inside)
-    single = wavelet.decode(payload, shape, dtype=np.float32)  # what the codec asks for
+    single = sperr.decode(payload, shape, dtype=np.float32)  # what the codec asks for
     assert single.dtype == np.float32
     np.testing.assert_array_equal(single, inside.astype(np.float32))
 
@@ -29,17 +29,17 @@ def test_isolated_decode_equals_in_process(shape):
 def test_many_threads_share_the_helpers():
     rng = np.random.default_rng(5)
     blocks = [rng.normal(0, 100, size=(8, 24, 24 + n)) for n in range(12)]
-    payloads = [wavelet.encode_bits_per_voxel(b, 3.0) for b in blocks]
-    expected = [wavelet.decode(p, b.shape, trusted=True) for p, b in zip(payloads, blocks)]
+    payloads = [sperr.encode_bits_per_voxel(b, 3.0) for b in blocks]
+    expected = [sperr.decode(p, b.shape, trusted=True) for p, b in zip(payloads, blocks)]
     with ThreadPoolExecutor(max_workers=6) as pool:
-        got = list(pool.map(lambda pb: wavelet.decode(pb[0], pb[1].shape), zip(payloads, blocks)))
+        got = list(pool.map(lambda pb: sperr.decode(pb[0], pb[1].shape), zip(payloads, blocks)))
     for g, e in zip(got, expected):
         np.testing.assert_array_equal(g, e)
 
 
 def test_a_decode_past_its_time_limit_is_stopped():
     block = np.random.default_rng(0).normal(size=(32, 128, 128))
-    payload = wavelet.encode_bits_per_voxel(block, 8.0)
+    payload = sperr.encode_bits_per_voxel(block, 8.0)
     with pytest.raises(CorruptSectionError, match="did not decode within"):
         isolated.decode_isolated(payload, (32, 128, 128), "texture section of tile 0", time_limit=1e-4)
     out = isolated.decode_isolated(payload, (32, 128, 128), "tile 0")  # a fresh helper

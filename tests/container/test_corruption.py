@@ -219,8 +219,9 @@ def test_codec_parameters_from_file_are_validated(stored):
 def test_header_and_sections_from_two_files_are_refused(tmp_path, ct_like):
     """A splice of two valid files (the header of one, the sections and index of the other) has
     consistent checksums everywhere; the index CRC recorded in the header catches it."""
+    from fuzzing import FileParts
+
     from dstdformat.errors import CorruptIndexError
-    from dstdformat.testing.fuzzing import FileParts
 
     first, second = tmp_path / "a.dstd", tmp_path / "b.dstd"
     dstdformat.save(ct_like, first)

@@ -136,7 +136,7 @@ def test_batched_decode_equals_chunk_by_chunk(tmp_path, volume, test_model, monk
 
 def test_partial_decode_reads_only_the_selection(tmp_path, volume, monkeypatch):
     from dstdformat.codecs.deepstd import DeepSTDVolumeCodec
-    from dstdformat.codecs.deepstd.base_layers import wavelet
+    from dstdformat.codecs.deepstd.base_layers import sperr
 
     # Small wavelet tiles, so that one chunk holds 3 x 2 x 2 of them.
     monkeypatch.setattr(DeepSTDVolumeCodec, "preferred_tile_shape", (10, 24, 20))
@@ -160,9 +160,9 @@ def test_partial_decode_reads_only_the_selection(tmp_path, volume, monkeypatch):
         ),
     )
     decoded_tiles = []
-    decode = wavelet.decode
+    decode = sperr.decode
     monkeypatch.setattr(
-        wavelet,
+        sperr,
         "decode",
         lambda payload, shape, **kw: decoded_tiles.append(shape) or decode(payload, shape, **kw),
     )

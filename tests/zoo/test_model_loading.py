@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from fuzzing import FileParts
 from helpers import assert_matches_golden_reference, ct_chunk, make_model
 
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
 from dstdformat.codecs.deepstd import refiner_cache
 from dstdformat.errors import CodecError
-from dstdformat.testing.fuzzing import FileParts
 from dstdformat.zoo import registry as zoo
 from dstdformat.zoo.registry import MODEL_PATH_ENV, file_sha256
 

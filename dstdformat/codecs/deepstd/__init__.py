@@ -1,4 +1,4 @@
-"""The learned CT codec (wavelet base layer, learned refinement, exact outliers)."""
+"""The learned CT codec (SPERR or AV1 base layer, learned refinement, exact outliers)."""
 
 from .codec import DeepSTDVolumeCodec
 

@@ -31,7 +31,7 @@ from ..base import (
     VolumeCodec,
 )
 from . import outliers
-from .base_layers import wavelet
+from .base_layers import sperr
 from .decoding import (
     REFINE_BLOCK,
     REFINE_LAYOUT,
@@ -173,9 +173,9 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
             from ...zoo.registry import find_model
 
             find_model(self.model)
-        if any(t > wavelet.MAX_EXTENT for t in grid.tile_shape):
+        if any(t > sperr.MAX_EXTENT for t in grid.tile_shape):
             raise InvalidInputError(
-                f"deepstd tiles may be at most {wavelet.MAX_EXTENT} voxels "
+                f"deepstd tiles may be at most {sperr.MAX_EXTENT} voxels "
                 f"along each axis, got {grid.tile_shape}"
             )
         slope = metadata.slope if metadata is not None else 1.0
@@ -248,7 +248,7 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
         far: tuple[float, float],
         progress: bool,
     ) -> Encoded:
-        """Texture only: the wavelet layer on the scan's own tiles."""
+        """Texture only: the SPERR layer on the scan's own tiles."""
         low, high = base_state["stored_window"]
         exact = dict(exact)
         record = None

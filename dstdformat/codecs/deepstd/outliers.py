@@ -1,7 +1,7 @@
 """Voxels outside the coding window, stored exactly and sparsely.
 
 Padding outside the field of view (-2048 or -3024 HU) and metal (above 3071 HU) would cost the
-wavelet layer many bits and still come back wrong; they also ring into their neighbours. They are
+SPERR layer many bits and still come back wrong; they also ring into their neighbours. They are
 clipped to the window before coding and stored here as runs (delta start, length in C order of
 the tile) plus their exact values, each Blosc-compressed. Large padding regions become a few long
 runs of one value, which compress to almost nothing.

@@ -1,4 +1,4 @@
-"""Rate control: pick the wavelet layer's bits per voxel so the whole file lands on a ratio or quality.
+"""Rate control: pick the SPERR layer's bits per voxel so the whole file lands on a ratio or quality.
 
 The wavelet coder hits a requested bits-per-voxel closely but not exactly, and outliers, stream
 headers and the container add bytes of their own; so the ratio mode plans a budget, encodes,
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .base_layers import bounded, wavelet
+from .base_layers import bounded, sperr
 
 #: Bits per voxel the search never leaves (below, SPERR's stream headers dominate; above, use
 #: the lossless codec).
@@ -49,7 +49,7 @@ def rate_for_quality(
 
     def attempt(bpv: float) -> tuple[float, bytes]:
         payload = bounded.encode_sperr_rate(block, bpv, what)
-        return psnr(block, wavelet.decode(payload, block.shape, trusted=True), peak, counted), payload
+        return psnr(block, sperr.decode(payload, block.shape, trusted=True), peak, counted), payload
 
     quality, payload = attempt(MAX_BPV)
     best = (MAX_BPV, payload)
@@ -66,7 +66,7 @@ def rate_for_quality(
     return best
 
 
-def search_ratio(
+def rate_for_budget(
     encode_all: Callable[[float], int],
     budget_bytes: float,
     first_bpv: float,

@@ -17,7 +17,7 @@ from .texture_coding import to_dtype as _to_dtype
 
 
 class RegionPlan:
-    """A region whose wavelet layer is decoded and whose refinement inputs are cut (``jobs``:
+    """A region whose SPERR layer is decoded and whose refinement inputs are cut (``jobs``:
     (HU crop, rate-code crop) per block); :meth:`complete` takes the network's outputs."""
 
     def __init__(self, ctx: DecodeContext, region: Region, state: DecodeState, refiner) -> None:

@@ -20,7 +20,7 @@ from ...progress import track
 from ...tiling import TileGrid
 from ..base import ContainerCosts
 from . import outliers, rate
-from .base_layers import BaseLayer, av1, av1_rate, bounded, wavelet
+from .base_layers import BaseLayer, av1, av1_rate, bounded, sperr
 
 #: Header bytes per tile (its rate, maybe its outlier flag and, for AV1, its CRF).
 STATE_PER_TILE = 14
@@ -128,19 +128,19 @@ def code_texture(
         # AV1's smallest streams are over the budget: SPERR, whose rate goes down to nothing.
         texture_budget += len(json.dumps(base_record(settings, window, []))) + AV1_STATE_PER_TILE * len(tiles)
     textures: list[bytes] = []
-    voxels = sum(int(np.prod(wavelet.padded_shape(grid.tile_extent(t)))) for t in tiles)
+    voxels = sum(int(np.prod(sperr.padded_shape(grid.tile_extent(t)))) for t in tiles)
     passes = 0
 
     def encode_all(bpv: float) -> int:
         nonlocal passes
         passes += 1
         textures.clear()
-        desc = f"wavelet layer (pass {passes})"
+        desc = f"SPERR layer (pass {passes})"
         for tile in track(tiles, enabled=progress, desc=desc, unit="tile", leave=False):
             textures.append(bounded.encode_sperr_rate(tile_block(tile)[1], bpv, f"tile {tile}"))
         return sum(map(len, textures))
 
-    bpv, _ = rate.search_ratio(encode_all, texture_budget, 8.0 * texture_budget / voxels)
+    bpv, _ = rate.rate_for_budget(encode_all, texture_budget, 8.0 * texture_budget / voxels)
     return CodedTexture(textures, [bpv] * len(tiles), None)
 
 
@@ -161,7 +161,7 @@ def _code_quality(
     streams, rates, crfs = [], [], []
     samples = av1.SampleMap.for_window(*window)
     layer = BaseLayer("av1", samples)  # the decoder's own path, so PSNR is what readers get
-    desc = "AV1 base layer" if settings.base == "av1" else "wavelet layer"
+    desc = "AV1 base layer" if settings.base == "av1" else "SPERR layer"
     for tile in track(tiles, enabled=progress, desc=desc, unit="tile"):
         raw, clipped = tile_block(tile)
         counted = ~outliers.outlier_mask(raw, *far)
@@ -216,19 +216,19 @@ def code_max_error(
     far: tuple[float, float],
     progress: bool,
 ) -> tuple[list[bytes], list[float]]:
-    """Each tile coded to the bound; whatever the wavelet layer misses is stored exactly."""
+    """Each tile coded to the bound; whatever the SPERR layer misses is stored exactly."""
     tolerance = math.floor(value) if array.dtype.kind in "iu" else value * (1 - 1e-6)
     if tolerance <= 0:
         raise InvalidInputError(
             f"max_error {value:g} is below one step of {array.dtype.name}; use the lossless codec"
         )
     textures, rates = [], []
-    for tile in track(list(grid), enabled=progress, desc="wavelet layer", unit="tile"):
+    for tile in track(list(grid), enabled=progress, desc="SPERR layer", unit="tile"):
         raw = array[grid.tile_region(tile)]
         clipped = np.clip(raw.astype(np.float64), low, high)
         payload = bounded.encode_sperr_bound(clipped, tolerance, f"tile {tile}")
-        decoded = to_dtype(wavelet.decode(payload, clipped.shape, trusted=True), array.dtype, low, high)
-        # Whatever the wavelet layer misses (it should not) is stored exactly too.
+        decoded = to_dtype(sperr.decode(payload, clipped.shape, trusted=True), array.dtype, low, high)
+        # Whatever the SPERR layer misses (it should not) is stored exactly too.
         missed = np.abs(decoded.astype(np.float64) - raw) > value
         missed |= outliers.outlier_mask(raw, *far)
         if missed.any():

@@ -94,9 +94,9 @@ class BaseLayer:
         """The tile's base layer in stored units. SPERR streams from files decode in helper
         processes; AV1 streams in this process (helpers with ``DSTD_ISOLATE_AV1=1``)."""
         if self.name == "sperr":
-            from . import wavelet
+            from . import sperr
 
-            return wavelet.decode(payload, shape, what=what, trusted=trusted, dtype=dtype)
+            return sperr.decode(payload, shape, what=what, trusted=trusted, dtype=dtype)
         from . import isolated
 
         assert self.samples is not None

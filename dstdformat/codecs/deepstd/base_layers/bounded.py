@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from ....errors import CodecError
-from . import av1, helpers, wavelet
+from . import av1, helpers, sperr
 
 BOUNDED_ENV = "DSTD_BOUNDED_ENCODER"
 #: Tries of one tile encode before the write fails.
@@ -108,23 +108,23 @@ def encode_av1(samples: np.ndarray, crf: float, preset: int, what: str) -> bytes
 
 
 def encode_sperr_rate(block: np.ndarray, bits_per_voxel: float, what: str) -> bytes:
-    """A tile's SPERR stream at a rate (:func:`.wavelet.encode_bits_per_voxel`), bounded."""
+    """A tile's SPERR stream at a rate (:func:`.sperr.encode_bits_per_voxel`), bounded."""
     if not bounded_enabled():
-        return wavelet.encode_bits_per_voxel(block, bits_per_voxel)
+        return sperr.encode_bits_per_voxel(block, bits_per_voxel)
     settings = f"SPERR {bits_per_voxel:g} bits per voxel, {_shape(block.shape)}"
     return _sperr(_SPERR_RATE, {"bits_per_voxel": float(bits_per_voxel)}, block, what, settings)
 
 
 def encode_sperr_bound(block: np.ndarray, tolerance: float, what: str) -> bytes:
-    """A tile's SPERR stream within ``tolerance`` (:func:`.wavelet.encode_max_error`), bounded."""
+    """A tile's SPERR stream within ``tolerance`` (:func:`.sperr.encode_max_error`), bounded."""
     if not bounded_enabled():
-        return wavelet.encode_max_error(block, tolerance)
+        return sperr.encode_max_error(block, tolerance)
     settings = f"SPERR max error {tolerance:g}, {_shape(block.shape)}"
     return _sperr(_SPERR_BOUND, {"tolerance": float(tolerance)}, block, what, settings)
 
 
 def _sperr(op: int, params: dict, block: np.ndarray, what: str, settings: str) -> bytes:
-    wavelet.check_block(block)
+    sperr.check_block(block)
     block = np.ascontiguousarray(block, dtype="<f8")
     limit = deadline_seconds(block.size)
     return _run(op, {**params, "shape": list(block.shape)}, block, limit, what, settings)
@@ -186,8 +186,8 @@ def _encode_here(op: int, params: dict, payload: bytes) -> tuple[dict, bytes]:
         return {}, av1.encode(samples, params["crf"], int(params["preset"]))
     block = np.frombuffer(payload, "<f8").reshape(shape)
     if op == _SPERR_RATE:
-        return {}, wavelet.encode_bits_per_voxel(block, float(params["bits_per_voxel"]))
-    return {}, wavelet.encode_max_error(block, float(params["tolerance"]))
+        return {}, sperr.encode_bits_per_voxel(block, float(params["bits_per_voxel"]))
+    return {}, sperr.encode_max_error(block, float(params["tolerance"]))
 
 
 if __name__ == "__main__":

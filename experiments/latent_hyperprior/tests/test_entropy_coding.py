@@ -7,10 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-
-from dstdformat.latent.coder import decode_symbols, encode_symbols
-from dstdformat.latent.entropy_models import FactorizedPrior, GaussianConditional, pmf_to_integer_cdf
-from dstdformat.latent.hyper_synthesis import ACT_BITS, FixedPointHyperSynthesis
+from latent_hyperprior.coder import decode_symbols, encode_symbols
+from latent_hyperprior.entropy_models import FactorizedPrior, GaussianConditional, pmf_to_integer_cdf
+from latent_hyperprior.hyper_synthesis import ACT_BITS, FixedPointHyperSynthesis
 
 pytest.importorskip("constriction")
 

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from dstdformat.latent.texture_model import (
+from latent_hyperprior.texture_model import (
     TextureModel,
     TextureModelConfig,
     compress_latents,

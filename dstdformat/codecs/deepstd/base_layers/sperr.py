@@ -1,4 +1,4 @@
-"""Wavelet base layer: one SPERR stream (CDF 9/7 wavelets + SPECK bit planes) per tile.
+"""SPERR base layer: one SPERR stream (CDF 9/7 wavelets + SPECK bit planes) per tile.
 
 SPERR is the strongest classical 3D codec on our CT benchmark, so the learned codec builds on it
 rather than competing with it. Two of its sharp edges are handled here, not by callers: blocks

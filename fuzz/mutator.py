@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..container.format import (
+from fuzzing import FileParts, Mutation, Seed
+
+from dstdformat.container.format import (
     SectionEntry,
 )
-from .fuzzing import FileParts, Mutation, Seed
 
 # Values that break naive parsers: boundaries of the integer widths the format and numpy use,
 # non-finite and extreme floats, wrong types.

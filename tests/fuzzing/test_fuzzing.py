@@ -13,12 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from dstdformat.container.format import SectionKind
-from dstdformat.errors import CorruptHeaderError, CorruptSectionError, DstdError
-from dstdformat.testing.fuzzing import (
+from fuzzing import (
     FileParts,
     Mutation,
     default_seed_paths,
@@ -26,7 +21,12 @@ from dstdformat.testing.fuzzing import (
     load_seeds,
     read_untrusted,
 )
-from dstdformat.testing.mutator import Mutator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mutator import Mutator
+
+from dstdformat.container.format import SectionKind
+from dstdformat.errors import CorruptHeaderError, CorruptSectionError, DstdError
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "spec" / "golden"
@@ -50,7 +50,7 @@ def test_seeds_cover_every_codec_and_the_shape_section():
     assert len(seeds) >= 10
     kinds = {kind for seed in seeds for kind in (e.kind for e, _ in seed.parts.sections)}
     assert {SectionKind.TEXTURE, SectionKind.RESIDUAL, SectionKind.SHAPE} <= kinds
-    assert {s.header["codec"]["id"] for s in seeds} == {"lossless", "deepstd"}
+    assert {s.header["codec"]["id"] for s in seeds} == {"lossless", "deepstd", "predictive"}
 
 
 def test_every_strategy_makes_an_input_from_every_seed():

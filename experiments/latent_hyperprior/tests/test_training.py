@@ -4,9 +4,8 @@ import json
 
 import numpy as np
 import torch
+from latent_hyperprior.train import TrainConfig, train
 from safetensors.torch import load_file
-
-from dstdformat.training.hyperprior import TrainConfig, train
 
 TINY = {"channels": 8, "latent_channels": 12, "hyper_channels": 6}
 

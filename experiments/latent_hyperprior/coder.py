@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import stream_errors
+from dstdformat.errors import stream_errors
+
 from .entropy_models import CDF_PRECISION
 
 

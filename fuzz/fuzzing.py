@@ -1,4 +1,4 @@
-"""The reader's fuzz target and the seeds it starts from (the mutator: :mod:`.mutator`).
+"""The reader's fuzz target and the seeds it starts from (the mutator: ``mutator.py`` beside it).
 
 The contract under test: whatever bytes it is given, the reader either returns the data that was
 stored or raises a :class:`~dstdformat.errors.DstdError`; it never crashes with another exception,
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..container.format import (
+from dstdformat.container.format import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     PREAMBLE_SIZE,
@@ -34,8 +34,8 @@ from ..container.format import (
     crc32,
     pack_index,
 )
-from ..errors import DstdError
-from ..storage.sources import MemorySource
+from dstdformat.errors import DstdError
+from dstdformat.storage.sources import MemorySource
 
 #: Volumes that decode to more than this are read one corner tile at a time by the target.
 TARGET_FULL_READ_BYTES = 64 * 1024 * 1024
@@ -53,7 +53,7 @@ class FileParts:
 
     @classmethod
     def parse(cls, data: bytes) -> FileParts:
-        from ..container.reader import DstdReader
+        from dstdformat.container.reader import DstdReader
 
         reader = DstdReader(MemorySource(data))
         p = reader.preamble
@@ -118,8 +118,8 @@ def read_untrusted(
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Everything a user does with a file: open it, describe it, verify the checksums and read
     voxels (the whole volume when it is small, one corner tile otherwise)."""
-    from ..container.inspect import summarize, verify
-    from ..container.volume import Volume
+    from dstdformat.container.inspect import summarize, verify
+    from dstdformat.container.volume import Volume
 
     with Volume(MemorySource(data)) as volume:
         repr(volume)
