@@ -55,6 +55,8 @@ def test_lossless_on_every_dtype(tmp_path, ct_like, dtype, inter_slice):
         array, tmp_path / "p.dstd", codec="predictive", codec_options={"inter_slice": inter_slice}
     )
     assert volume.codec.exact and volume.header["codec"]["params"]["max_error"] == 0
+    coders = volume.header["codec"]["state"]["plane_coders"]
+    assert coders["jpegls"]["libraries"]["charls"] and coders["jpegxl"]["settings"] == {"effort": 3}
 
 
 @pytest.mark.parametrize("name", ["noise", "spikes", "extremes", "constant"])
