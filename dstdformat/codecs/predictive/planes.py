@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ...errors import InvalidInputError
+from ...errors import CorruptSectionError, InvalidInputError
 
 #: coder id -> "module:Class", imported on first use.
 PLANE_CODERS: dict[str, str] = {
@@ -37,11 +37,31 @@ class PlaneCoder(ABC):
     def encode(self, plane: np.ndarray, near: int) -> bytes:
         """The bytes of a C-contiguous 2D ``uint8`` or ``uint16`` plane."""
 
-    @abstractmethod
     def decode(self, payload: bytes, shape: tuple[int, int], what: str) -> np.ndarray:
         """The plane ``encode`` was given (within its ``near``), as ``uint8`` or ``uint16``;
         :class:`~dstdformat.errors.CorruptSectionError` naming ``what`` for damaged bytes or a
         plane of another shape, checked before anything of the declared size is allocated."""
+        rows, columns = self.frame_size(payload, what)
+        if (rows, columns) != tuple(shape):
+            raise CorruptSectionError(
+                f"{what} holds a {rows}x{columns} plane; expected {shape[0]}x{shape[1]}"
+            )
+        try:
+            plane = self.decode_stream(payload)
+        except Exception as exc:  # each library raises its own error class
+            raise CorruptSectionError(f"{what} does not decode: {exc}") from None
+        if plane.shape != tuple(shape) or plane.dtype not in (np.uint8, np.uint16):
+            raise CorruptSectionError(f"{what} decodes to {plane.shape} {plane.dtype}; expected {shape}")
+        return plane
+
+    @abstractmethod
+    def frame_size(self, payload: bytes, what: str) -> tuple[int, int]:
+        """(rows, columns) the stream declares, read from its header without decoding; a
+        :class:`~dstdformat.errors.CorruptSectionError` for a stream of another kind or layout."""
+
+    @abstractmethod
+    def decode_stream(self, payload: bytes) -> np.ndarray:
+        """The library's decoding of a stream whose frame size was checked."""
 
     @abstractmethod
     def library_versions(self) -> dict[str, str]:
