@@ -224,3 +224,15 @@ def test_deepstd_states_its_tier_by_mode():
 
     assert get_codec("deepstd", max_error=2.5).guarantee() == Guarantee("bounded", 2.5)
     assert get_codec("deepstd", ratio=64).guarantee() == Guarantee("lossy")
+
+
+def test_a_header_naming_a_dtype_the_codec_cannot_hold_is_corrupt(tmp_path, ct_like):
+    """Found by the fuzzer (seed 31, input 2114): a resealed header with dtype float32 reached
+    numpy's iinfo, a ValueError."""
+    from helpers import rewrite_header
+
+    path = tmp_path / "d.dstd"
+    dstdformat.save(ct_like, path, codec="predictive")
+    rewrite_header(path, lambda h: {**h, "array": {**h["array"], "dtype": "float32"}})
+    with pytest.raises(dstdformat.DstdError):
+        dstdformat.open(path).read()

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ...errors import InvalidInputError
+from ...errors import CorruptHeaderError, InvalidInputError
 from ...metadata import ScanMetadata
 from ...progress import track
 from ...tiling import Region, SectionKind, TileGrid, overlap_slices
@@ -89,6 +89,8 @@ class PredictiveCodec(VolumeCodec):
             )
 
     def slice_coding(self, dtype: np.dtype) -> SliceCoding:
+        if np.dtype(dtype).name not in self.supported_dtypes:  # a header naming another dtype
+            raise CorruptHeaderError(f"codec 'predictive' cannot hold {np.dtype(dtype).name} voxels")
         info = np.iinfo(dtype)
         coders = tuple(plane_coder(c) for c in self.plane_coders)
         return SliceCoding(coders, self.max_error, self.inter_slice, int(info.min), int(info.max))
