@@ -27,7 +27,7 @@ class SectionKind(IntEnum):
 
     SHAPE = 1  #: per-scan deformation to the template (global)
     TEXTURE = 2  #: one independently decodable tile of voxel/latent data
-    RESIDUAL = 4  #: optional lossless residual, one per tile
+    OUTLIERS = 4  #: voxels the base layer does not carry, stored exactly (tiles that have any)
 
     @classmethod
     def name_of(cls, value: int) -> str:

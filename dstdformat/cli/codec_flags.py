@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from ..codecs.deepstd import base_layers
 from ..errors import InvalidInputError
 
 #: option name -> (flag keyword arguments); the flag is ``--`` + the name with dashes.
@@ -32,7 +33,7 @@ CODEC_FLAGS: dict[str, dict[str, Any]] = {
         "where it gains <5%%)",
     },
     "base": {
-        "choices": ("auto", "av1", "sperr"),
+        "choices": base_layers.choices(),
         "help": "deepstd: base layer under the refinement (default auto: AV1 from 24x, SPERR "
         "below and for --max-error)",
     },

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..codecs.base import Guarantee
+from ..codecs.deepstd import base_layers
 
 
 def human_bytes(n: float) -> str:
@@ -63,11 +64,7 @@ def info_text(name: str, summary: dict[str, Any]) -> str:
     if "mode" in state and "bits_per_voxel" in state:
         rates = state["bits_per_voxel"]
         target = {"ratio": f"target {state.get('target_ratio', 0):g}x"}.get(state["mode"], state["mode"])
-        base = state.get("base") if isinstance(state.get("base"), dict) else {"codec": "sperr"}
-        layer = {
-            "av1": f"AV1 base layer (preset {base.get('preset', '?')})",
-            "sperr": "SPERR base layer",
-        }.get(str(base.get("codec")), "base layer")
+        layer = base_layers.summary(state)
         lines.insert(
             -2,
             f"lossy         {target}, {layer} {sum(rates) / max(len(rates), 1):.4f} "

@@ -24,44 +24,27 @@ class CodedVolume:
 def code_volume(hu: np.ndarray, ratio: float, tile_shape: Sequence[int], base: str = "sperr") -> CodedVolume:
     """Clip and code ``hu`` tile by tile with the codec's base layer: SPERR at 16/ratio bits per
     voxel, or AV1 through the codec's own rate control at ``ratio`` (int16 raw bytes)."""
-    from ..codecs.deepstd.base_layers import sperr
+    from ..codecs.deepstd.base_layers import base_layer
     from ..tiling import TileGrid, default_tile_shape
 
     clipped = np.clip(hu.astype(np.float64), *HU_WINDOW)
     grid = TileGrid(hu.shape, default_tile_shape(hu.shape, tile_shape, balanced=True))
     decoded = np.empty(hu.shape, dtype=np.float32)
+    layer = base_layer(base).for_encoding(HU_WINDOW)
     if base == "av1":
-        from ..codecs.deepstd.base_layers import BaseLayer, av1
-        from ..codecs.deepstd.texture_coding import TextureSettings, code_texture
+        from ..codecs.deepstd.rate_control import RateTarget, TextureJob, code_texture
         from ..container.writer import container_costs
 
-        settings = TextureSettings("ratio", float(ratio), "av1", clamp_ratio=True)
-        coded = code_texture(
-            settings,
-            clipped,
-            grid,
-            {},
-            2 * hu.size,
-            0,
-            container_costs(None),
-            HU_WINDOW,
-            (-np.inf, np.inf),
-            False,
+        job = TextureJob(clipped, grid, HU_WINDOW, raw_bytes=2 * hu.size, costs=container_costs(None))
+        streams = code_texture(layer, RateTarget("ratio", float(ratio), clamp_ratio=True), job, False).streams
+        bpv = 8.0 * sum(map(len, streams)) / hu.size
+    else:
+        bpv = 16.0 / ratio
+        streams = [layer.encode(clipped[grid.tile_region(t)], bpv, "training tile") for t in grid]
+    for tile, stream in zip(grid, streams):
+        decoded[grid.tile_region(tile)] = layer.decode(
+            stream, grid.tile_extent(tile), what="training tile", trusted=True
         )
-        layer = BaseLayer("av1", av1.SampleMap.for_window(*HU_WINDOW))
-        for tile, stream in zip(grid, coded.streams):
-            decoded[grid.tile_region(tile)] = layer.decode(
-                stream, grid.tile_extent(tile), what="training tile", trusted=True
-            )
-        bpv = 8.0 * sum(map(len, coded.streams)) / hu.size
-        return CodedVolume(clipped.astype(np.float32), decoded, rate_code(bpv), float(ratio))
-    if base != "sperr":
-        raise ValueError(f"base must be 'av1' or 'sperr', not {base!r}")
-    bpv = 16.0 / ratio
-    for tile in grid:
-        region = grid.tile_region(tile)
-        block = clipped[region]
-        decoded[region] = sperr.decode(sperr.encode_bits_per_voxel(block, bpv), block.shape, trusted=True)
     return CodedVolume(clipped.astype(np.float32), decoded, rate_code(bpv), float(ratio))
 
 

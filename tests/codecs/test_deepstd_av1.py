@@ -11,7 +11,7 @@ from helpers import BUNDLED_CT, ct_volume, rewrite_header
 
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
-from dstdformat.codecs.deepstd.base_layers import AV1_MIN_RATIO, BaseLayer, av1, av1_rate, resolve
+from dstdformat.codecs.deepstd.base_layers import AV1_MIN_RATIO, AV1Layer, av1, av1_layer, resolve
 from dstdformat.errors import CodecError, CorruptHeaderError, CorruptSectionError, InvalidInputError
 
 
@@ -98,10 +98,10 @@ def test_quality_mode_reaches_the_psnr_with_av1(tmp_path):
 def test_rate_search_mixes_neighbouring_crfs_to_land_near_the_budget():
     samples = av1.SampleMap.for_window(-1024, 3071)
     blocks = {t: samples.to_samples(np.clip(ct_volume((8, 64, 80), seed=t), -1024, 3071)) for t in range(4)}
-    encoder = av1_rate.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
+    encoder = av1_layer.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
     sizes = {c: encoder.total(4 * c) for c in (24, 36)}
     budget = (sizes[24] + sizes[36]) / 2
-    streams, crfs = av1_rate.code_ratio(encoder, budget, 20, clamp=False)
+    streams, crfs = av1_layer.code_ratio(encoder, budget, 20, clamp=False)
     low = min(crfs)
     assert max(crfs) - low <= 0.25 and 24 < low < 36  # neighbouring quarter steps
     assert all(av1.is_crf(c) for c in crfs)
@@ -109,9 +109,9 @@ def test_rate_search_mixes_neighbouring_crfs_to_land_near_the_budget():
         len(encoder.stream(t, round(4 * low))) - len(encoder.stream(t, round(4 * low) + 1)) for t in blocks
     )
     assert abs(sum(map(len, streams)) - budget) <= step
-    assert encoder.passes <= 2 + av1_rate.MAX_PASSES + 1  # bounded, whatever the sizes do
+    assert encoder.passes <= 2 + av1_layer.MAX_PASSES + 1  # bounded, whatever the sizes do
     with pytest.raises(InvalidInputError, match="out of reach"):
-        av1_rate.code_ratio(encoder, 10, 40, clamp=False)
+        av1_layer.code_ratio(encoder, 10, 40, clamp=False)
 
 
 def test_one_tile_lands_between_whole_crfs():
@@ -119,11 +119,11 @@ def test_one_tile_lands_between_whole_crfs():
     CRFs (a whole step moves the stream by ~8%)."""
     samples = av1.SampleMap.for_window(-1024, 3071)
     block = samples.to_samples(np.clip(real_ct()[40:56], -1024, 3071))
-    encoder = av1_rate.TileEncoder(lambda t: block, [0], preset=8, progress=False)
+    encoder = av1_layer.TileEncoder(lambda t: block, [0], preset=8, progress=False)
     whole = {c: encoder.total(4 * c) for c in (30, 31)}
     budget = float(np.sqrt(whole[30] * whole[31]))
     assert min(abs(w / budget - 1) for w in whole.values()) > 0.03  # whole steps miss by >3%
-    streams, crfs = av1_rate.code_ratio(encoder, budget, 30, clamp=False)
+    streams, crfs = av1_layer.code_ratio(encoder, budget, 30, clamp=False)
     assert 30 < crfs[0] < 31 and abs(len(streams[0]) / budget - 1) < 0.03, (crfs, whole, budget)
     fraction = av1.encode(block, crfs[0], preset=8)
     assert fraction == streams[0] and av1.decode_coded(fraction).shape[0] == 16
@@ -135,17 +135,17 @@ def test_staged_search_lands_the_kept_presets_streams_on_the_budget():
     samples = av1.SampleMap.for_window(-1024, 3071)
     scan = real_ct()
     blocks = {t: samples.to_samples(np.clip(scan[40 + 8 * t : 48 + 8 * t], -1024, 3071)) for t in range(4)}
-    probe = av1_rate.TileEncoder(blocks.__getitem__, list(blocks), preset=12, progress=False)
-    final = av1_rate.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
+    probe = av1_layer.TileEncoder(blocks.__getitem__, list(blocks), preset=12, progress=False)
+    final = av1_layer.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
     sizes = {c: final.total(4 * c) for c in (24, 36)}
     budget = (sizes[24] + sizes[36]) / 2
     final.streams.clear()
-    streams, crfs = av1_rate.code_ratio_staged(probe, final, budget, 20, clamp=False)
+    streams, crfs = av1_layer.code_ratio_staged(probe, final, budget, 20, clamp=False)
     assert all(s == final.streams[(t, round(4 * c))] for t, c, s in zip(blocks, crfs, streams))
     assert abs(sum(map(len, streams)) / budget - 1) < 0.05
-    assert len(final.streams) <= av1_rate.STAGED_ROUNDS * len(blocks)
+    assert len(final.streams) <= av1_layer.STAGED_ROUNDS * len(blocks)
     with pytest.raises(InvalidInputError, match="out of reach"):
-        av1_rate.code_ratio_staged(probe, final, 10, 40, clamp=False)
+        av1_layer.code_ratio_staged(probe, final, 10, 40, clamp=False)
 
 
 def _stream(frames=3, shape=(3, 20, 30)) -> bytes:
@@ -154,7 +154,7 @@ def _stream(frames=3, shape=(3, 20, 30)) -> bytes:
 
 
 def test_framing_is_checked_before_any_decoder_sees_the_bytes():
-    layer = BaseLayer("av1", av1.SampleMap.for_window(-1024, 3071))
+    layer = AV1Layer(av1.SampleMap.for_window(-1024, 3071))
     payload = _stream()
     assert layer.decode(payload, (3, 20, 30), what="t").shape == (3, 20, 30)
     head = struct.Struct("<4sBBHHH")
@@ -178,7 +178,7 @@ def test_forged_packets_are_corrupt_sections_in_process_and_in_helpers(trusted, 
 
     monkeypatch.setenv(isolated.ISOLATE_AV1_ENV, helpers)
     assert isolated.av1_isolation_enabled() == (helpers == "1")
-    layer = BaseLayer("av1", av1.SampleMap.for_window(-1024, 3071))
+    layer = AV1Layer(av1.SampleMap.for_window(-1024, 3071))
     payload = bytearray(_stream())
     rng = np.random.default_rng(1)
     refused = 0

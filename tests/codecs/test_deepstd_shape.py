@@ -87,7 +87,7 @@ def test_shape_coded_file_round_trip_and_lazy_regions(tmp_path, template, test_m
     assert len(tiles) <= texture.grid.n_tiles // 3
     state = fresh.header["codec"]["state"]
     expected = [(SectionKind.TEXTURE, t) for t in tiles] + [
-        (SectionKind.RESIDUAL, t)
+        (SectionKind.OUTLIERS, t)
         for t in fresh.decode_context.grid.tiles_in_region(region)
         if t in state["outlier_tiles"]
     ]

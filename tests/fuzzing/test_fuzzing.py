@@ -49,7 +49,7 @@ def test_seeds_cover_every_codec_and_the_shape_section():
     seeds = mutator().seeds
     assert len(seeds) >= 10
     kinds = {kind for seed in seeds for kind in (e.kind for e, _ in seed.parts.sections)}
-    assert {SectionKind.TEXTURE, SectionKind.RESIDUAL, SectionKind.SHAPE} <= kinds
+    assert {SectionKind.TEXTURE, SectionKind.OUTLIERS, SectionKind.SHAPE} <= kinds
     assert {s.header["codec"]["id"] for s in seeds} == {"lossless", "deepstd", "predictive"}
 
 

@@ -1,6 +1,6 @@
 """The ``deepstd`` codec: base layer (AV1 or SPERR) + learned refinement + exact outliers, per tile.
 
-Encoding clips each tile to the HU window, stores the voxels outside it exactly (RESIDUAL
+Encoding clips each tile to the HU window, stores the voxels outside it exactly (outlier
 sections) and codes the clipped tile with the base layer (TEXTURE sections) at the rate that
 rate control picks. Decoding an output tile decodes the base-layer tiles under it plus a halo,
 refines that block with the learned network, keeps the tile and puts the exact voxels back.
@@ -11,7 +11,6 @@ the same region of a full read bit for bit.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,7 +30,7 @@ from ..base import (
     VolumeCodec,
 )
 from . import outliers
-from .base_layers import sperr
+from .base_layers import BASE_LAYERS, FALLBACK, BaseLayerCoder, check_tile_shape
 from .decoding import (
     REFINE_BLOCK,
     REFINE_LAYOUT,
@@ -42,8 +41,8 @@ from .decoding import (
 from .gains import choose_gains
 from .params import USER_OPTIONS, DeepSTDParams, ShapeOptions, check_option_pairs
 from .policy import decoded_mae
+from .rate_control import RateTarget, TextureJob, code_texture
 from .region_plan import RegionPlan, complete_together, plan_region, refine_all
-from .texture_coding import TextureSettings, code_max_error, code_texture
 
 if TYPE_CHECKING:
     from .shape import decode as shape_decode
@@ -134,7 +133,7 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
     def describe(self) -> dict[str, Any]:
         description = super().describe()
         # Version 2 readers do not know shape-coded files; texture-only files stay version 2.
-        description["version"] = 4 if self.base == "av1" else 3 if self.shape is not None else 2
+        description["version"] = max(BASE_LAYERS[self.base].format_version, 2 if self.shape is None else 3)
         if self.model is not None:
             from ...zoo.registry import find_model
 
@@ -173,23 +172,14 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
             from ...zoo.registry import find_model
 
             find_model(self.model)
-        if any(t > sperr.MAX_EXTENT for t in grid.tile_shape):
-            raise InvalidInputError(
-                f"deepstd tiles may be at most {sperr.MAX_EXTENT} voxels "
-                f"along each axis, got {grid.tile_shape}"
-            )
+        check_tile_shape(grid.tile_shape, {self.base, FALLBACK} if self.base_fallback else {self.base})
         slope = metadata.slope if metadata is not None else 1.0
         intercept = metadata.intercept if metadata is not None else 0.0
         low, high = stored_window(self.window, slope, intercept, array.dtype)
         margin = OUTLIER_MARGIN_HU / abs(slope) if self.mode != "max_error" else 0.0
         far = (low - margin, high + margin)
-        # Voxels stored exactly, per tile of the scan (coded once: the ratio budget needs their size).
-        exact: dict[int, bytes] = {}
-        for tile in grid:
-            raw = array[grid.tile_region(tile)]
-            mask = outliers.outlier_mask(raw, *far)
-            if mask.any():
-                exact[tile] = outliers.encode(raw, mask)
+        # Coded once, on the scan's tiles: the ratio budget needs their size.
+        outlier_payloads = outliers.payloads(array, grid, *far)
         base_state = {
             "mode": self.mode,
             "stored_window": [low, high],
@@ -197,7 +187,7 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
             "intercept": float(intercept),
         }
         if self.shape is None:
-            return self._encode_plain(array, grid, exact, base_state, costs, far, progress)
+            return self._encode_plain(array, grid, outlier_payloads, base_state, costs, far, progress)
 
         from .shape import fit as shape_fit  # torch: only when shape is coded
 
@@ -214,13 +204,13 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
             progress,
         )
         if isinstance(fit, str):
-            plain = self._encode_plain(array, grid, exact, base_state, costs, far, progress)
+            plain = self._encode_plain(array, grid, outlier_payloads, base_state, costs, far, progress)
             plain.state["shape"] = {"used": False, "reason": fit}
             return plain
-        coded = self._encode_shaped(array, grid, exact, base_state, metadata, costs, fit, progress)
+        coded = self._encode_shaped(array, grid, outlier_payloads, base_state, metadata, costs, fit, progress)
         if self.shape_policy == "always":
             return coded
-        plain = self._encode_plain(array, grid, exact, base_state, costs, far, progress)
+        plain = self._encode_plain(array, grid, outlier_payloads, base_state, costs, far, progress)
         errors = [
             self._decoded_mae(array, grid, candidate, metadata, progress) for candidate in (coded, plain)
         ]
@@ -242,35 +232,20 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
         self,
         array: np.ndarray,
         grid: TileGrid,
-        exact: dict[int, bytes],
+        outlier_payloads: dict[int, bytes],
         base_state: dict,
         costs: ContainerCosts,
         far: tuple[float, float],
         progress: bool,
     ) -> Encoded:
-        """Texture only: the SPERR layer on the scan's own tiles."""
-        low, high = base_state["stored_window"]
-        exact = dict(exact)
-        record = None
-        if self.mode == "max_error":
-            textures, rates = code_max_error(self.value, array, grid, exact, low, high, far, progress)
-        else:
-            coded = code_texture(
-                self._texture_settings(),
-                array,
-                grid,
-                exact,
-                array.nbytes,
-                0,
-                costs,
-                (low, high),
-                far,
-                progress,
-            )
-            textures, rates, record = coded.streams, coded.bits_per_voxel, coded.base_record
-        sections = [Section(SectionKind.TEXTURE, t, payload) for t, payload in zip(grid, textures)]
-        sections += [Section(SectionKind.RESIDUAL, t, exact[t]) for t in sorted(exact)]
-        state = self._state(base_state, rates, exact, record)
+        """Texture only: the base layer on the scan's own tiles."""
+        window = tuple(base_state["stored_window"])
+        job = TextureJob(array, grid, window, far, dict(outlier_payloads), array.nbytes, 0, costs)
+        coded = code_texture(self._layer(window), self._rate_target(), job, progress)
+        outlier_payloads = job.outlier_payloads  # with what max_error stores exactly
+        sections = [Section(SectionKind.TEXTURE, t, payload) for t, payload in zip(grid, coded.streams)]
+        sections += outliers.sections(outlier_payloads)
+        state = self._state(base_state, coded.bits_per_voxel, outlier_payloads, coded.base_record)
         if self.model is not None:
             state["refine_gain"] = self._choose_gains(array, grid, sections, state, progress)
         return Encoded(iter(sections), state)
@@ -279,7 +254,7 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
         self,
         array: np.ndarray,
         grid: TileGrid,
-        exact: dict[int, bytes],
+        outlier_payloads: dict[int, bytes],
         base_state: dict,
         metadata: ScanMetadata | None,
         costs: ContainerCosts,
@@ -295,22 +270,21 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
             "shape_bytes": len(fit.code),
         }
         extra = len(fit.code) + len(json.dumps({"shape": record, "texture": fit.texture.to_json()}))
-        coded = code_texture(
-            self._texture_settings(),
+        window = tuple(base_state["stored_window"])
+        job = TextureJob(
             fit.values,
             tgrid,
-            exact,
-            array.nbytes,
-            extra,
-            costs,
-            base_state["stored_window"],
-            (-math.inf, math.inf),
-            progress,
+            window,
+            outlier_payloads=outlier_payloads,
+            raw_bytes=array.nbytes,
+            extra_bytes=extra,
+            costs=costs,
         )
+        coded = code_texture(self._layer(window), self._rate_target(), job, progress)
         texture_sections = [Section(SectionKind.TEXTURE, t, p) for t, p in zip(tgrid, coded.streams)]
         sections = [Section(SectionKind.SHAPE, NO_TILE, fit.code), *texture_sections]
-        sections += [Section(SectionKind.RESIDUAL, t, exact[t]) for t in sorted(exact)]
-        state = self._state(base_state, coded.bits_per_voxel, exact, coded.base_record)
+        sections += outliers.sections(outlier_payloads)
+        state = self._state(base_state, coded.bits_per_voxel, outlier_payloads, coded.base_record)
         if self.model is not None:
             texture_state = {**state, "outlier_tiles": []}
             state["refine_gain"] = self._choose_gains(
@@ -320,13 +294,18 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
         state["shape"] = record
         return Encoded(iter(sections), state)
 
-    def _texture_settings(self) -> TextureSettings:
-        return TextureSettings(
-            self.mode, self.value, self.base, self.clamp_ratio, sperr_fallback=self.base_fallback
-        )
+    def _layer(self, window: tuple[float, float]) -> BaseLayerCoder:
+        return BASE_LAYERS[self.base].for_encoding(window)
+
+    def _rate_target(self) -> RateTarget:
+        return RateTarget(self.mode, self.value, self.clamp_ratio, fallback=self.base_fallback)
 
     def _state(
-        self, base_state: dict, rates: list[float], exact: dict[int, bytes], base_record: dict | None
+        self,
+        base_state: dict,
+        rates: list[float],
+        outlier_payloads: dict[int, bytes],
+        base_record: dict | None,
     ) -> dict:
         state = dict(base_state)
         if base_record is not None:
@@ -337,8 +316,8 @@ class DeepSTDVolumeCodec(VolumeCodec, BatchDecoding):
                 "refine_block": list(REFINE_BLOCK),
                 "refine_layout": REFINE_LAYOUT,
                 "bits_per_voxel": [round(r, 6) for r in rates],
-                "outlier_tiles": sorted(exact),
-                "outlier_voxels": sum(outliers.count(exact[t]) for t in sorted(exact)),
+                "outlier_tiles": sorted(outlier_payloads),
+                "outlier_voxels": sum(map(outliers.count, outlier_payloads.values())),
             }
         )
         if self.mode == "ratio":

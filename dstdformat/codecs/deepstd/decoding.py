@@ -71,7 +71,7 @@ class DecodeState:
         block,
         gains,
         layout,
-        base: base_layers.BaseLayer,
+        base: base_layers.BaseLayerCoder,
     ) -> None:
         self.base = base
         self.window, self.slope, self.intercept = window, slope, intercept
@@ -124,7 +124,7 @@ class DecodeState:
             and all(isinstance(g, int) and 0 <= g <= MAX_GAIN for g in gains)
         ):
             raise CorruptHeaderError(f"deepstd refine_gain must be {blocks} integers in 0..{MAX_GAIN}")
-        base = base_layers.BaseLayer.from_state(dict(s), ctx.grid.n_tiles)
+        base = base_layers.layer_from_state(dict(s), ctx.grid.n_tiles)
         return cls(
             (low, high), slope, intercept, halo, rates, outlier_tiles, tuple(block), gains, layout, base
         )
@@ -218,6 +218,14 @@ def stored_window(
                 f"with slope {slope} and intercept {intercept}"
             )
     return float(low), float(high)
+
+
+def to_dtype(block: np.ndarray, dtype: np.dtype, low: float, high: float) -> np.ndarray:
+    """Decoded values as the stored dtype: clipped to the window, rounded for integers."""
+    block = np.clip(block, low, high)
+    if np.dtype(dtype).kind in "iu":
+        block = np.rint(block)
+    return block.astype(dtype)
 
 
 def grow(region: Region, halo: int, bounds: Region) -> Region:

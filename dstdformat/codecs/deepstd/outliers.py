@@ -1,7 +1,7 @@
 """Voxels outside the coding window, stored exactly and sparsely.
 
 Padding outside the field of view (-2048 or -3024 HU) and metal (above 3071 HU) would cost the
-SPERR layer many bits and still come back wrong; they also ring into their neighbours. They are
+base layer many bits and still come back wrong; they also ring into their neighbours. They are
 clipped to the window before coding and stored here as runs (delta start, length in C order of
 the tile) plus their exact values, each Blosc-compressed. Large padding regions become a few long
 runs of one value, which compress to almost nothing.
@@ -15,7 +15,9 @@ import numpy as np
 from numcodecs import Blosc
 
 from ...errors import CorruptSectionError
+from ...tiling import SectionKind, TileGrid
 from .._blosc import decode_checked
+from ..base import Section
 
 _HEADER = struct.Struct("<4sIII")  # magic, runs, values, bytes of the compressed runs
 _MAGIC = b"DOL1"
@@ -24,6 +26,22 @@ _BLOSC = Blosc(cname="zstd", clevel=9, shuffle=Blosc.SHUFFLE)
 
 def outlier_mask(block: np.ndarray, low: float, high: float) -> np.ndarray:
     return (block < low) | (block > high)
+
+
+def payloads(array: np.ndarray, grid: TileGrid, low: float, high: float) -> dict[int, bytes]:
+    """The outlier section of every tile of ``array`` that has voxels outside ``low..high``."""
+    found: dict[int, bytes] = {}
+    for tile in grid:
+        raw = array[grid.tile_region(tile)]
+        mask = outlier_mask(raw, low, high)
+        if mask.any():
+            found[tile] = encode(raw, mask)
+    return found
+
+
+def sections(payloads: dict[int, bytes]) -> list[Section]:
+    """The outlier sections of a file, in tile order."""
+    return [Section(SectionKind.OUTLIERS, tile, payloads[tile]) for tile in sorted(payloads)]
 
 
 def encode(block: np.ndarray, mask: np.ndarray) -> bytes:

@@ -12,8 +12,7 @@ import numpy as np
 from ...tiling import Region, SectionKind
 from ..base import DecodeContext, Fetch
 from . import outliers
-from .decoding import GAIN_STEPS, BaseCache, Blocks, DecodeState, assemble, paste, scatter
-from .texture_coding import to_dtype as _to_dtype
+from .decoding import GAIN_STEPS, BaseCache, Blocks, DecodeState, assemble, paste, scatter, to_dtype
 
 
 class RegionPlan:
@@ -37,7 +36,7 @@ class RegionPlan:
             if gain:
                 correction = (next(jobs)[inner] - state.intercept) / state.slope - block
                 block = block + (gain / GAIN_STEPS) * correction
-            paste(out, region, _to_dtype(block, ctx.dtype, *state.window), keep)
+            paste(out, region, to_dtype(block, ctx.dtype, *state.window), keep)
         for tile_region, index, values in self.exact:
             scatter(out, region, tile_region, index, values)
         return out
@@ -79,7 +78,7 @@ def plan_region(
     in_region = grid.tiles_in_region(region)
     base = {t: b for t in needed if (b := cache.get_tile(t)) is not None}
     keys = [(SectionKind.TEXTURE, t) for t in needed if t not in base]
-    keys += [(SectionKind.RESIDUAL, t) for t in in_region if t in state.outlier_tiles]
+    keys += [(SectionKind.OUTLIERS, t) for t in in_region if t in state.outlier_tiles]
     payloads = fetch(keys)
 
     def base_block(tile: int) -> np.ndarray:
@@ -111,10 +110,10 @@ def plan_region(
                 (
                     grid.tile_region(tile),
                     *outliers.decode(
-                        payloads[(SectionKind.RESIDUAL, tile)],
+                        payloads[(SectionKind.OUTLIERS, tile)],
                         grid.tile_extent(tile),
                         ctx.dtype,
-                        f"residual section of tile {tile}",
+                        f"outlier section of tile {tile}",
                     ),
                 )
             )

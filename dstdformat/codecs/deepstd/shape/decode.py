@@ -145,8 +145,7 @@ class ShapeDecoder:
 
     def decode(self, ctx: DecodeContext, region: Region, fetch: Fetch) -> np.ndarray:
         from .. import outliers
-        from ..decoding import scatter
-        from ..texture_coding import to_dtype as _to_dtype
+        from ..decoding import scatter, to_dtype
 
         shape = self.texture.frame.shape
         slabs = self._slabs(region)
@@ -155,7 +154,7 @@ class ShapeDecoder:
         boxes = [cubic_box(self._voxels(s), shape) for s in slabs]
         box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
         extra = [
-            (SectionKind.RESIDUAL, t) for t in ctx.grid.tiles_in_region(region) if t in self.outlier_tiles
+            (SectionKind.OUTLIERS, t) for t in ctx.grid.tiles_in_region(region) if t in self.outlier_tiles
         ]
         stash: dict = {}
 
@@ -173,7 +172,7 @@ class ShapeDecoder:
         for slab in slabs:
             values = sample_cubic_voxels(texture, self._voxels(slab), shape, box, padding_value=low)
             rows = slice(slab[0].start - region[0].start, slab[0].stop - region[0].start)
-            out[rows] = _to_dtype(
+            out[rows] = to_dtype(
                 values.reshape(tuple(r.stop - r.start for r in slab)).numpy(), ctx.dtype, low, high
             )
         for key in extra:
@@ -184,7 +183,7 @@ class ShapeDecoder:
                 region,
                 tile_region,
                 *outliers.decode(
-                    stash[key], ctx.grid.tile_extent(tile), ctx.dtype, f"residual section of tile {tile}"
+                    stash[key], ctx.grid.tile_extent(tile), ctx.dtype, f"outlier section of tile {tile}"
                 ),
             )
         return out

@@ -1,6 +1,6 @@
-"""Rate control of the AV1 base layer: a CRF per tile so that the file lands on a ratio or quality.
+"""The AV1 base layer under the contract; its knob is a CRF per tile, in quarter steps.
 
-Size falls about 2x per 9 CRF steps (measured at preset 4 on chest CT), so the ratio search
+Its rate searches: size falls about 2x per 9 CRF steps (measured at preset 4 on chest CT), so the ratio search
 predicts from that slope, corrects by secant on the measured sizes, brackets the budget between
 two neighbouring quarter CRF steps (SVT-AV1's extended CRF; a whole step moves a stream by ~8%,
 a quarter by ~2%) and then moves single tiles between them until the total is as close to the
@@ -16,14 +16,17 @@ kept preset near the probe's answer.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ....errors import InvalidInputError
+from ....errors import CorruptSectionError
 from ....progress import track
+from ....tiling import TileGrid
 from . import av1, bounded
+from .contract import BaseLayerCoder, BudgetOutOfReach, QualityOf, TileBlocks
 
 #: Measured slope of log2(size) per CRF step (negative: higher CRF, smaller stream).
 LOG2_SIZE_PER_CRF = -1.0 / 9.0
@@ -116,11 +119,7 @@ def code_ratio(
     if b is None:
         if not clamp:
             coarsest = max(sizes)
-            raise InvalidInputError(
-                f"the asked ratio is out of reach: the AV1 base layer at crf "
-                f"{av1.crf_of_steps(coarsest)} takes {sizes[coarsest]} bytes, more than the "
-                f"budget of {budget:.0f}"
-            )
+            raise BudgetOutOfReach(sizes[coarsest], budget, f"AV1 at crf {av1.crf_of_steps(coarsest)}")
         chosen = {t: hi for t in encoder.tiles}
     else:
         chosen = _mix_neighbours(encoder, sizes, a, b, budget, unit)
@@ -245,3 +244,112 @@ def first_crf(ratio: float) -> int:
     """A start for the search (measured at 256x: crf 23 on a 512x512 chest, 34 on a sharp-kernel
     chest, 45 on a 3 mm abdomen; lower ratios need about 9 steps less per halving)."""
     return min(max(round(32 + 9 * math.log2(ratio / 256.0)), av1.MIN_CRF), av1.MAX_CRF)
+
+
+class AV1Layer(BaseLayerCoder):
+    """A tile's slices as the frames of one closed AV1 sequence (:mod:`.av1`), 10-bit samples of
+    the window (:class:`.av1.SampleMap`); the header records the libraries, preset, encoder
+    options, sample map and every tile's CRF."""
+
+    layer_id = av1.NAME
+    label = "AV1 base layer"
+    modes = frozenset({"ratio", "quality"})
+    max_extent = av1.MAX_FRAMES
+    format_version = 4
+    record_bytes_per_tile = 4  # its CRF in the header's list
+
+    def __init__(self, samples: av1.SampleMap, preset: int = av1.DEFAULT_PRESET) -> None:
+        self.samples, self.preset = samples, int(preset)
+
+    @classmethod
+    def for_encoding(cls, window: tuple[float, float], preset: int | None = None) -> AV1Layer:
+        return cls(av1.SampleMap.for_window(*window), av1.DEFAULT_PRESET if preset is None else preset)
+
+    @classmethod
+    def from_record(cls, record: dict | None, n_tiles: int) -> AV1Layer:
+        if record is None:
+            raise ValueError("the AV1 base layer needs its record")
+        crf = record["crf"]
+        if not (isinstance(crf, list) and len(crf) == n_tiles and all(map(av1.is_crf, crf))):
+            raise ValueError(f"crf must be {n_tiles} quarter steps in {av1.MIN_CRF}..{av1.MAX_CRF}")
+        return cls(av1.SampleMap.from_json(record["samples"]))
+
+    def record(self, knobs: Sequence[float]) -> dict:
+        return {
+            "codec": self.layer_id,
+            **av1.library_record(),
+            "preset": self.preset,
+            "params": av1.ENCODER_PARAMS,
+            "samples": self.samples.to_json(),
+            "crf": list(knobs),
+        }
+
+    @classmethod
+    def summary(cls, record: dict | None) -> str:
+        return f"{cls.label} (preset {(record or {}).get('preset', '?')})"
+
+    def encode(self, block: np.ndarray, knob: float, what: str) -> bytes:
+        return bounded.encode_av1(self.samples.to_samples(block), knob, self.preset, what)
+
+    def decode(
+        self,
+        payload: bytes,
+        shape: tuple[int, int, int],
+        *,
+        what: str,
+        trusted: bool = False,
+        dtype: np.dtype | type = np.float32,
+    ) -> np.ndarray:
+        """Streams from files decode in this process (helpers with ``DSTD_ISOLATE_AV1=1``)."""
+        from . import isolated
+
+        try:
+            coded = av1.check(payload, shape)
+            if not trusted and isolated.av1_isolation_enabled():
+                av1._av()  # a missing PyAV names the package here, not as a corrupt section
+                samples = isolated.decode_isolated(
+                    payload, coded, what, dtype=np.uint16, decoder=isolated.AV1
+                )
+            else:
+                samples = av1.decode_coded(payload)
+        except CorruptSectionError as exc:
+            message = str(exc)
+            raise CorruptSectionError(message if message.startswith(what) else f"{what}: {message}") from None
+        return self.samples.to_values(samples[:, : shape[1], : shape[2]], np.dtype(dtype).type)
+
+    def rate_of(self, stream: bytes, knob: float, shape: tuple[int, ...]) -> float:
+        return 8.0 * len(stream) / float(np.prod(shape))
+
+    def code_budget(
+        self, blocks: TileBlocks, grid: TileGrid, budget: float, ratio: float, clamp: bool, progress: bool
+    ) -> tuple[list[bytes], list[float]]:
+        """The staged search (:func:`code_ratio_staged`) from :func:`first_crf`."""
+        tiles = list(grid)
+
+        @functools.cache  # both presets code every tile several times
+        def tile_samples(tile: int) -> np.ndarray:
+            return self.samples.to_samples(blocks(tile))
+
+        probe = TileEncoder(tile_samples, tiles, av1.PROBE_PRESET, progress)
+        final = TileEncoder(tile_samples, tiles, self.preset, progress)
+        return code_ratio_staged(probe, final, budget, first_crf(ratio), clamp)
+
+    def code_quality(
+        self, block: np.ndarray, target_db: float, quality_of: QualityOf, what: str
+    ) -> tuple[bytes, float]:
+        """Bisection on the fast probe, then on the kept preset near its answer (the kept preset
+        reaches a PSNR at a higher CRF than the probe: its search starts there and goes up)."""
+        tile_samples = self.samples.to_samples(block)
+        tried: dict[tuple[int, int], tuple[bytes, float]] = {}
+
+        def attempt(crf: int, preset: int) -> float:
+            if (preset, crf) not in tried:
+                stream = bounded.encode_av1(tile_samples, crf, preset, what)
+                tried[(preset, crf)] = stream, quality_of(stream)
+            return tried[(preset, crf)][1]
+
+        guess = crf_for_quality(lambda c: attempt(c, av1.PROBE_PRESET), target_db)
+        crf = crf_for_quality(lambda c: attempt(c, self.preset), target_db, lo=guess, hi=guess + 8)
+        if (self.preset, crf) not in tried:
+            attempt(crf, self.preset)
+        return tried[(self.preset, crf)][0], crf
