@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -26,8 +27,11 @@ def dstd(*args, check=True):
 
 
 def test_console_script_is_installed():
-    assert shutil.which("dstd"), "the dstd console script is not on PATH"
-    out = subprocess.run(["dstd", "--version"], capture_output=True, text=True, check=True)
+    # Beside the interpreter that runs the tests: a virtual environment used without activating
+    # it has its scripts there but not on PATH.
+    script = shutil.which("dstd", path=str(Path(sys.executable).parent)) or shutil.which("dstd")
+    assert script, "the dstd console script is not installed"
+    out = subprocess.run([script, "--version"], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.startswith("dstd ")
 
 
