@@ -34,7 +34,7 @@ from .io.dstd_files import save as _save
 from .metadata import Scan, ScanMetadata
 from .storage.retry import RetryPolicy
 
-#: ``dstdformat.save(data, path, codec="lossless", *, tile_shape, codec_options, progress,
+#: ``dstdformat.save(data, path, codec=None, *, tile_shape, codec_options, progress,
 #: storage_options, **metadata)``: see :func:`dstdformat.io.dstd_files.save`.
 save = _save
 

@@ -110,7 +110,7 @@ def from_zarr(args: argparse.Namespace) -> int:
 
     to_dstd = _is_dstd(args.output)
     fmt = "dstd" if to_dstd else io.format_for_output(args.output)
-    if args.ratio is not None and not (to_dstd and args.codec != "lossless"):
+    if args.ratio is not None and not (to_dstd and args.codec not in (None, "lossless", "predictive")):
         raise InvalidInputError("--ratio applies to .dstd output with a lossy --codec")
     check_destination(args.output, args.force)
     started = time.perf_counter()

@@ -92,9 +92,9 @@ def _add_from_zarr(add: AddCommand) -> None:
     p.add_argument("output", help="output file; its suffix picks the format (.dstd, .nii.gz, .h5, .npy)")
     p.add_argument(
         "--codec",
-        default="lossless",
         choices=available_codecs(),
-        help=".dstd output: codec (default lossless: the voxels as the zarr decodes them, no further loss)",
+        help=".dstd output: codec (default: the voxels as the zarr decodes them, no further loss, "
+        "coded predictive for integer scans of up to 16 bits, lossless (Blosc) otherwise)",
     )
     p.add_argument("--ratio", type=float, help=".dstd output with a lossy codec: target ratio")
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")

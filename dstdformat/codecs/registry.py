@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
+import numpy as np
+
 from ..errors import UnknownCodecError
 from .base import VolumeCodec
 
@@ -54,3 +56,20 @@ def get_codec_class(codec_id: str) -> type[VolumeCodec]:
 def get_codec(codec_id: str, **params) -> VolumeCodec:
     """Instantiate the codec ``codec_id`` with ``params``."""
     return get_codec_class(codec_id).from_config(params)
+
+
+#: The codec a write gets when it names none, by what it can hold: the best lossless ratio that
+#: decodes at >= 50 MB/s on 2 cores (docs/benchmarks.md, "Archive tiers": ``predictive`` 1.93-3.16x
+#: at 51-77 MB/s on the held-out CT, Blosc-zstd 26-47 % larger), and Blosc-zstd (``lossless``)
+#: for the dtypes it cannot hold (float, 32-bit).
+DEFAULT_CODECS = ("predictive", "lossless")
+
+
+def default_codec(dtype: object) -> VolumeCodec:
+    """The lossless codec for a volume of ``dtype`` when the caller names none."""
+    name = np.dtype(dtype).name  # type: ignore[call-overload]
+    for codec_id in DEFAULT_CODECS:
+        cls = get_codec_class(codec_id)
+        if name in cls.supported_dtypes:
+            return cls()
+    return get_codec(DEFAULT_CODECS[-1])  # refuses the dtype by name

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
+
 from ..codecs.base import VolumeCodec
 from ..container.volume import Volume
 from ..container.writer import WriteResult, write_volume
@@ -16,7 +18,7 @@ from ..metadata import Scan, ScanMetadata
 def save(
     data: Any,
     path: str | os.PathLike[str],
-    codec: str | VolumeCodec = "lossless",
+    codec: str | VolumeCodec | None = None,
     *,
     tile_shape: tuple[int, int, int] | None = None,
     codec_options: dict[str, Any] | None = None,
@@ -29,7 +31,9 @@ def save(
     ``data`` is an array indexed ``[k, j, i]`` (axis 0 = slices), a :class:`Scan` or an open
     :class:`Volume`. Keyword arguments set metadata: ``spacing``, ``affine``, ``slope``,
     ``intercept``, ``modality``, ``original_dtype``, ``attributes``, ``provenance``; they
-    override what a Scan or Volume carries.
+    override what a Scan or Volume carries. Without a ``codec`` the volume is stored losslessly
+    with the best of them for its dtype (:func:`~dstdformat.codecs.registry.default_codec`:
+    ``predictive`` for integer scans of up to 16 bits, ``lossless`` (Blosc-zstd) otherwise).
     """
     if isinstance(data, Scan):
         array, base = data.array, data.metadata
@@ -38,7 +42,16 @@ def save(
     else:
         array, base = data, ScanMetadata()
     meta = base.replace(**metadata) if metadata else base
-    if isinstance(codec, str):
+    if codec is None:
+        from ..codecs.registry import default_codec
+
+        if codec_options:
+            raise InvalidInputError(
+                "codec_options only apply when codec is given by id: name the codec they are for "
+                "(e.g. codec='lossless' or 'predictive')"
+            )
+        codec = default_codec(np.asarray(array).dtype if not hasattr(array, "dtype") else array.dtype)
+    elif isinstance(codec, str):
         from ..codecs.registry import get_codec
 
         codec = get_codec(codec, **(codec_options or {}))

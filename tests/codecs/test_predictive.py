@@ -236,3 +236,29 @@ def test_a_header_naming_a_dtype_the_codec_cannot_hold_is_corrupt(tmp_path, ct_l
     rewrite_header(path, lambda h: {**h, "array": {**h["array"], "dtype": "float32"}})
     with pytest.raises(dstdformat.DstdError):
         dstdformat.open(path).read()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [("int16", "predictive"), ("uint8", "predictive"), ("float32", "lossless"), ("int32", "lossless")],
+)
+def test_save_without_a_codec_stores_losslessly_with_the_best_codec_for_the_dtype(tmp_path, dtype, expected):
+    array = (np.arange(4 * 40 * 48).reshape(4, 40, 48) % 251 - 100).astype(dtype)
+    dstdformat.save(array, tmp_path / "d.dstd")
+    volume = dstdformat.open(tmp_path / "d.dstd")
+    assert volume.codec_id == expected
+    assert np.array_equal(volume.read(), array) and volume.read().dtype == array.dtype
+
+
+def test_codec_options_without_a_codec_are_refused(tmp_path):
+    with pytest.raises(InvalidInputError, match="codec_options only apply when codec is given by id"):
+        dstdformat.save(np.zeros((2, 8, 8), np.int16), tmp_path / "x.dstd", codec_options={"max_error": 2})
+
+
+def test_an_empty_selection_reads_as_numpy_does(tmp_path):
+    """Found when predictive became the default: a key selecting nothing asked for 0 threads."""
+    array = (np.arange(8 * 16 * 16).reshape(8, 16, 16) % 300).astype(np.int16)
+    dstdformat.save(array, tmp_path / "e.dstd", codec="predictive")
+    volume = dstdformat.open(tmp_path / "e.dstd")
+    for key in (np.s_[3:3], np.s_[:, 5:2], np.s_[..., 16:]):
+        assert volume[key].shape == array[key].shape

@@ -115,7 +115,11 @@ def test_spacing_override_keeps_orientation(tmp_path, ct_like):
         (np.zeros((2, 2, 2), dtype=np.int16), {"attributes": {"x": object()}}, "JSON"),
         (np.zeros((2, 2, 2), dtype=np.int16), {"tile_shape": (0, 1, 1)}, "tile"),
         (np.zeros((2, 2, 2), dtype=np.int16), {"codec": "nope"}, "unknown codec 'nope'"),
-        (np.zeros((2, 2, 2), dtype=np.int16), {"codec_options": {"clevel": 12}}, "clevel"),
+        (
+            np.zeros((2, 2, 2), dtype=np.int16),
+            {"codec": "lossless", "codec_options": {"clevel": 12}},
+            "clevel",
+        ),
     ],
 )
 def test_bad_input_is_refused_clearly(tmp_path, data, kwargs, message):
@@ -133,7 +137,7 @@ def test_bad_input_errors_are_value_errors(tmp_path):
 
 def test_write_is_atomic_and_replaces(tmp_path, ct_like, monkeypatch):
     target = tmp_path / "scan.dstd"
-    dstdformat.save(ct_like, target)
+    dstdformat.save(ct_like, target, codec="lossless")
     before = target.read_bytes()
 
     from dstdformat.codecs.lossless import LosslessCodec
@@ -143,7 +147,7 @@ def test_write_is_atomic_and_replaces(tmp_path, ct_like, monkeypatch):
 
     monkeypatch.setattr(LosslessCodec, "encode", failing_encode)
     with pytest.raises(RuntimeError, match="midway"):
-        dstdformat.save(ct_like + 1, target)
+        dstdformat.save(ct_like + 1, target, codec="lossless")
     assert target.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["scan.dstd"]
     monkeypatch.undo()

@@ -140,8 +140,9 @@ class PredictiveCodec(VolumeCodec):
             src, dst = overlap_slices(region, ctx.grid.tile_region(tile))
             out[dst] = block[src]
 
-        if len(tiles) == 1:
-            one(tiles[0])
+        if len(tiles) <= 1:  # an empty region (a key that selects nothing) has no tile
+            for tile in tiles:
+                one(tile)
         else:
             with ThreadPoolExecutor(min(_THREADS, len(tiles))) as pool:
                 list(pool.map(one, tiles))
