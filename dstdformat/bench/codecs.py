@@ -295,8 +295,8 @@ def available_bench_codecs() -> list[str]:
 DSTD_VARIANTS: dict[str, tuple[str, dict]] = {
     # deepstd as it was before the AV1 base layer: SPERR + the learned refinement.
     "deepstd-sperr": ("deepstd", {"base": "sperr", "model": "default"}),
-    # ... and its SPERR base alone: what the network adds there.
-    "deepstd-wavelet": ("deepstd", {"base": "sperr", "model": None}),
+    # ... and its SPERR base alone: what the network adds there (named deepstd-wavelet before).
+    "deepstd-sperr-bare": ("deepstd", {"base": "sperr", "model": None}),
     # the AV1 base with the (opt-in) refinement: what the network adds on AV1.
     "deepstd-refined": ("deepstd", {"model": "default"}),
 }

@@ -153,6 +153,23 @@ def _stream(frames=3, shape=(3, 20, 30)) -> bytes:
     return av1.encode(samples, 40, preset=8)
 
 
+def test_a_decode_can_stop_after_the_frames_a_read_needs(tmp_path):
+    samples = np.random.default_rng(5).integers(0, 1023, (9, 24, 40)).astype(np.uint16)
+    stream = av1.encode(samples, 30, preset=8)
+    full = av1.decode_coded(stream)
+    for depth in (1, 4, 9, 50):
+        np.testing.assert_array_equal(av1.decode_coded(stream, depth)[: min(depth, 9)], full[: min(depth, 9)])
+    # Through a file: one open volume reads early slices of a tile (decoded part way, not cached)
+    # and then later ones of the same tile; every read equals the full read.
+    vol = ct_volume(shape=(20, 40, 48), seed=4)
+    path = tmp_path / "stop.dstd"
+    dstdformat.save(vol, path, codec=Codec(ratio=12, model=None, base="av1"), tile_shape=(10, 40, 48))
+    whole = dstdformat.open(path).read()
+    volume = dstdformat.open(path)
+    for key in [np.s_[0], np.s_[2:4, 5:30], np.s_[9], np.s_[11], np.s_[1], np.s_[19], np.s_[:, 7]]:
+        np.testing.assert_array_equal(volume[key], whole[key])
+
+
 def test_framing_is_checked_before_any_decoder_sees_the_bytes():
     layer = AV1Layer(av1.SampleMap.for_window(-1024, 3071))
     payload = _stream()

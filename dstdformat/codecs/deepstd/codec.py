@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .shape import decode as shape_decode
     from .shape import fit as shape_fit
 
-#: Voxels of wavelet-decoded context around each output tile that the refiner sees.
+#: Voxels of base-layer context around each output tile that the refiner sees.
 HALO = 8
 #: Voxels at most this far (HU) outside the window are clipped to it; farther ones (padding,
 #: metal) are stored exactly. Air noise dipping just below -1024 HU would otherwise fill the

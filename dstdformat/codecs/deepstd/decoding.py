@@ -27,7 +27,7 @@ GAIN_STEPS, MAX_GAIN = 8, 16
 
 
 class BaseCache:
-    """The last few decoded wavelet tiles of one file: a full read asks for each tile's
+    """The last few decoded base-layer tiles of one file: a full read asks for each tile's
     neighbours as halo, and slice-by-slice readers ask for the same tile again and again."""
 
     def __init__(self, capacity: int = 2) -> None:
@@ -139,7 +139,7 @@ class Blocks:
     """The refinement blocks of a volume: numbering, the region each one outputs, and the crop
     (that region plus the halo) the network reads for it.
 
-    Layout "tile" (what the encoder writes): blocks split each wavelet tile into equal parts,
+    Layout "tile" (what the encoder writes): blocks split each base-layer tile into equal parts,
     numbered tile by tile, and the halo stops at the tile's edge, so a region read fetches and
     decodes only the tiles under it. Layout "volume" (files written before it; still read): one
     block grid over the whole volume, halos reaching into neighbouring tiles. ``block=None``: one

@@ -21,7 +21,7 @@ class RegionPlan:
 
     def __init__(self, ctx: DecodeContext, region: Region, state: DecodeState, refiner) -> None:
         self.ctx, self.region, self.state, self.refiner = ctx, region, state, refiner
-        # (kept region, its slices in the crop, wavelet-decoded crop, gain step); gain > 0 blocks
+        # (kept region, its slices in the crop, base-layer crop, gain step); gain > 0 blocks
         # have a job, in order.
         self.blocks: list[tuple[Region, Region, np.ndarray, int]] = []
         self.jobs: list[tuple[np.ndarray, np.ndarray]] = []
@@ -83,13 +83,20 @@ def plan_region(
 
     def base_block(tile: int) -> np.ndarray:
         if tile not in base:
+            extent = grid.tile_extent(tile)
+            # Without a model a tile's output is its own base layer, so the decoder may stop at
+            # the region's last slice in it (the slices past it are never pasted, nor cached).
+            first = grid.tile_region(tile)[0].start
+            depth = min(region[0].stop - first, extent[0]) if refiner is None else extent[0]
             base[tile] = state.base.decode(
                 payloads[(SectionKind.TEXTURE, tile)],
-                grid.tile_extent(tile),
+                extent,
                 what=f"texture section of tile {tile}",
                 dtype=np.float32,
+                depth=depth,
             )
-            cache.put(tile, base[tile])
+            if depth == extent[0]:
+                cache.put(tile, base[tile])
         return base[tile]
 
     plan = RegionPlan(ctx, region, state, refiner)

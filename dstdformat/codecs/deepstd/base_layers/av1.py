@@ -272,9 +272,11 @@ def check(payload: bytes, shape: tuple[int, ...]) -> tuple[int, int, int]:
     return expected  # type: ignore[return-value]
 
 
-def decode_coded(payload: bytes) -> np.ndarray:
+def decode_coded(payload: bytes, depth: int | None = None) -> np.ndarray:
     """All coded samples (frames, coded height, coded width) of a stream; any misfit is a
-    CorruptSectionError.
+    CorruptSectionError. With ``depth``, the decoder stops after that many frames (the packets
+    are one temporal unit per shown frame, in display order, so the first ``depth`` packets hold
+    the first ``depth`` frames, bit for bit as a full decode gives them); later frames are unset.
 
     Runs the C decoder on the bytes: call it on untrusted data only inside a helper process.
     """
@@ -288,6 +290,7 @@ def decode_coded(payload: bytes) -> np.ndarray:
     context.thread_count = 1
     context.options = {"max_pixels": str(height * width), "threads": "1"}
     out = np.empty((frames, height, width), np.uint16)
+    wanted = frames if depth is None else max(1, min(int(depth), frames))
     count = 0
 
     def take(decoded) -> None:
@@ -304,15 +307,15 @@ def decode_coded(payload: bytes) -> np.ndarray:
             count += 1
 
     try:
-        for packet in packets:
+        for packet in packets[:wanted]:
             take(context.decode(av.Packet(packet)))
         take(context.decode(None))
     except CorruptSectionError:
         raise
     except Exception as exc:  # FFmpeg errors, value errors from PyAV
         raise CorruptSectionError(f"AV1 stream does not decode: {type(exc).__name__}: {exc}") from None
-    if count != frames:
-        raise CorruptSectionError(f"AV1 stream decoded to {count} frames, expected {frames}")
-    if int(out.max(initial=0)) > LEVELS:
+    if count != wanted:
+        raise CorruptSectionError(f"AV1 stream decoded to {count} frames, expected {wanted}")
+    if int(out[:wanted].max(initial=0)) > LEVELS:
         raise CorruptSectionError("AV1 stream decoded to samples above 10 bits")
     return out

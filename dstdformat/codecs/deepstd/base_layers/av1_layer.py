@@ -299,8 +299,10 @@ class AV1Layer(BaseLayerCoder):
         what: str,
         trusted: bool = False,
         dtype: np.dtype | type = np.float32,
+        depth: int | None = None,
     ) -> np.ndarray:
-        """Streams from files decode in this process (helpers with ``DSTD_ISOLATE_AV1=1``)."""
+        """Streams from files decode in this process (helpers with ``DSTD_ISOLATE_AV1=1``, which
+        decode whole tiles); ``depth`` stops the decoder after that many frames."""
         from . import isolated
 
         try:
@@ -311,7 +313,7 @@ class AV1Layer(BaseLayerCoder):
                     payload, coded, what, dtype=np.uint16, decoder=isolated.AV1
                 )
             else:
-                samples = av1.decode_coded(payload)
+                samples = av1.decode_coded(payload, depth)
         except CorruptSectionError as exc:
             message = str(exc)
             raise CorruptSectionError(message if message.startswith(what) else f"{what}: {message}") from None

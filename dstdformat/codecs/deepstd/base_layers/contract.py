@@ -98,9 +98,11 @@ class BaseLayerCoder(ABC):
         what: str,
         trusted: bool = False,
         dtype: np.dtype | type = np.float32,
+        depth: int | None = None,
     ) -> np.ndarray:
         """The tile in stored units; ``trusted`` streams (just encoded here) skip the isolation
-        that streams from files get."""
+        that streams from files get. ``depth``: only the first ``depth`` slices are needed (a
+        layer that can stop early leaves the rest unset; others decode everything)."""
 
     @abstractmethod
     def rate_of(self, stream: bytes, knob: float, shape: tuple[int, ...]) -> float:

@@ -70,11 +70,11 @@ def encode_max_error(block: np.ndarray, tolerance: float) -> bytes:
 def _header_problem(payload: bytes, shape: tuple[int, ...]) -> str | None:
     padded = padded_shape(shape)
     if len(payload) < _HEADER.size:
-        return f"too short for a wavelet stream ({len(payload)} bytes)"
+        return f"too short for a SPERR stream ({len(payload)} bytes)"
     version, _flags, nx, ny, nz, chunk = _HEADER.unpack_from(payload)
     if version != _VERSION or (nz, ny, nx) != padded or chunk != len(payload) - _HEADER.size:
         return (
-            f"wavelet stream header (version {version}, block {(nz, ny, nx)}, {chunk} bytes) "
+            f"SPERR stream header (version {version}, block {(nz, ny, nx)}, {chunk} bytes) "
             f"does not match the expected block {padded} of {len(payload)} bytes"
         )
     return None
@@ -84,7 +84,7 @@ def _checked(payload: bytes, shape: tuple[int, ...]) -> bytes:
     """What the encoder wrote must pass the decoder's checks (one chunk, this block)."""
     problem = _header_problem(payload, shape)
     if problem is not None:
-        raise InvalidInputError(f"the wavelet coder wrote a stream this format cannot store: {problem}")
+        raise InvalidInputError(f"the SPERR coder wrote a stream this format cannot store: {problem}")
     return payload
 
 
@@ -129,5 +129,5 @@ def decode(
 def check_block(block: np.ndarray) -> None:
     if block.ndim != 3 or any(s > MAX_EXTENT for s in block.shape):
         raise InvalidInputError(
-            f"wavelet blocks must be 3D with edges of at most {MAX_EXTENT} voxels, got {block.shape}"
+            f"SPERR blocks must be 3D with edges of at most {MAX_EXTENT} voxels, got {block.shape}"
         )

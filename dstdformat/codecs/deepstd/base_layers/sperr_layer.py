@@ -62,7 +62,9 @@ class SperrLayer(BaseLayerCoder):
         what: str,
         trusted: bool = False,
         dtype: np.dtype | type = np.float32,
+        depth: int | None = None,
     ) -> np.ndarray:
+        # A 3D wavelet stream has no early stop: every slice is decoded.
         return sperr.decode(payload, shape, what=what, trusted=trusted, dtype=dtype)
 
     def rate_of(self, stream: bytes, knob: float, shape: tuple[int, ...]) -> float:
