@@ -59,7 +59,7 @@ class QuantiserLayer(BaseLayerCoder):
     def encode_bound(self, block, tolerance, what):
         return self.encode(block, 2.0 * tolerance * (1 - 1e-9), what)
 
-    def decode(self, payload, shape, *, what, trusted=False, dtype=np.float32):
+    def decode(self, payload, shape, *, what, trusted=False, dtype=np.float32, depth=None):
         (step,) = _HEAD.unpack_from(payload)
         levels = np.frombuffer(zlib.decompress(payload[_HEAD.size :]), "<i4").reshape(shape)
         return (levels * step).astype(dtype)
