@@ -7,6 +7,7 @@ shown to reach a layer only through the contract and the registry.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import zlib
@@ -151,7 +152,7 @@ def test_every_registered_layer_keeps_the_contract(layer_id):
     assert {"ratio", "quality"} <= layer.modes and layer.max_extent >= 64
     coder = layer.for_encoding((-1024.0, 3071.0))
     record = coder.record([30, 31.25])
-    assert coder.record_bytes() == (0 if record is None else len(__import__("json").dumps(coder.record([]))))
+    assert coder.record_bytes() == (0 if record is None else len(json.dumps(coder.record([]))))
     assert type(layer.from_record(record, 2)) is layer
     block = np.clip(ct_volume()[:8, :32, :32].astype(np.float64), -1024, 3071)
     knob = 30 if layer_id == "av1" else 2.0

@@ -73,12 +73,11 @@ class CodedTexture:
     streams: list[bytes]
     bits_per_voxel: list[float]
     base_record: dict | None
-    layer: BaseLayerCoder
 
 
 def code_texture(layer: BaseLayerCoder, target: RateTarget, job: TextureJob, progress: bool) -> CodedTexture:
-    """The base layer over ``job``'s tiles at ``target`` (``exact`` gains what ``max_error``
-    stores exactly)."""
+    """The base layer over ``job``'s tiles at ``target`` (``job.outlier_payloads`` gains what
+    ``max_error`` stores exactly)."""
     if target.mode == "quality":
         return _code_quality(layer, target.value, job, progress)
     if target.mode == "max_error":
@@ -99,7 +98,7 @@ def _code_ratio(layer: BaseLayerCoder, target: RateTarget, job: TextureJob, prog
     texture_budget = budget - overhead - layer_costs(layer)
     floor_bytes = FLOOR_BYTES_PER_TILE * len(tiles)
     if texture_budget < floor_bytes and not target.clamp_ratio:
-        raise _out_of_reach(target, job, budget, overhead + layer_costs(layer), floor_bytes)
+        raise _out_of_reach(target, job, budget, outlier_bytes, overhead + layer_costs(layer), floor_bytes)
     texture_budget = max(texture_budget, floor_bytes)
     try:
         streams, knobs = layer.code_budget(
@@ -112,7 +111,8 @@ def _code_ratio(layer: BaseLayerCoder, target: RateTarget, job: TextureJob, prog
         )
     except BudgetOutOfReach as exc:
         if not target.fallback:
-            raise _out_of_reach(target, job, budget, overhead + layer_costs(layer), exc.smallest) from None
+            costs = overhead + layer_costs(layer)
+            raise _out_of_reach(target, job, budget, outlier_bytes, costs, exc.smallest) from None
         # The layer's smallest streams are over the budget: the fallback's rate goes down to nothing.
         fallback = base_layer(FALLBACK).for_encoding(job.window)
         texture_budget += layer_costs(layer) - layer_costs(fallback)
@@ -124,10 +124,9 @@ def _code_ratio(layer: BaseLayerCoder, target: RateTarget, job: TextureJob, prog
 
 
 def _out_of_reach(
-    target: RateTarget, job: TextureJob, budget: float, overhead: int, smallest: int
+    target: RateTarget, job: TextureJob, budget: float, outlier_bytes: int, overhead: int, smallest: int
 ) -> InvalidInputError:
     """The one message for a ratio no stream can reach, whichever check found it."""
-    outlier_bytes = sum(map(len, job.outlier_payloads.values()))
     return InvalidInputError(
         f"ratio {target.value:g} is out of reach for this volume: its budget of {budget:.0f} "
         f"bytes is taken by {outlier_bytes} bytes of out-of-window voxels and "
@@ -144,7 +143,7 @@ def _out_of_reach(
 
 def _coded(layer: BaseLayerCoder, job: TextureJob, streams: list[bytes], knobs: list[float]) -> CodedTexture:
     rates = [layer.rate_of(s, k, job.grid.tile_extent(t)) for t, s, k in zip(job.grid, streams, knobs)]
-    return CodedTexture(streams, rates, layer.record(knobs), layer)
+    return CodedTexture(streams, rates, layer.record(knobs))
 
 
 def _code_quality(layer: BaseLayerCoder, target_db: float, job: TextureJob, progress: bool) -> CodedTexture:
@@ -188,7 +187,7 @@ def _code_max_error(layer: BaseLayerCoder, value: float, job: TextureJob, progre
             job.outlier_payloads[tile] = outliers.encode(raw, missed)
         streams.append(payload)
         rates.append(8.0 * len(payload) / clipped.size)
-    return CodedTexture(streams, rates, layer.record([tolerance] * len(streams)), layer)
+    return CodedTexture(streams, rates, layer.record([tolerance] * len(streams)))
 
 
 def psnr(reference: np.ndarray, decoded: np.ndarray, peak: float, counted: np.ndarray | None = None) -> float:

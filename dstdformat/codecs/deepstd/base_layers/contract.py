@@ -38,7 +38,7 @@ class BudgetOutOfReach(InvalidInputError):
             f"out of reach: the smallest streams ({setting}) take {smallest} bytes, more than "
             f"the budget of {budget:.0f}"
         )
-        self.smallest, self.setting = smallest, setting
+        self.smallest = smallest
 
 
 class BaseLayerCoder(ABC):
@@ -73,8 +73,8 @@ class BaseLayerCoder(ABC):
     @abstractmethod
     def record(self, knobs: Sequence[float]) -> dict | None:
         """What the header keeps about this layer (id, libraries, settings, per-tile knobs: the
-        tolerance in ``max_error`` mode), or
-        None where files record nothing (the layer files had before there was a choice)."""
+        tolerance in ``max_error`` mode), or None where files record nothing (the layer files
+        had before there was a choice)."""
 
     def record_bytes(self) -> int:
         """Bytes of :meth:`record` before any tile's knob, as the header's JSON will hold them."""
