@@ -41,7 +41,9 @@ def test_video_adapter_round_trips_with_sane_error(name):
     assert np.abs(decoded.astype(float) - clipped).mean() < 30
     assert decoded.min() >= WINDOW_LOW and decoded.max() <= WINDOW_HIGH
     assert np.median(decoded[:, 8:12, 10:20]) > 2900  # the clipped bar decodes near the top
-    finer = codec.encode(volume, middle - 12, 2)  # lower CRF, threaded: more bytes, less error
+    # The knob's finest end, threaded: more bytes, less error. (Between nearby CRFs a volume this
+    # small and noisy need not grow: SVT-AV1 wrote 208 bytes at CRF 20 and 220 at CRF 32.)
+    finer = codec.encode(volume, int(codec.knob.low), 2)
     assert payload_size(finer) > payload_size(payload)
     finer_error = np.abs(codec.decode(finer, volume.shape, 2).astype(float) - clipped).mean()
     assert finer_error < np.abs(decoded.astype(float) - clipped).mean()

@@ -116,15 +116,17 @@ def test_rate_search_mixes_neighbouring_crfs_to_land_near_the_budget():
 
 def test_one_tile_lands_between_whole_crfs():
     """A volume of one tile cannot mix CRFs across tiles: quarter steps land it between two whole
-    CRFs (a whole step moves the stream by ~8%)."""
+    CRFs, nearer the budget than either whole CRF (a whole step moves the stream by ~5-8%)."""
     samples = av1.SampleMap.for_window(-1024, 3071)
     block = samples.to_samples(np.clip(real_ct()[40:56], -1024, 3071))
     encoder = av1_layer.TileEncoder(lambda t: block, [0], preset=8, progress=False)
     whole = {c: encoder.total(4 * c) for c in (30, 31)}
     budget = float(np.sqrt(whole[30] * whole[31]))
-    assert min(abs(w / budget - 1) for w in whole.values()) > 0.03  # whole steps miss by >3%
+    whole_miss = min(abs(w / budget - 1) for w in whole.values())
+    assert whole_miss > 0.015, whole  # the step is wide enough to land inside (2.5-4% seen)
     streams, crfs = av1_layer.code_ratio(encoder, budget, 30, clamp=False)
-    assert 30 < crfs[0] < 31 and abs(len(streams[0]) / budget - 1) < 0.03, (crfs, whole, budget)
+    assert 30 < crfs[0] < 31, (crfs, whole, budget)
+    assert abs(len(streams[0]) / budget - 1) < whole_miss, (crfs, whole, budget)
     fraction = av1.encode(block, crfs[0], preset=8)
     assert fraction == streams[0] and av1.decode_coded(fraction).shape[0] == 16
 
