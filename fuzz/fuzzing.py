@@ -16,6 +16,7 @@ sample through hypothesis.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ from dstdformat.container.format import (
     crc32,
     pack_index,
 )
+from dstdformat.container.header import inflate_header
+from dstdformat.container.header_dictionary import HEADER_DICTIONARY
 from dstdformat.errors import DstdError
 from dstdformat.storage.sources import MemorySource
 
@@ -43,13 +46,16 @@ TARGET_FULL_READ_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class FileParts:
-    """A valid file taken apart: the pieces a resealing mutation edits before re-assembly."""
+    """A valid file taken apart: the pieces a resealing mutation edits before re-assembly.
+    ``header`` is the header's JSON text; a format 2 file stores it deflated, which ``assemble``
+    does unless ``stored_header`` gives the stored bytes themselves (damage to the packing)."""
 
     header: bytes
     sections: list[tuple[SectionEntry, bytes]]
     major: int = FORMAT_MAJOR
     minor: int = FORMAT_MINOR
     flags: int = 0
+    stored_header: bytes | None = None
 
     @classmethod
     def parse(cls, data: bytes) -> FileParts:
@@ -57,16 +63,27 @@ class FileParts:
 
         reader = DstdReader(MemorySource(data))
         p = reader.preamble
-        header = data[p.header_offset : p.header_offset + p.header_length]
+        stored = data[p.header_offset : p.header_offset + p.header_length]
+        text = inflate_header(stored) if p.major >= 2 else stored
         entries = sorted(reader.sections.values(), key=lambda e: e.offset)
         return cls(
-            header, [(e, data[e.offset : e.offset + e.length]) for e in entries], p.major, p.minor, p.flags
+            text, [(e, data[e.offset : e.offset + e.length]) for e in entries], p.major, p.minor, p.flags
         )
+
+    def packed_header(self) -> bytes:
+        """The header bytes as the file stores them."""
+        if self.stored_header is not None:
+            return self.stored_header
+        if self.major < 2:
+            return self.header
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICTIONARY)
+        return packer.compress(self.header) + packer.flush()
 
     def assemble(self, edit_index: Callable[[list[list[int]]], None] | None = None) -> bytes:
         """The file with every checksum recomputed; ``edit_index`` may change the index rows
         ``[kind, flags, tile, offset, length, crc32]`` after layout."""
-        data_start = PREAMBLE_SIZE + len(self.header)
+        header = self.packed_header()
+        data_start = PREAMBLE_SIZE + len(header)
         rows, offset = [], data_start
         for entry, payload in self.sections:
             rows.append([entry.kind, entry.flags, entry.tile, offset, len(payload), crc32(payload)])
@@ -74,11 +91,9 @@ class FileParts:
         if edit_index is not None:
             edit_index(rows)
         index = pack_index([SectionEntry(k, t, o, n, c, f) for k, f, t, o, n, c in rows])
-        preamble = Preamble(
-            self.major, self.minor, self.flags, PREAMBLE_SIZE, len(self.header), crc32(self.header)
-        )
+        preamble = Preamble(self.major, self.minor, self.flags, PREAMBLE_SIZE, len(header), crc32(header))
         footer = Footer(offset, len(index), crc32(index))
-        return b"".join([preamble.pack(), self.header, *(p for _, p in self.sections), index, footer.pack()])
+        return b"".join([preamble.pack(), header, *(p for _, p in self.sections), index, footer.pack()])
 
 
 @dataclass

@@ -149,6 +149,11 @@ class Mutator:
         return self._reseal(seed, f"header {how}", header=text)
 
     def _sealed_header_text(self, rng: random.Random, seed: Seed) -> Mutation:
+        if seed.parts.major >= 2 and rng.random() < 0.3:  # the deflated bytes themselves
+            packed = bytearray(seed.parts.packed_header())
+            for _ in range(rng.choice((1, 2, 8))):
+                packed[rng.randrange(len(packed))] = rng.choice(_INTERESTING_BYTES)
+            return self._reseal(seed, "packed header bytes changed", stored_header=bytes(packed))
         text = bytearray(seed.parts.header)
         roll = rng.random()
         if roll < 0.6:
@@ -246,7 +251,7 @@ class Mutator:
             sections.append((SectionEntry(kind, 0, 0, 0, 0), rng.randbytes(rng.choice((0, 9, 100)))))
             how = f"section of kind {kind} added"
         else:
-            major = rng.choice((major, 0, 2))
+            major = rng.choice((major, 0, 1, 3))
             minor = rng.choice((minor, 1, 0xFFFF))
             flags = rng.choice((flags, 1, 0xFFFFFFFF))
             how = f"version {major}.{minor} flags {flags}"
@@ -260,6 +265,7 @@ class Mutator:
         *,
         header: bytes | None = None,
         sections: list[tuple[SectionEntry, bytes]] | None = None,
+        stored_header: bytes | None = None,
     ) -> Mutation:
         parts = seed.parts
         mutated = FileParts(
@@ -268,6 +274,7 @@ class Mutator:
             parts.major,
             parts.minor,
             parts.flags,
+            stored_header,
         )
         return Mutation(mutated.assemble(), seed, how, resealed=True)
 

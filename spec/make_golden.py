@@ -90,7 +90,7 @@ def main() -> int:
     manifest = {"format_version": [FORMAT_MAJOR, FORMAT_MINOR], "valid": [], "invalid": []}
     for name, (array, kwargs, description) in golden_arrays().items():
         path = args.out / f"{name}.dstd"
-        dstdformat.save(array, path, **kwargs)
+        dstdformat.save(array, path, codec="lossless", **kwargs)
         volume = dstdformat.open(path)
         manifest["valid"].append(
             {
@@ -108,7 +108,8 @@ def main() -> int:
         "truncated.dstd": (good[: len(good) // 2], "cut in half"),
         "wrong_magic.dstd": (b"\x89NIFTI\r\n" + good[8:], "magic replaced"),
         "section_bitflip.dstd": (_flip(good, len(good) // 2), "one bit flipped inside a section"),
-        "future_major.dstd": (_major(good, 2), "format major version 2"),
+        "future_major.dstd": (_major(good, FORMAT_MAJOR + 1), f"format major version {FORMAT_MAJOR + 1}"),
+        "json_header.dstd": (_json_header(good), "a format 2 preamble over a header stored as plain JSON"),
     }
     for name, (data, why) in invalid.items():
         (args.out / "invalid" / name).write_bytes(data)
@@ -143,7 +144,8 @@ def make_predictive(out: Path | None) -> int:
 
 
 def _predictive_cases(crop, padded) -> dict:
-    """Version 1: lossless and bounded, inter-slice and 2D, odd tiles, int16 extremes."""
+    """Lossless and bounded, inter-slice and 2D, odd tiles, int16 extremes; since version 2 (bare
+    JPEG-LS streams in compact records) also JPEG-LS alone on 8-bit planes."""
     from dstdformat.codecs.predictive import PredictiveCodec
 
     rng = np.random.default_rng(24)
@@ -173,6 +175,12 @@ def _predictive_cases(crop, padded) -> dict:
             PredictiveCodec(),
             (4, 20, 24),
             "int16 extremes beside a constant part, lossless",
+        ),
+        "predictive_jpegls_uint8": (
+            np.clip(crop[:12, :40, :48] // 4 + 100, 0, 255).astype(np.uint8),
+            PredictiveCodec(max_error=2, plane_coders=["jpegls"]),
+            None,
+            "uint8, JPEG-LS alone within 2: bare 8-bit streams",
         ),
     }
 
@@ -325,6 +333,37 @@ def _flip(data: bytes, at: int) -> bytes:
 
 def _major(data: bytes, major: int) -> bytes:
     return data[:8] + major.to_bytes(2, "little") + data[10:]
+
+
+def _json_header(data: bytes) -> bytes:
+    """``data`` (a format 2 file) with its header stored inflated, every checksum and offset made
+    right again: only the header's packing is wrong."""
+    from dstdformat.container.format import (
+        FOOTER_SIZE,
+        PREAMBLE_SIZE,
+        Footer,
+        Preamble,
+        SectionEntry,
+        crc32,
+        pack_index,
+        unpack_index,
+    )
+    from dstdformat.container.header import pack_header, unpack_header
+
+    pre = Preamble.unpack(data[:PREAMBLE_SIZE], len(data))
+    h_end = PREAMBLE_SIZE + pre.header_length
+    header = pack_header(unpack_header(data[PREAMBLE_SIZE:h_end], pre.major), 1)
+    footer = Footer.unpack(data[-FOOTER_SIZE:], len(data), h_end)
+    index = data[footer.index_offset : footer.index_offset + footer.index_length]
+    shift = len(header) - pre.header_length
+    entries = [
+        SectionEntry(e.kind, e.tile, e.offset + shift, e.length, e.crc32, e.flags)
+        for e in unpack_index(index, h_end, footer.index_offset)
+    ]
+    new_index = pack_index(entries)
+    preamble = Preamble(pre.major, pre.minor, pre.flags, PREAMBLE_SIZE, len(header), crc32(header))
+    body = preamble.pack() + header + data[h_end : footer.index_offset]
+    return body + new_index + Footer(len(body), len(new_index), crc32(new_index)).pack()
 
 
 if __name__ == "__main__":

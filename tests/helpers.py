@@ -20,6 +20,7 @@ from dstdformat.container.format import (
     crc32,
     pack_index,
 )
+from dstdformat.container.header import pack_header, unpack_header
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CT = REPO.parent / "shared" / "data" / "ct"
@@ -82,11 +83,17 @@ def rewrite_index(path: Path, mutate: Callable[[list[SectionEntry]], list[Sectio
 def rewrite_header(
     path: Path, mutate: Callable[[dict], dict], *, raw: bytes | None = None, major: int | None = None
 ) -> None:
-    """Replace the JSON header (re-checksummed, offsets shifted) to test header validation."""
+    """Replace the header (re-checksummed, offsets shifted) to test header validation: ``mutate``
+    edits the JSON object as stored (packed again as the file's major version packs it), ``raw``
+    replaces the stored bytes."""
     data = path.read_bytes()
     pre = Preamble.unpack(data[:PREAMBLE_SIZE], len(data))
     h_end = PREAMBLE_SIZE + pre.header_length
-    header = raw if raw is not None else json.dumps(mutate(json.loads(data[PREAMBLE_SIZE:h_end]))).encode()
+    if raw is not None:
+        header = raw
+    else:
+        stored = unpack_header(data[PREAMBLE_SIZE:h_end], pre.major)
+        header = pack_header(mutate(stored), major if major is not None else pre.major)
     shift = len(header) - pre.header_length
     footer = Footer.unpack(data[-FOOTER_SIZE:], len(data), h_end)
     entries = [

@@ -57,6 +57,8 @@ def info_text(name: str, summary: dict[str, Any]) -> str:
         f"tiles         {' x '.join(map(str, tiles['tile_shape']))} voxels, grid "
         f"{' x '.join(map(str, grid))} ({grid[0] * grid[1] * grid[2]} tiles)",
         f"sections      {sections}",
+        f"header        {human_bytes(summary['header_bytes'])}"
+        + (" (JSON)" if summary["format_version"].startswith("1.") else " (deflated JSON)"),
         f"ratio         {summary['ratio']:.2f}x (raw {human_bytes(summary['raw_nbytes'])})",
         f"original      sha256 {h.get('original_sha256', '-')}",
     ]

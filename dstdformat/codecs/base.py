@@ -7,6 +7,7 @@ container) and returns the voxels of that region.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ class ContainerCosts:
     fixed_bytes: int = 0
     #: Each section's record in the index.
     per_section_bytes: int = 0
+    #: What a JSON value costs in the header, packed as the writer packs it (format 2 deflates
+    #: the header: a base layer's ~250-character record costs ~30 bytes there).
+    header_bytes_of: Callable[[Any], int] = field(default=lambda value: len(json.dumps(value)))
 
 
 @dataclass(frozen=True)

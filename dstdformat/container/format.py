@@ -1,4 +1,5 @@
-"""Binary layout of format v1: magic, preamble, footer and section-index records (see SPEC.md).
+"""Binary layout of formats 1 and 2 (the same; 2 packs the header, see header.py): magic,
+preamble, footer and section-index records (see SPEC.md).
 
 Everything here is fixed-size and little-endian so that a reader can plan range requests from the
 first and last few KiB of a file.
@@ -22,8 +23,11 @@ from ..tiling import NO_TILE, SectionKind  # noqa: F401  (part of the format's v
 
 MAGIC = b"\x89DSTD\r\n\x1a"
 FOOTER_MAGIC = b"DSTDEND\n"
-FORMAT_MAJOR = 1
+#: The version this writer writes.
+FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
+#: The major versions this reader reads.
+READABLE_MAJORS = (1, 2)
 
 PREAMBLE_SIZE = 64
 FOOTER_SIZE = 32
@@ -84,10 +88,10 @@ class Preamble:
         (p_crc,) = struct.unpack_from("<I", data, _PREAMBLE_CRC_AT)
         # The version is read before the preamble checksum so that a future major version with a
         # different preamble layout gets the accurate "unsupported version" message.
-        if major != FORMAT_MAJOR:
+        if major not in READABLE_MAJORS:
             raise UnsupportedVersionError(
                 f"file is .dstd format version {major}.{minor}; this reader supports major "
-                f"version {FORMAT_MAJOR} only (upgrade dstdformat to read it)"
+                f"versions {', '.join(map(str, READABLE_MAJORS))} (upgrade dstdformat to read it)"
             )
         if crc32(data[:_PREAMBLE_CRC_AT]) != p_crc:
             raise ChecksumError("preamble checksum mismatch: the first 64 bytes are damaged")

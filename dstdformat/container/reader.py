@@ -57,7 +57,7 @@ class DstdReader:
         header_bytes = head[p.header_offset : h_end] + fetched.get(header_gap, b"")
         if crc32(header_bytes) != p.header_crc32:
             raise ChecksumError("header checksum mismatch: the JSON header is damaged")
-        self.header: ParsedHeader = parse_header(header_bytes)
+        self.header: ParsedHeader = parse_header(header_bytes, p.major, p.minor)
         if self.header.raw_nbytes > size * MAX_DECLARED_RATIO:
             raise CorruptHeaderError(
                 f"header declares {self.header.raw_nbytes} bytes of voxels in a file of {size} "
@@ -78,6 +78,8 @@ class DstdReader:
                 "files, or a damaged one)"
             )
         self.sections: dict[SectionKey, SectionEntry] = {e.key: e for e in entries}
+        if p.major >= 2:
+            self.header.derive_sizes(sum(e.length for e in entries), size)
 
     @property
     def file_size(self) -> int:

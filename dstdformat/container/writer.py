@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import math
 import os
 import shutil
@@ -38,15 +37,13 @@ from .format import (
     pack_index,
     relative_index_crc32,
 )
-from .header import build_header, encode_header
+from .header import build_header, encode_header, pack_header
 
 #: Encoded sections stay in memory up to this size, then spill to a temporary file.
 SPOOL_MEMORY = 256 * 1024 * 1024
-#: Bytes of preamble, footer and header besides the metadata JSON that codecs aiming at a file
-#: size plan for (an estimate made before the codec state exists; measured 700-900).
-HEADER_ESTIMATE = 1000
-#: What the metadata JSON is planned at when the scan has no geometry.
-BARE_METADATA_ESTIMATE = 400
+#: Packed header bytes besides the metadata's that codecs aiming at a file size plan for (an
+#: estimate made before the codec state exists; measured 126-140 for deepstd files).
+HEADER_ESTIMATE = 150
 
 
 @dataclass(frozen=True)
@@ -125,14 +122,26 @@ def encode_volume(
 
 
 def container_costs(metadata: ScanMetadata | None) -> ContainerCosts:
-    """What this writer adds to a file besides the sections, told to the codec."""
-    metadata_bytes = BARE_METADATA_ESTIMATE
-    if metadata is not None and metadata.affine is not None and metadata.spacing is not None:
-        try:
-            metadata_bytes = len(json.dumps(metadata.to_json()))
-        except (TypeError, ValueError):  # the header refuses it later, naming the field
-            pass
-    return ContainerCosts(fixed_bytes=HEADER_ESTIMATE + metadata_bytes, per_section_bytes=INDEX_RECORD_SIZE)
+    """What this writer adds to a file besides the sections, told to the codec: preamble, footer
+    and a header holding this scan's metadata, packed as the writer packs it."""
+    try:
+        metadata_bytes = len(pack_header({"metadata": (metadata or ScanMetadata()).to_json()}))
+    except InvalidInputError:  # the header refuses it later, naming the field
+        metadata_bytes = 0
+    return ContainerCosts(
+        fixed_bytes=PREAMBLE_SIZE + FOOTER_SIZE + HEADER_ESTIMATE + metadata_bytes,
+        per_section_bytes=INDEX_RECORD_SIZE,
+        header_bytes_of=_packed_bytes_of,
+    )
+
+
+def _packed_bytes_of(value: Any) -> int:
+    """What ``value`` adds to a packed header (estimated alone: in a header, DEFLATE finds more
+    to refer back to)."""
+    return max(0, len(pack_header({"value": value})) - _PACKED_EMPTY)
+
+
+_PACKED_EMPTY = len(pack_header({"value": None}))
 
 
 def _encode(
@@ -190,7 +199,10 @@ def _encode(
         header["stats"]["index_crc32"] = relative_index_crc32(relative)
         if not codec.exact and record_error:
             header["stats"]["error"] = _decoded_error(array, metadata, header, relative, spool)
-        header_bytes = _with_file_size(header, payload_nbytes, len(relative))
+        header_bytes = encode_header(header)
+        file_nbytes = PREAMBLE_SIZE + len(header_bytes) + payload_nbytes + INDEX_RECORD_SIZE * len(relative)
+        file_nbytes += FOOTER_SIZE
+        header["stats"].update(file_nbytes=file_nbytes, file_ratio=round(array.nbytes / file_nbytes, 4))
         if len(header_bytes) > MAX_HEADER_LENGTH:
             raise InvalidInputError(
                 f"header is {len(header_bytes)} bytes; the limit is {MAX_HEADER_LENGTH} "
@@ -235,19 +247,3 @@ def _decoded_error(
     with Volume(MemorySource(data, "the file being written")) as volume:
         decoded = volume.read()
     return error_summary(array, decoded, metadata.slope, metadata.intercept)
-
-
-def _with_file_size(header: dict, payload_nbytes: int, n_sections: int) -> bytes:
-    """Encode ``header`` with the final file size and ratio in its stats (they depend on the
-    header's own length, so settle them by iterating; two rounds normally suffice)."""
-    fixed = PREAMBLE_SIZE + payload_nbytes + n_sections * INDEX_RECORD_SIZE + FOOTER_SIZE
-    stats = header["stats"]
-    header_bytes = encode_header(header)
-    for _ in range(8):
-        file_nbytes = fixed + len(header_bytes)
-        if stats.get("file_nbytes") == file_nbytes:
-            break
-        stats["file_nbytes"] = file_nbytes
-        stats["file_ratio"] = round(stats["raw_nbytes"] / file_nbytes, 4)
-        header_bytes = encode_header(header)
-    return header_bytes

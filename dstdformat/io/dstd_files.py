@@ -41,6 +41,7 @@ def save(
         array, base = data.read(), data.metadata
     else:
         array, base = data, ScanMetadata()
+    _refuse_codec_options_as_metadata(codec, array, metadata)
     meta = base.replace(**metadata) if metadata else base
     if codec is None:
         from ..codecs.registry import default_codec
@@ -68,3 +69,29 @@ def save(
         progress=progress,
         storage_options=storage_options,
     )
+
+
+def _refuse_codec_options_as_metadata(codec: Any, array: Any, metadata: dict[str, Any]) -> None:
+    """``save(scan, path, codec="predictive", max_error=4)`` reads naturally but would set a
+    metadata field: name where the option goes instead of "unknown metadata field"."""
+    from ..metadata import FIELDS
+
+    stray = sorted(set(metadata) - set(FIELDS))
+    if not stray or not isinstance(codec, (str, type(None))):
+        return
+    from ..codecs.registry import default_codec, get_codec_class
+
+    try:
+        codec_id = (
+            codec or default_codec(np.asarray(array[:0] if hasattr(array, "shape") else array).dtype).codec_id
+        )
+        options = get_codec_class(codec_id).user_options
+    except InvalidInputError:  # an unknown codec id: the codec lookup says so, naming the ids
+        return
+    named = [name for name in stray if name in options]
+    if named:
+        given = ", ".join(f"{name!r}: {metadata[name]!r}" for name in named)
+        raise InvalidInputError(
+            f"{', '.join(named)} {'is an option' if len(named) == 1 else 'are options'} of codec "
+            f"{codec_id!r}, not metadata: pass codec={codec_id!r}, codec_options={{{given}}}"
+        )

@@ -76,7 +76,7 @@ def test_info_prints_header_and_json(tmp_path):
     dstd("compress", BUNDLED_CT, tmp_path / "ct.dstd", "-q", "--codec", "lossless")
     text = dstd("info", tmp_path / "ct.dstd").stdout
     for expected in (
-        "dstd 1.0",
+        "dstd 2.0",
         "112 x 101 x 122",
         "int16",
         "3 x 3 x 3 mm",

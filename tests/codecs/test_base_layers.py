@@ -152,7 +152,7 @@ def test_every_registered_layer_keeps_the_contract(layer_id):
     assert {"ratio", "quality"} <= layer.modes and layer.max_extent >= 64
     coder = layer.for_encoding((-1024.0, 3071.0))
     record = coder.record([30, 31.25])
-    assert coder.record_bytes() == (0 if record is None else len(json.dumps(coder.record([]))))
+    assert record is None or json.loads(json.dumps(record)) == record  # the header holds it as is
     assert type(layer.from_record(record, 2)) is layer
     block = np.clip(ct_volume()[:8, :32, :32].astype(np.float64), -1024, 3071)
     knob = 30 if layer_id == "av1" else 2.0

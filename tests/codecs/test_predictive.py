@@ -3,6 +3,7 @@ integer dtype it takes, with slices predicted from their neighbours where that c
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -11,7 +12,7 @@ from helpers import BUNDLED_CT, check_roundtrip, read_index
 
 import dstdformat
 from dstdformat.codecs import get_codec
-from dstdformat.codecs.predictive.slices import Mode, decode_tile, encode_tile
+from dstdformat.codecs.predictive.slices import RECORD_V1, Mode, decode_tile, encode_tile, read_records
 from dstdformat.container.inspect import verify
 from dstdformat.errors import CorruptSectionError, InvalidInputError
 
@@ -41,7 +42,8 @@ def _tile_records(path) -> list[tuple[int, int, int, int]]:
     for entry in read_index(path):
         payload = data[entry.offset : entry.offset + entry.length]
         count = struct.unpack_from("<BH", payload)[1]
-        records += [struct.unpack_from("<BBBiI", payload, 3 + 11 * i) for i in range(count)]
+        found, _ = read_records(payload, count, "a tile")
+        records += [(r.slice, r.mode, r.coder, r.low, r.length) for r in found]
     return records
 
 
@@ -153,6 +155,57 @@ def test_a_float_volume_is_refused_naming_the_alternatives(tmp_path):
     assert not (tmp_path / "f.dstd").exists()
 
 
+def _as_version_1(payload: bytes, coding, extent) -> bytes:
+    """A tile payload in the records of version 1: whole streams, fixed-size records."""
+    records, offset = read_records(payload, extent[0], "tile")
+    streams = []
+    for r in records:
+        stream = payload[offset : offset + r.length]
+        offset += r.length
+        streams.append(
+            coding.coders[r.coder].dress(stream, extent[1:], r.bits, coding.near, "t") if r.bare else stream
+        )
+    head = struct.pack("<BH", 1, len(records))
+    packed = [RECORD_V1.pack(r.slice, r.mode, r.coder, r.low, len(t)) for r, t in zip(records, streams)]
+    return head + b"".join(packed) + b"".join(streams)
+
+
+def test_planes_are_stored_transposed_where_that_codes_smaller(scan_crop):
+    """JPEG XL's predictor is not symmetric in rows and columns: on CT some slices code smaller
+    transposed; those are stored so (a record flag) and decode back exactly."""
+    coding = get_codec("predictive").slice_coding(np.dtype("int16"))
+    block = np.ascontiguousarray(scan_crop[:8]).astype(np.int32)
+    payload = encode_tile(block, coding, "tile 0")
+    records, _ = read_records(payload, 8, "tile 0")
+    assert {r.transposed for r in records} == {False, True}
+    np.testing.assert_array_equal(decode_tile(payload, block.shape, coding, "tile 0"), block)
+    flat = get_codec("predictive", inter_slice=False).slice_coding(np.dtype("int16"))
+    intra, _ = read_records(encode_tile(block, flat, "tile 0"), 8, "tile 0")
+    jpegxl = flat.coders[1]
+    for record in (r for r in intra if r.coder == 1):  # JPEG XL's: the smaller way round
+        plane = block[record.slice]
+        shifted = np.ascontiguousarray(plane - plane.min()).astype(np.uint16)
+        sizes = [len(jpegxl.encode(p, 0)) for p in (shifted, np.ascontiguousarray(shifted.T))]
+        assert record.length == min(sizes) and record.transposed == (sizes[1] < sizes[0])
+
+
+def test_version_1_payloads_decode_the_same(scan_crop):
+    """Files of codec version 1 stored whole streams in 11-byte records: they decode as before."""
+    for near in (0, 3):
+        codec = get_codec("predictive", max_error=near, plane_coders=["jpegls"])
+        coding = codec.slice_coding(np.dtype("int16"))
+        block = scan_crop[:8].astype(np.int32)
+        payload = encode_tile(block, coding, "tile 0")
+        records, _ = read_records(payload, 8, "tile 0")
+        assert any(r.bare for r in records) and payload[0] == 2
+        old = _as_version_1(payload, coding, block.shape)
+        assert len(old) - len(payload) >= 8 * (4 + 60)  # records and CharLS's headers
+        np.testing.assert_array_equal(
+            decode_tile(old, block.shape, coding, "tile 0"),
+            decode_tile(payload, block.shape, coding, "tile 0"),
+        )
+
+
 @pytest.mark.parametrize(
     ("coder", "damage"),
     [("jpegls", d) for d in ("flip", "forged-size", "record-length", "mode", "short")]
@@ -166,19 +219,21 @@ def test_damaged_planes_raise_a_library_error(scan_crop, coder, damage):
     block = scan_crop[:8].astype(np.int32)
     data = bytearray(encode_tile(block, coding, "tile 0"))
     np.testing.assert_array_equal(decode_tile(bytes(data), block.shape, coding, "tile 0"), block)
-    stream = 3 + 11 * 8  # the first slice's plane
+    records, stream = read_records(bytes(data), 8, "tile 0")  # stream: the first slice's plane
     if damage == "flip":
         for i in range(stream + 40, len(data), 61):
             data[i] ^= 0x5A
-    elif damage == "forged-size" and coder == "jpegls":
-        frame = data.index(b"\xff\xf7", stream)
+    elif damage == "forged-size" and coder == "jpegls":  # only whole streams have a frame header
+        data = bytearray(_as_version_1(bytes(data), coding, block.shape))
+        frame = data.index(b"\xff\xf7")
         data[frame + 5 : frame + 9] = struct.pack(">HH", 60000, 60000)
     elif damage == "forged-size":  # a SizeHeader of 2**30 rows, 2**31 columns
         data[stream + 2 : stream + 8] = b"\xfe\xff\xff\xff\xff\xff"
     elif damage == "record-length":
-        struct.pack_into("<I", data, 3 + 7, struct.unpack_from("<I", data, 3 + 7)[0] + 1)
+        records[0] = dataclasses.replace(records[0], length=records[0].length + 1)
+        data = bytearray(data[:3] + b"".join(r.pack() for r in records) + data[stream:])
     elif damage == "mode":
-        data[3 + 1] = 9
+        data[3 + 1] |= 3  # mode 3 is none
     else:
         del data[-100:]
     with pytest.raises(CorruptSectionError, match="tile 0"):
@@ -253,6 +308,22 @@ def test_save_without_a_codec_stores_losslessly_with_the_best_codec_for_the_dtyp
 def test_codec_options_without_a_codec_are_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="codec_options only apply when codec is given by id"):
         dstdformat.save(np.zeros((2, 8, 8), np.int16), tmp_path / "x.dstd", codec_options={"max_error": 2})
+
+
+@pytest.mark.parametrize(
+    ("codec", "option", "expected"),
+    [
+        (None, "max_error", "predictive"),
+        ("predictive", "max_error", "predictive"),
+        ("deepstd", "ratio", "deepstd"),
+    ],
+)
+def test_codec_options_given_as_metadata_say_where_they_go(tmp_path, codec, option, expected):
+    """``save(scan, path, codec="predictive", max_error=4)`` reads naturally; keywords are
+    metadata, so the error names the codec_options it meant, not "unknown metadata field"."""
+    with pytest.raises(InvalidInputError, match=rf"codec={expected!r}, codec_options={{{option!r}: 4}}"):
+        dstdformat.save(np.zeros((2, 8, 8), np.int16), tmp_path / "x.dstd", codec=codec, **{option: 4})
+    assert not (tmp_path / "x.dstd").exists()
 
 
 def test_an_empty_selection_reads_as_numpy_does(tmp_path):

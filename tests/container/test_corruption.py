@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from dstdformat import (
     UnsupportedVersionError,
 )
 from dstdformat.container.format import PREAMBLE_SIZE, Preamble, crc32
+from dstdformat.container.header_dictionary import HEADER_DICTIONARY
 
 
 @pytest.fixture
@@ -90,8 +92,8 @@ def test_other_files_are_not_dstd(tmp_path):
 
 def test_unknown_major_version_is_refused(stored):
     path, _ = stored
-    rewrite_header(path, lambda h: h, major=2)
-    with pytest.raises(UnsupportedVersionError, match="version 2.0"):
+    rewrite_header(path, lambda h: h, major=3)
+    with pytest.raises(UnsupportedVersionError, match="version 3.0.*major versions 1, 2"):
         dstdformat.open(path)
 
 
@@ -166,14 +168,13 @@ def test_section_swapped_between_tiles_is_caught(stored):
 
     rewrite_header(path, drop_index_crc)
     # lossless: "declares"; predictive (the default for this int16 scan): the slice count
-    with pytest.raises(CorruptSectionError, match=r"declares|expected version \d+ with \d+"):
+    with pytest.raises(CorruptSectionError, match=r"declares|expected version [0-9 or]+ with \d+"):
         _read_all(path)
 
 
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda h: {**h, "format": "other"}, "format"),
         (lambda h: {**h, "array": {**h["array"], "shape": [1, 2]}}, "array.shape"),
         (lambda h: {**h, "array": {**h["array"], "shape": [0, 2, 2]}}, "array.shape"),
         (lambda h: {**h, "array": {**h["array"], "shape": [2**24, 2**24, 2**24]}}, "implausibly large"),
@@ -190,13 +191,51 @@ def test_invalid_header_contents(stored, mutate, message):
         dstdformat.open(path)
 
 
+def test_a_version_1_header_must_name_the_format(stored):
+    """Format 1 headers state ``format`` (format 2 leaves it to the reader)."""
+    path, _ = stored
+    rewrite_header(path, lambda h: {"format": "other", **h}, major=1)
+    with pytest.raises(CorruptHeaderError, match="format"):
+        dstdformat.open(path)
+    rewrite_header(path, lambda h: {**h, "format": "dstd", "format_version": [1, 0]}, major=1)
+    with dstdformat.open(path) as volume:
+        assert volume.reader.preamble.major == 1 and volume.header["format"] == "dstd"
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [(b"\xff\xfe", "UTF-8"), (b"{not json", "JSON"), (b"[1, 2]", "not an object"), (b"[" * 100000, "JSON")],
 )
 def test_malformed_header_json(stored, raw, message):
     path, _ = stored
-    rewrite_header(path, lambda h: h, raw=raw)
+    rewrite_header(path, lambda h: h, raw=_deflated(raw))
+    with pytest.raises(CorruptHeaderError, match=message):
+        dstdformat.open(path)
+
+
+def _deflated(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICTIONARY)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda packed: b"{" + packed, "does not inflate"),  # a JSON header in a format 2 file
+        (lambda packed: packed[:-3], "does not end where the header ends"),  # cut short
+        (lambda packed: packed + b"\x00junk", "does not end where the header ends"),
+        (lambda packed: _deflated(b" " * (17 << 20)), "inflates to more than"),  # 17 MiB from 17 KB
+    ],
+    ids=["json", "truncated", "trailing", "bomb"],
+)
+def test_damaged_packed_header_is_refused(stored, damage, message):
+    """A format 2 header is DEFLATE from the preset dictionary: bytes that do not inflate, stop
+    early, carry more, inflate without bound or need another dictionary are a corrupt header."""
+    path, _ = stored
+    data = path.read_bytes()
+    pre = Preamble.unpack(data[:PREAMBLE_SIZE], len(data))
+    assert pre.major == 2
+    rewrite_header(path, lambda h: h, raw=damage(data[PREAMBLE_SIZE : PREAMBLE_SIZE + pre.header_length]))
     with pytest.raises(CorruptHeaderError, match=message):
         dstdformat.open(path)
 

@@ -93,7 +93,9 @@ def _code_ratio(layer: BaseLayerCoder, target: RateTarget, job: TextureJob, prog
     overhead = job.costs.fixed_bytes + outlier_bytes + job.extra_bytes + per_tile * len(tiles)
 
     def layer_costs(candidate: BaseLayerCoder) -> int:
-        return candidate.record_bytes() + candidate.record_bytes_per_tile * len(tiles)
+        record = candidate.record([])
+        fixed = 0 if record is None else job.costs.header_bytes_of(record)
+        return fixed + candidate.record_bytes_per_tile * len(tiles)
 
     texture_budget = budget - overhead - layer_costs(layer)
     floor_bytes = FLOOR_BYTES_PER_TILE * len(tiles)

@@ -36,7 +36,8 @@ class PredictiveCodec(VolumeCodec):
     that only code losslessly are skipped under a bound)."""
 
     codec_id: ClassVar[str] = "predictive"
-    codec_version: ClassVar[int] = 1
+    # 2: slice records of 3-7 bytes and JPEG-LS planes stored without their headers
+    codec_version: ClassVar[int] = 2
     supported_dtypes: ClassVar[tuple[str, ...]] = ("uint8", "int8", "uint16", "int16")
     preferred_tile_shape: ClassVar[tuple[int, int, int]] = (8, 512, 512)
     user_options: ClassVar[tuple[str, ...]] = ("max_error", "plane_coders", "inter_slice")

@@ -71,6 +71,16 @@ class PlaneCoder(ABC):
         """Encoder settings that shape the bytes (recorded in the header; decoding needs none)."""
         return {}
 
+    def strip(self, stream: bytes, shape: tuple[int, int], bits: int, near: int) -> bytes | None:
+        """``stream`` less the headers :meth:`dress` rebuilds from what the tile records (the
+        plane's shape, its sample bits, 8 or 16, and ``near``), or None when they would not come
+        back byte for byte: the stream is then stored whole."""
+        return None
+
+    def dress(self, bare: bytes, shape: tuple[int, int], bits: int, near: int, what: str) -> bytes:
+        """The whole stream :meth:`strip` took ``bare`` from."""
+        raise CorruptSectionError(f"{what}: plane coder {self.coder_id!r} stores whole streams only")
+
 
 def plane_coder(coder_id: str) -> PlaneCoder:
     """The plane coder registered as ``coder_id``."""

@@ -14,7 +14,6 @@ Adding a base layer is one module with a subclass of :class:`BaseLayerCoder` and
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -75,11 +74,6 @@ class BaseLayerCoder(ABC):
         """What the header keeps about this layer (id, libraries, settings, per-tile knobs: the
         tolerance in ``max_error`` mode), or None where files record nothing (the layer files
         had before there was a choice)."""
-
-    def record_bytes(self) -> int:
-        """Bytes of :meth:`record` before any tile's knob, as the header's JSON will hold them."""
-        record = self.record([])
-        return 0 if record is None else len(json.dumps(record))
 
     @abstractmethod
     def encode(self, block: np.ndarray, knob: float, what: str) -> bytes:
