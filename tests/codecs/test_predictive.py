@@ -12,7 +12,8 @@ from helpers import BUNDLED_CT, check_roundtrip, read_index
 
 import dstdformat
 from dstdformat.codecs import get_codec
-from dstdformat.codecs.predictive.slices import RECORD_V1, Mode, decode_tile, encode_tile, read_records
+from dstdformat.codecs.predictive.payload import RECORD_V1, _varint, pack_payload, read_groups
+from dstdformat.codecs.predictive.slices import Mode, _code_slices, decode_tile, encode_tile
 from dstdformat.container.inspect import verify
 from dstdformat.errors import CorruptSectionError, InvalidInputError
 
@@ -35,16 +36,21 @@ def _hard_cases(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"noise": noise, "spikes": spikes, "extremes": extremes, "constant": constant}
 
 
-def _tile_records(path) -> list[tuple[int, int, int, int]]:
-    """(slice, mode, coder, low, length) of every slice of every tile of a predictive file."""
+def _tile_records(path) -> list[tuple[int, int, int, int, int]]:
+    """(slice, mode, coder, low, slices in its stream) of every slice of every tile of a file."""
     data = path.read_bytes()
     records = []
     for entry in read_index(path):
         payload = data[entry.offset : entry.offset + entry.length]
-        count = struct.unpack_from("<BH", payload)[1]
-        found, _ = read_records(payload, count, "a tile")
-        records += [(r.slice, r.mode, r.coder, r.low, r.length) for r in found]
+        groups, _ = read_groups(payload, struct.unpack_from("<BH", payload)[1], "a tile")
+        records += [(e.slice, e.mode, g.coder, e.low, len(g.entries)) for g in groups for e in g.entries]
     return records
+
+
+def _singles(block, coding) -> bytes:
+    """The tile payload of ``block`` with every slice in its own stream (what encode_tile keeps
+    where stacking does not pay)."""
+    return pack_payload(block.shape[0], _code_slices(block, coding, "tile 0")[0])
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16"])
@@ -156,37 +162,68 @@ def test_a_float_volume_is_refused_naming_the_alternatives(tmp_path):
 
 
 def _as_version_1(payload: bytes, coding, extent) -> bytes:
-    """A tile payload in the records of version 1: whole streams, fixed-size records."""
-    records, offset = read_records(payload, extent[0], "tile")
+    """A one-slice-a-stream tile payload in the records of version 1: whole streams, 11 bytes a
+    record."""
+    groups, offset = read_groups(payload, extent[0], "tile")
+    assert all(len(g.entries) == 1 for g in groups)
     streams = []
-    for r in records:
-        stream = payload[offset : offset + r.length]
-        offset += r.length
+    for g in groups:
+        stream = payload[offset : offset + g.length]
+        offset += g.length
+        shape = extent[1:][::-1] if g.transposed else extent[1:]
         streams.append(
-            coding.coders[r.coder].dress(stream, extent[1:], r.bits, coding.near, "t") if r.bare else stream
+            coding.coders[g.coder].dress(stream, shape, g.bits, coding.near, "t") if g.bare else stream
         )
-    head = struct.pack("<BH", 1, len(records))
-    packed = [RECORD_V1.pack(r.slice, r.mode, r.coder, r.low, len(t)) for r, t in zip(records, streams)]
+    head = struct.pack("<BH", 1, len(groups))
+    packed = [
+        RECORD_V1.pack(g.entries[0].slice, g.entries[0].mode, g.coder, g.entries[0].low, len(t))
+        for g, t in zip(groups, streams)
+    ]
     return head + b"".join(packed) + b"".join(streams)
 
 
 def test_planes_are_stored_transposed_where_that_codes_smaller(scan_crop):
     """JPEG XL's predictor is not symmetric in rows and columns: on CT some slices code smaller
-    transposed; those are stored so (a record flag) and decode back exactly."""
+    transposed; those are stored so (a flag) and decode back exactly."""
     coding = get_codec("predictive").slice_coding(np.dtype("int16"))
     block = np.ascontiguousarray(scan_crop[:8]).astype(np.int32)
-    payload = encode_tile(block, coding, "tile 0")
-    records, _ = read_records(payload, 8, "tile 0")
-    assert {r.transposed for r in records} == {False, True}
+    payload = _singles(block, coding)
+    groups, _ = read_groups(payload, 8, "tile 0")
+    assert {g.transposed for g in groups} == {False, True}
     np.testing.assert_array_equal(decode_tile(payload, block.shape, coding, "tile 0"), block)
     flat = get_codec("predictive", inter_slice=False).slice_coding(np.dtype("int16"))
-    intra, _ = read_records(encode_tile(block, flat, "tile 0"), 8, "tile 0")
+    intra, _ = read_groups(_singles(block, flat), 8, "tile 0")
     jpegxl = flat.coders[1]
-    for record in (r for r in intra if r.coder == 1):  # JPEG XL's: the smaller way round
-        plane = block[record.slice]
+    for group in (g for g in intra if g.coder == 1):  # JPEG XL's: the smaller way round
+        plane = block[group.entries[0].slice]
         shifted = np.ascontiguousarray(plane - plane.min()).astype(np.uint16)
         sizes = [len(jpegxl.encode(p, 0)) for p in (shifted, np.ascontiguousarray(shifted.T))]
-        assert record.length == min(sizes) and record.transposed == (sizes[1] < sizes[0])
+        assert group.length == min(sizes) and group.transposed == (sizes[1] < sizes[0])
+
+
+@pytest.mark.parametrize("near", [0, 4])
+def test_small_slices_are_stacked_into_one_plane_where_that_codes_smaller(near):
+    """JPEG-LS restarts its context statistics with every plane: eight 126x120-like slices code
+    several percent smaller as one tall plane. The stacked payload is kept only where smaller,
+    and decodes exactly (or within the bound) as the slice-by-slice one does."""
+    scan = dstdformat.io.read_scan(BUNDLED_CT).array
+    block = np.ascontiguousarray(scan[40:48, 10:70, 10:90]).astype(np.int32)
+    coding = get_codec("predictive", max_error=near).slice_coding(np.dtype("int16"))
+    payload, singles = encode_tile(block, coding, "tile 0"), _singles(block, coding)
+    groups, _ = read_groups(payload, 8, "tile 0")
+    assert len(groups) == (1 if near == 0 else 2) and len(payload) < 0.99 * len(singles), (
+        len(payload),
+        len(singles),
+    )
+    if near:  # even slices alone, then the odd ones predicted from them
+        assert [e.slice for e in groups[0].entries] == [0, 2, 4, 6] and {
+            e.mode for e in groups[0].entries
+        } == {0}
+        assert {e.mode for e in groups[1].entries} & {Mode.PREVIOUS, Mode.BETWEEN}
+    decoded = decode_tile(payload, block.shape, coding, "tile 0")
+    assert np.abs(decoded - block).max() <= near
+    flat = np.zeros((8, 60, 80), np.int32) + np.arange(8)[:, None, None] * 7  # constant slices
+    assert np.abs(decode_tile(encode_tile(flat, coding, "t"), flat.shape, coding, "t") - flat).max() <= near
 
 
 def test_version_1_payloads_decode_the_same(scan_crop):
@@ -195,9 +232,9 @@ def test_version_1_payloads_decode_the_same(scan_crop):
         codec = get_codec("predictive", max_error=near, plane_coders=["jpegls"])
         coding = codec.slice_coding(np.dtype("int16"))
         block = scan_crop[:8].astype(np.int32)
-        payload = encode_tile(block, coding, "tile 0")
-        records, _ = read_records(payload, 8, "tile 0")
-        assert any(r.bare for r in records) and payload[0] == 2
+        payload = _singles(block, coding)
+        groups, _ = read_groups(payload, 8, "tile 0")
+        assert any(g.bare for g in groups) and payload[0] == 2
         old = _as_version_1(payload, coding, block.shape)
         assert len(old) - len(payload) >= 8 * (4 + 60)  # records and CharLS's headers
         np.testing.assert_array_equal(
@@ -217,9 +254,9 @@ def test_damaged_planes_raise_a_library_error(scan_crop, coder, damage):
     allocation of a forged size."""
     coding = get_codec("predictive", plane_coders=[coder], inter_slice=False).slice_coding(np.dtype("int16"))
     block = scan_crop[:8].astype(np.int32)
-    data = bytearray(encode_tile(block, coding, "tile 0"))
+    data = bytearray(_singles(block, coding))
     np.testing.assert_array_equal(decode_tile(bytes(data), block.shape, coding, "tile 0"), block)
-    records, stream = read_records(bytes(data), 8, "tile 0")  # stream: the first slice's plane
+    groups, stream = read_groups(bytes(data), 8, "tile 0")  # stream: the first slice's plane
     if damage == "flip":
         for i in range(stream + 40, len(data), 61):
             data[i] ^= 0x5A
@@ -230,10 +267,10 @@ def test_damaged_planes_raise_a_library_error(scan_crop, coder, damage):
     elif damage == "forged-size":  # a SizeHeader of 2**30 rows, 2**31 columns
         data[stream + 2 : stream + 8] = b"\xfe\xff\xff\xff\xff\xff"
     elif damage == "record-length":
-        records[0] = dataclasses.replace(records[0], length=records[0].length + 1)
-        data = bytearray(data[:3] + b"".join(r.pack() for r in records) + data[stream:])
+        groups[0] = dataclasses.replace(groups[0], length=groups[0].length + 1)
+        data = bytearray(data[:5] + b"".join(g.pack() for g in groups) + data[stream:])
     elif damage == "mode":
-        data[3 + 1] |= 3  # mode 3 is none
+        data[5 + 2 + len(_varint(groups[0].length)) + 1] = 3  # the first entry's mode: none
     else:
         del data[-100:]
     with pytest.raises(CorruptSectionError, match="tile 0"):

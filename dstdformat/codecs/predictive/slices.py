@@ -1,110 +1,28 @@
-"""How the slices of a tile are predicted from each other, and the tile payload that records it.
+"""How the slices of a tile are predicted from each other and stored as plane streams.
 
 Even slices are coded first (each on its own, or from the even slice two before), then odd slices
 (on their own, from the slice before, or from the mean of the slices either side). Each slice is
 stored in the mode whose plane the first plane coder codes smallest; the other plane coders (those
-that take the bound) code that plane and the slice itself, and the smallest stream is kept. With a
-bound ``near``, predictions come from the decoded slices, so each slice's error is its plane's.
-
-Payload (little-endian): ``u8 version, u16 records``, then per record in coding order, then the
-plane streams. Version 2 records: ``u8 slice, u8 flags`` (bits 0-1 mode, 2-4 coder, 5: 8-bit
-plane, 6: bare stream, whose headers the coder rebuilds, 7: the plane is stored transposed),
-then ``low`` (zigzag) and the stream's
-length as LEB128 varints: 3-7 bytes a slice. Version 1 records (read only): ``u8 slice, u8 mode,
-u8 coder, i32 low, u32 length``, whole streams. ``coder`` indexes the codec's ``plane_coders``. A
-plane is its stream decoded plus ``low``; a stream of length 0 is a plane holding ``low``
-everywhere.
+that take the bound) code that plane and the slice itself, as it is and transposed, and the
+smallest stream is kept. With a bound ``near``, predictions come from the decoded slices, so each
+slice's error is its plane's. The tile is then also coded *stacked* (payload.py): lossless, every
+slice's chosen plane in one stream; with a bound, the even slices on their own in one stream and
+the odd ones, predicted from them, in another; the smaller way is kept.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 import numpy as np
 
 from ...errors import CodecError, CorruptSectionError
+from .payload import Entry, Group, pack_payload, read_groups
 from .planes import PlaneCoder
 
-PAYLOAD_VERSION = 2
-HEAD = struct.Struct("<BH")
-RECORD_V1 = struct.Struct("<BBBiI")
-_EIGHT_BITS, _BARE, _TRANSPOSED = 1 << 5, 1 << 6, 1 << 7
 _MAX_SPAN = 65535  # a plane coder takes at most 16-bit samples
-
-
-@dataclass(frozen=True)
-class Record:
-    """How one slice is stored."""
-
-    slice: int
-    mode: int
-    coder: int
-    low: int
-    length: int
-    bits: int = 16  # the plane's sample bits (8 or 16): what a bare stream's headers say
-    bare: bool = False
-    transposed: bool = False  # JPEG XL's predictor codes some slices ~1 % smaller across
-
-    def pack(self) -> bytes:
-        flags = self.mode | self.coder << 2 | (_EIGHT_BITS if self.bits == 8 else 0)
-        flags |= (_BARE if self.bare else 0) | (_TRANSPOSED if self.transposed else 0)
-        zigzag = self.low * 2 if self.low >= 0 else -self.low * 2 - 1
-        return bytes([self.slice, flags]) + _varint(zigzag) + _varint(self.length)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
-
-
-def _read_varint(payload: bytes, offset: int, what: str) -> tuple[int, int]:
-    value = shift = 0
-    while offset < len(payload) and shift <= 35:
-        byte = payload[offset]
-        value |= (byte & 0x7F) << shift
-        offset += 1
-        if not byte & 0x80:
-            return value, offset
-        shift += 7
-    raise CorruptSectionError(f"{what}: a slice record is cut short or overlong")
-
-
-def read_records(payload: bytes, depth: int, what: str) -> tuple[list[Record], int]:
-    """The records of a tile payload of either version and where its streams start."""
-    if len(payload) < HEAD.size:
-        raise CorruptSectionError(f"{what} is too short ({len(payload)} bytes)")
-    version, count = HEAD.unpack_from(payload)
-    if version not in (1, PAYLOAD_VERSION) or count != depth:
-        raise CorruptSectionError(
-            f"{what}: payload version {version} with {count} slices; expected version 1 or "
-            f"{PAYLOAD_VERSION} with {depth}"
-        )
-    offset, records = HEAD.size, []
-    if version == 1:
-        if offset + count * RECORD_V1.size > len(payload):
-            raise CorruptSectionError(f"{what} is too short for its {count} slice records")
-        for i in range(count):
-            z, mode, coder, low, length = RECORD_V1.unpack_from(payload, offset + i * RECORD_V1.size)
-            records.append(Record(z, mode, coder, low, length))
-        return records, offset + count * RECORD_V1.size
-    for _ in range(count):
-        if offset + 2 > len(payload):
-            raise CorruptSectionError(f"{what} is too short for its {count} slice records")
-        z, flags = payload[offset], payload[offset + 1]
-        zigzag, offset = _read_varint(payload, offset + 2, what)
-        length, offset = _read_varint(payload, offset, what)
-        low = zigzag >> 1 if not zigzag & 1 else -(zigzag >> 1) - 1
-        bits = 8 if flags & _EIGHT_BITS else 16
-        bare, transposed = bool(flags & _BARE), bool(flags & _TRANSPOSED)
-        records.append(Record(z, flags & 3, flags >> 2 & 7, low, length, bits, bare, transposed))
-    return records, offset
+_MAX_ROWS = 65535  # JPEG-LS frames hold at most this many rows: taller stacks are not tried
 
 
 class Mode(IntEnum):
@@ -152,13 +70,35 @@ def _plane(residual: np.ndarray, near: int) -> tuple[int, np.ndarray | None] | N
 
 
 def encode_tile(block: np.ndarray, coding: SliceCoding, what: str) -> bytes:
-    """The payload of a tile (``block``: int32, slices first)."""
+    """The payload of a tile (``block``: int32, slices first): the smaller of its slices coded one
+    by one and coded stacked, checked to decode back within the bound."""
+    depth = block.shape[0]
+    singles, planes = _code_slices(block, coding, what)
+    candidates = [singles]
+    if depth > 1 and depth * block.shape[1] <= _MAX_ROWS:
+        candidates.append(
+            _stacked_lossless(block, coding, singles, planes)
+            if coding.near == 0
+            else _stacked_bounded(block, coding)
+        )
+    best = min(candidates, key=lambda groups: sum(len(g.pack()) + len(s) for g, s in groups))
+    payload = pack_payload(depth, best)
+    if best is not singles:  # the singles were checked slice by slice as they were coded
+        error = int(np.abs(decode_tile(payload, block.shape, coding, what) - block).max())
+        if error > coding.near:
+            raise CodecError(f"{what}: the stacked planes decode {error} away (bound {coding.near})")
+    return payload
+
+
+def _code_slices(block: np.ndarray, coding: SliceCoding, what: str):
+    """Each slice in its own stream: the groups, and the plane each slice's entry stands for
+    (None for a constant one)."""
     depth, rows, columns = block.shape
     first = coding.coders[0]
     others = [(i, c) for i, c in enumerate(coding.coders) if i and c.max_near >= coding.near]
     modes = (Mode.INTRA, Mode.PREVIOUS, Mode.BETWEEN) if coding.inter_slice else (Mode.INTRA,)
     decoded: dict[int, np.ndarray] = {}
-    records, streams = [], []
+    groups, planes = [], []
     for z in coding_order(depth):
         tried = []  # (stream, mode, coder, low, samples, prediction, transposed), intra first
         for mode in modes:
@@ -182,60 +122,146 @@ def encode_tile(block: np.ndarray, coding: SliceCoding, what: str) -> bytes:
                     if len(stream) < len(best[0]):
                         best = (stream, candidate[1], index, *candidate[3:6], transposed)
         stream, mode, coder, low, samples, prediction, transposed = best
-        eight = getattr(samples, "dtype", None) == np.uint8
-        record = Record(z, mode, coder, low, len(stream), 8 if eight else 16, transposed=transposed)
-        stored = (columns, rows) if transposed else (rows, columns)
-        bare = coding.coders[coder].strip(stream, stored, record.bits, coding.near) if stream else None
-        if bare is not None:  # its headers rebuild byte for byte: store the rest
-            stream, record = bare, dataclasses.replace(record, length=len(bare), bare=True)
-        values = _decode_plane(coding, record, stream, prediction, (rows, columns), f"{what} slice {z}")
+        group, stream = _stored(coding, (Entry(z, int(mode), low),), coder, stream, samples, transposed)
+        values = _decode_group(coding, group, stream, (rows, columns), f"{what} slice {z}")[0]
+        if prediction is not None:
+            values += prediction
+        np.clip(values, coding.low, coding.high, out=values)
         error = int(np.abs(values - block[z]).max())
         if error > coding.near:  # never store what does not decode back within the bound
             raise CodecError(f"{what}: slice {z} decodes {error} away from the input (bound {coding.near})")
         decoded[z] = values
-        records.append(record.pack())
-        streams.append(stream)
-    return b"".join([HEAD.pack(PAYLOAD_VERSION, depth), *records, *streams])
+        groups.append((group, stream))
+        planes.append(samples)
+    return groups, planes
 
 
-def _decode_plane(coding: SliceCoding, record: Record, stream: bytes, prediction, shape, what: str):
-    """Slice values: the plane (stream + low) plus its prediction, clipped into the dtype."""
-    stored = shape[::-1] if record.transposed else shape
-    if record.bare:
-        stream = coding.coders[record.coder].dress(stream, stored, record.bits, coding.near, what)
+def _stored(coding: SliceCoding, entries, coder: int, stream: bytes, samples, transposed: bool):
+    """The group of ``entries`` whose plane ``samples`` coded to ``stream``, and what is stored:
+    the stream bare where its coder rebuilds the headers byte for byte."""
+    bits = 8 if getattr(samples, "dtype", None) == np.uint8 else 16
+    group = Group(tuple(entries), coder, len(stream), bits, transposed=transposed)
+    if stream:
+        shape = samples.shape[::-1] if transposed else samples.shape
+        bare = coding.coders[coder].strip(stream, shape, bits, coding.near)
+        if bare is not None:
+            return replace(group, length=len(bare), bare=True), bare
+    return group, stream
+
+
+def _best_stream(coding: SliceCoding, plane: np.ndarray, entries) -> tuple[Group, bytes]:
+    """``plane`` (slices stacked) coded by every coder that takes the bound, the first as it is,
+    the others also transposed; the smallest kept."""
+    found = []
+    for index, coder in enumerate(coding.coders):
+        if coder.max_near < coding.near:
+            continue
+        for transposed in (False, True) if index else (False,):
+            samples = np.ascontiguousarray(plane.T) if transposed else plane
+            found.append((coder.encode(samples, coding.near), index, transposed))
+    stream, index, transposed = min(found, key=lambda f: len(f[0]))
+    return _stored(coding, entries, index, stream, plane, transposed)
+
+
+def _stack(planes: list[np.ndarray | None], rows: int, columns: int) -> np.ndarray:
+    """Planes on top of each other (a constant slice's plane is zeros), in the widest dtype."""
+    dtype = np.uint16 if any(p is not None and p.dtype == np.uint16 for p in planes) else np.uint8
+    return np.concatenate(
+        [np.zeros((rows, columns), dtype) if p is None else p.astype(dtype) for p in planes]
+    )
+
+
+def _stacked_lossless(block: np.ndarray, coding: SliceCoding, singles, planes):
+    """Every slice's plane, in the mode the slice-by-slice pass chose, in one stream (exact
+    coding: the predictions are the input's own slices)."""
+    _, rows, columns = block.shape
+    entries = [e for group, _ in singles for e in group.entries]
+    return [_best_stream(coding, _stack(planes, rows, columns), entries)]
+
+
+def _stacked_bounded(block: np.ndarray, coding: SliceCoding):
+    """Even slices on their own in one stream; odd ones, each in the mode that codes its plane
+    smallest from the decoded even slices, in another."""
+    depth, rows, columns = block.shape
+    first, near = coding.coders[0], coding.near
+    evens = list(range(0, depth, 2))
+    lows_planes = [_offset(block[z]) for z in evens]
+    even_group = _best_stream(
+        coding,
+        _stack([p for _, p in lows_planes], rows, columns),
+        [Entry(z, int(Mode.INTRA), low) for z, (low, _) in zip(evens, lows_planes)],
+    )
+    decoded = dict(zip(evens, _decode_group(coding, *even_group, (rows, columns), "stacked even slices")))
+    for z in evens:
+        np.clip(decoded[z], coding.low, coding.high, out=decoded[z])
+    entries, planes = [], []
+    for z in range(1, depth, 2):
+        options = []
+        for mode in (Mode.INTRA, Mode.PREVIOUS, Mode.BETWEEN):
+            prediction = _prediction(mode, z, decoded, depth)
+            if mode == Mode.INTRA or prediction is not None:
+                low, plane = _offset(block[z] if prediction is None else block[z] - prediction)
+                if plane is not None:
+                    options.append((len(first.encode(plane, near)), mode, low, plane))
+        size, mode, low, plane = min(options, key=lambda o: o[0])
+        entries.append(Entry(z, int(mode), low))
+        planes.append(plane)
+    if not entries:
+        return [even_group]
+    return [even_group, _best_stream(coding, _stack(planes, rows, columns), entries)]
+
+
+def _offset(residual: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """(low, residual - low) for stacking, None where it spans more than 16 bits."""
+    low, high = int(residual.min()), int(residual.max())
+    if high - low > _MAX_SPAN:
+        return low, None
+    return low, (residual - low).astype(np.uint8 if high - low < 256 else np.uint16)
+
+
+def _decode_group(coding: SliceCoding, group: Group, stream: bytes, shape, what: str) -> np.ndarray:
+    """The group's slices without their predictions: its stacked plane decoded plus each
+    slice's ``low`` (int32, one slice per entry)."""
+    n, (rows, columns) = len(group.entries), shape
+    stored = (columns, n * rows) if group.transposed else (n * rows, columns)
+    if group.coder >= len(coding.coders):
+        raise CorruptSectionError(
+            f"{what} names plane coder {group.coder}; the codec has {len(coding.coders)}"
+        )
+    coder = coding.coders[group.coder]
+    if group.bare:
+        stream = coder.dress(stream, stored, group.bits, coding.near, what)
     if not stream:
-        values = np.full(shape, record.low, np.int32)
+        values = np.zeros((n, rows, columns), np.int32)
     else:
-        plane = coding.coders[record.coder].decode(stream, stored, what)
-        values = np.ascontiguousarray(plane.T if record.transposed else plane, dtype=np.int32)
-        values += record.low
-    if prediction is not None:
-        values += prediction
-    return np.clip(values, coding.low, coding.high, out=values)
+        plane = coder.decode(stream, stored, what)
+        plane = plane.T if group.transposed else plane
+        values = np.ascontiguousarray(plane, dtype=np.int32).reshape(n, rows, columns)
+    values += np.array([e.low for e in group.entries], np.int32)[:, None, None]
+    return values
 
 
 def decode_tile(payload: bytes, extent: tuple[int, int, int], coding: SliceCoding, what: str) -> np.ndarray:
     """The int32 slices of a tile of ``extent`` from its payload, every record checked first."""
     depth, rows, columns = extent
-    records, offset = read_records(payload, depth, what)
-    if offset + sum(r.length for r in records) != len(payload):
-        raise CorruptSectionError(f"{what}: slice records do not add up to its {len(payload)} bytes")
-    if sorted(r.slice for r in records) != list(range(depth)):
-        raise CorruptSectionError(f"{what}: slice records do not name each of its {depth} slices once")
+    groups, offset = read_groups(payload, depth, what)
+    for group in groups:
+        if any(e.mode not in Mode._value2member_map_ for e in group.entries):
+            raise CorruptSectionError(f"{what}: a slice has an unknown prediction mode")
     out = np.empty(extent, np.int32)
     decoded: dict[int, np.ndarray] = {}
-    for record in records:
-        z = record.slice
-        stream = payload[offset : offset + record.length]
-        offset += record.length
-        if record.mode not in Mode._value2member_map_ or record.coder >= len(coding.coders):
-            raise CorruptSectionError(
-                f"{what}: slice {z} has unknown mode {record.mode} or coder {record.coder}"
-            )
-        mode = Mode(record.mode)
-        prediction = _prediction(mode, z, decoded, depth)
-        if mode != Mode.INTRA and prediction is None:
-            raise CorruptSectionError(f"{what}: slice {z} is predicted from slices not yet decoded")
-        out[z] = _decode_plane(coding, record, stream, prediction, (rows, columns), f"{what} slice {z}")
-        decoded[z] = out[z]
+    for group in groups:
+        stream = payload[offset : offset + group.length]
+        offset += group.length
+        where = f"{what} slice {group.entries[0].slice}"
+        values = _decode_group(coding, group, stream, (rows, columns), where)
+        for entry, value in zip(group.entries, values):
+            z, mode = entry.slice, Mode(entry.mode)
+            prediction = _prediction(mode, z, decoded, depth)
+            if mode != Mode.INTRA and prediction is None:
+                raise CorruptSectionError(f"{what}: slice {z} is predicted from slices not yet decoded")
+            if prediction is not None:
+                value += prediction
+            out[z] = np.clip(value, coding.low, coding.high, out=value)
+            decoded[z] = out[z]
     return out
