@@ -160,7 +160,7 @@ def _add_bench(add: AddCommand) -> None:
         nargs="+",
         default=None,
         help="codecs to compare (default: all): dstd-<id> for ours (and the variants "
-        "dstd-deepstd-sperr, -wavelet, -refined), sperr, sz3, zfp, zfp-rate, htj2k, "
+        "dstd-deepstd-sperr, -sperr-bare, -refined), sperr, sz3, zfp, zfp-rate, htj2k, "
         "jpeg2000, jpegxl, av1, av1-deepstd-settings, hevc-12bit, hevc-10bit, vp9 "
         "(video codecs over the slice stack, through PyAV), zstd, blosc; BD-rate "
         "against SPERR and AV1 over 64x-512x goes into the report",

@@ -1,4 +1,4 @@
-"""Decoder-side refinement: a small 3D network that removes wavelet coding artefacts.
+"""Decoder-side refinement: a small 3D network that removes base-layer (SPERR) coding artefacts.
 
 It sees the decoded base layer (HU / 1000) and the rate each voxel was coded at, and predicts a
 correction. It costs no bits: the file only names the weights (id + sha256). The network works at

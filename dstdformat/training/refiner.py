@@ -1,4 +1,4 @@
-"""Training the refinement network: pairs of (wavelet-decoded, original) CT crops at several rates.
+"""Training the refinement network: pairs of (SPERR-decoded, original) CT crops at several rates.
 
 Each training volume is clipped to the HU window and coded with the codec's own SPERR layer
 (same tiles) at every training ratio, once, before training. The loss is the mean absolute error
