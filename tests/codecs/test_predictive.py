@@ -121,6 +121,13 @@ def test_smaller_than_jpegls_and_jpegxl_slice_by_slice_and_predicts_across_slice
     flat = tmp_path / "flat.dstd"
     dstdformat.save(scan_crop, flat, codec="predictive", codec_options={"inter_slice": False})
     assert {r[1] for r in _tile_records(flat)} == {Mode.INTRA}
+    bounded = tmp_path / "flat4.dstd"  # stacked or not, no slice is predicted from another
+    dstdformat.save(
+        scan_crop, bounded, codec="predictive", codec_options={"inter_slice": False, "max_error": 4}
+    )
+    assert {r[1] for r in _tile_records(bounded)} == {Mode.INTRA} and max(
+        r[4] for r in _tile_records(bounded)
+    ) > 1
     assert stored < sum(e.length for e in read_index(flat))
 
 

@@ -181,7 +181,7 @@ def _stacked_lossless(block: np.ndarray, coding: SliceCoding, singles, planes):
 
 def _stacked_bounded(block: np.ndarray, coding: SliceCoding):
     """Even slices on their own in one stream; odd ones, each in the mode that codes its plane
-    smallest from the decoded even slices, in another."""
+    smallest from the decoded even slices (on their own too without ``inter_slice``), in another."""
     depth, rows, columns = block.shape
     first, near = coding.coders[0], coding.near
     evens = list(range(0, depth, 2))
@@ -197,7 +197,7 @@ def _stacked_bounded(block: np.ndarray, coding: SliceCoding):
     entries, planes = [], []
     for z in range(1, depth, 2):
         options = []
-        for mode in (Mode.INTRA, Mode.PREVIOUS, Mode.BETWEEN):
+        for mode in (Mode.INTRA, Mode.PREVIOUS, Mode.BETWEEN) if coding.inter_slice else (Mode.INTRA,):
             prediction = _prediction(mode, z, decoded, depth)
             if mode == Mode.INTRA or prediction is not None:
                 low, plane = _offset(block[z] if prediction is None else block[z] - prediction)
