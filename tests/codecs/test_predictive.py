@@ -189,6 +189,16 @@ def _as_version_1(payload: bytes, coding, extent) -> bytes:
     return head + b"".join(packed) + b"".join(streams)
 
 
+@pytest.mark.parametrize("near", [127, 128, 255])
+def test_bounds_of_128_and_more_code_8_bit_range_planes_as_16_bit(tmp_path, near):
+    """JPEG-LS takes NEAR >= 128 in 16-bit planes only: planes whose range fits 8 bits are still
+    coded as 16-bit there, stacked or not (the stacked path once coded them as 8-bit)."""
+    array = np.random.default_rng(0).integers(0, 200, (8, 40, 48)).astype(np.int16)
+    dstdformat.save(array, tmp_path / "n.dstd", codec="predictive", codec_options={"max_error": near})
+    decoded = dstdformat.open(tmp_path / "n.dstd").read()
+    assert np.abs(decoded.astype(np.int32) - array).max() <= near
+
+
 def test_planes_are_stored_transposed_where_that_codes_smaller(scan_crop):
     """JPEG XL's predictor is not symmetric in rows and columns: on CT some slices code smaller
     transposed; those are stored so (a flag) and decode back exactly."""

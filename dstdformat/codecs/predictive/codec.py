@@ -36,7 +36,8 @@ class PredictiveCodec(VolumeCodec):
     that only code losslessly are skipped under a bound)."""
 
     codec_id: ClassVar[str] = "predictive"
-    # 2: slice records of 3-7 bytes and JPEG-LS planes stored without their headers
+    # 2: slices grouped into shared (stacked) streams, compact records, bare JPEG-LS streams,
+    # transposed planes (payload.py)
     codec_version: ClassVar[int] = 2
     supported_dtypes: ClassVar[tuple[str, ...]] = ("uint8", "int8", "uint16", "int16")
     preferred_tile_shape: ClassVar[tuple[int, int, int]] = (8, 512, 512)

@@ -63,10 +63,23 @@ def _plane(residual: np.ndarray, near: int) -> tuple[int, np.ndarray | None] | N
     low, high = int(residual.min()), int(residual.max())
     if high - low <= 2 * near:
         return low + near, None
+    samples = _samples(residual, low, high, near)
+    return None if samples is None else (low, samples)
+
+
+def _offset(residual: np.ndarray, near: int) -> tuple[int, np.ndarray | None]:
+    """(low, residual - low) for stacking (a constant plane too), samples None where the
+    residual spans more than 16 bits."""
+    low, high = int(residual.min()), int(residual.max())
+    return low, _samples(residual, low, high, near)
+
+
+def _samples(residual: np.ndarray, low: int, high: int, near: int) -> np.ndarray | None:
+    """``residual - low`` in the narrowest dtype a plane coder takes at ``near`` (JPEG-LS holds
+    NEAR >= 128 in 16-bit planes only), None beyond 16 bits."""
     if high - low > _MAX_SPAN:
         return None
-    dtype = np.uint8 if high - low < 256 and near < 128 else np.uint16
-    return low, (residual - low).astype(dtype)
+    return (residual - low).astype(np.uint8 if high - low < 256 and near < 128 else np.uint16)
 
 
 def encode_tile(block: np.ndarray, coding: SliceCoding, what: str) -> bytes:
@@ -124,9 +137,7 @@ def _code_slices(block: np.ndarray, coding: SliceCoding, what: str):
         stream, mode, coder, low, samples, prediction, transposed = best
         group, stream = _stored(coding, (Entry(z, int(mode), low),), coder, stream, samples, transposed)
         values = _decode_group(coding, group, stream, (rows, columns), f"{what} slice {z}")[0]
-        if prediction is not None:
-            values += prediction
-        np.clip(values, coding.low, coding.high, out=values)
+        _reconstruct(values, prediction, coding)
         error = int(np.abs(values - block[z]).max())
         if error > coding.near:  # never store what does not decode back within the bound
             raise CodecError(f"{what}: slice {z} decodes {error} away from the input (bound {coding.near})")
@@ -185,22 +196,21 @@ def _stacked_bounded(block: np.ndarray, coding: SliceCoding):
     depth, rows, columns = block.shape
     first, near = coding.coders[0], coding.near
     evens = list(range(0, depth, 2))
-    lows_planes = [_offset(block[z]) for z in evens]
+    lows_planes = [_offset(block[z], near) for z in evens]
     even_group = _best_stream(
         coding,
         _stack([p for _, p in lows_planes], rows, columns),
         [Entry(z, int(Mode.INTRA), low) for z, (low, _) in zip(evens, lows_planes)],
     )
-    decoded = dict(zip(evens, _decode_group(coding, *even_group, (rows, columns), "stacked even slices")))
-    for z in evens:
-        np.clip(decoded[z], coding.low, coding.high, out=decoded[z])
+    values = _decode_group(coding, *even_group, (rows, columns), "stacked even slices")
+    decoded = {z: _reconstruct(value, None, coding) for z, value in zip(evens, values)}
     entries, planes = [], []
     for z in range(1, depth, 2):
         options = []
         for mode in (Mode.INTRA, Mode.PREVIOUS, Mode.BETWEEN) if coding.inter_slice else (Mode.INTRA,):
             prediction = _prediction(mode, z, decoded, depth)
             if mode == Mode.INTRA or prediction is not None:
-                low, plane = _offset(block[z] if prediction is None else block[z] - prediction)
+                low, plane = _offset(block[z] if prediction is None else block[z] - prediction, near)
                 if plane is not None:
                     options.append((len(first.encode(plane, near)), mode, low, plane))
         size, mode, low, plane = min(options, key=lambda o: o[0])
@@ -209,14 +219,6 @@ def _stacked_bounded(block: np.ndarray, coding: SliceCoding):
     if not entries:
         return [even_group]
     return [even_group, _best_stream(coding, _stack(planes, rows, columns), entries)]
-
-
-def _offset(residual: np.ndarray) -> tuple[int, np.ndarray | None]:
-    """(low, residual - low) for stacking, None where it spans more than 16 bits."""
-    low, high = int(residual.min()), int(residual.max())
-    if high - low > _MAX_SPAN:
-        return low, None
-    return low, (residual - low).astype(np.uint8 if high - low < 256 else np.uint16)
 
 
 def _decode_group(coding: SliceCoding, group: Group, stream: bytes, shape, what: str) -> np.ndarray:
@@ -241,6 +243,14 @@ def _decode_group(coding: SliceCoding, group: Group, stream: bytes, shape, what:
     return values
 
 
+def _reconstruct(values: np.ndarray, prediction: np.ndarray | None, coding: SliceCoding) -> np.ndarray:
+    """A slice's values, in place: its plane plus ``low`` (``values``) plus its prediction,
+    clipped into the dtype, as the encoder checks them and the decoder returns them."""
+    if prediction is not None:
+        values += prediction
+    return np.clip(values, coding.low, coding.high, out=values)
+
+
 def decode_tile(payload: bytes, extent: tuple[int, int, int], coding: SliceCoding, what: str) -> np.ndarray:
     """The int32 slices of a tile of ``extent`` from its payload, every record checked first."""
     depth, rows, columns = extent
@@ -260,8 +270,6 @@ def decode_tile(payload: bytes, extent: tuple[int, int, int], coding: SliceCodin
             prediction = _prediction(mode, z, decoded, depth)
             if mode != Mode.INTRA and prediction is None:
                 raise CorruptSectionError(f"{what}: slice {z} is predicted from slices not yet decoded")
-            if prediction is not None:
-                value += prediction
-            out[z] = np.clip(value, coding.low, coding.high, out=value)
+            out[z] = _reconstruct(value, prediction, coding)
             decoded[z] = out[z]
     return out
