@@ -54,17 +54,28 @@ def build_header(
         "metadata": metadata.to_json(),
         "codec": codec,
         "tiles": grid.to_json(),
-        "stats": {
-            "raw_nbytes": raw_nbytes,
-            "payload_nbytes": payload_nbytes,
-            "payload_ratio": raw_nbytes / payload_nbytes if payload_nbytes else None,
-        },
+        "stats": payload_stats(raw_nbytes, payload_nbytes),
         "original_sha256": original_sha256,
     }
 
 
-#: Members a format 2 header leaves out: readers derive them (:func:`implied_members`).
+#: Members of ``stats`` a format 2 header leaves out: readers derive them
+#: (:func:`payload_stats`, :func:`file_stats`, :meth:`ParsedHeader.derive_sizes`).
 DERIVED_STATS = ("raw_nbytes", "payload_nbytes", "payload_ratio", "file_nbytes", "file_ratio")
+
+
+def payload_stats(raw_nbytes: int, payload_nbytes: int) -> dict[str, Any]:
+    """The ``stats`` members that follow from the voxels' and the sections' sizes."""
+    return {
+        "raw_nbytes": raw_nbytes,
+        "payload_nbytes": payload_nbytes,
+        "payload_ratio": raw_nbytes / payload_nbytes if payload_nbytes else None,
+    }
+
+
+def file_stats(raw_nbytes: int, file_nbytes: int) -> dict[str, Any]:
+    """The ``stats`` members that follow from the whole file's size."""
+    return {"file_nbytes": file_nbytes, "file_ratio": round(raw_nbytes / file_nbytes, 4)}
 
 
 def encode_header(header: dict[str, Any], major: int = FORMAT_MAJOR) -> bytes:
@@ -229,18 +240,15 @@ class ParsedHeader:
         recorded = self.raw.get("stats")
         recorded = recorded if isinstance(recorded, dict) else {}
         stats: dict[str, Any] = {
-            "raw_nbytes": self.raw_nbytes,
-            "payload_nbytes": payload_nbytes,
-            "payload_ratio": self.raw_nbytes / payload_nbytes if payload_nbytes else None,
+            **payload_stats(self.raw_nbytes, payload_nbytes),
             **{k: v for k, v in recorded.items() if k not in DERIVED_STATS},
-            "file_nbytes": file_nbytes,
-            "file_ratio": round(self.raw_nbytes / file_nbytes, 4),
+            **file_stats(self.raw_nbytes, file_nbytes),
         }
         self.raw["stats"] = stats
         self.payload_nbytes = payload_nbytes
 
 
-def parse_header(data: bytes, major: int = 1, minor: int = 0) -> ParsedHeader:
+def parse_header(data: bytes, major: int, minor: int) -> ParsedHeader:
     """The validated header of a file of format ``major.minor``; a format 2 header gains the
     members it leaves out except the sizes (:meth:`ParsedHeader.derive_sizes` adds those)."""
     raw = unpack_header(data, major)

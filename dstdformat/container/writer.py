@@ -37,7 +37,7 @@ from .format import (
     pack_index,
     relative_index_crc32,
 )
-from .header import build_header, encode_header, pack_header
+from .header import build_header, encode_header, file_stats, pack_header
 
 #: Encoded sections stay in memory up to this size, then spill to a temporary file.
 SPOOL_MEMORY = 256 * 1024 * 1024
@@ -200,15 +200,14 @@ def _encode(
         if not codec.exact and record_error:
             header["stats"]["error"] = _decoded_error(array, metadata, header, relative, spool)
         header_bytes = encode_header(header)
-        file_nbytes = PREAMBLE_SIZE + len(header_bytes) + payload_nbytes + INDEX_RECORD_SIZE * len(relative)
-        file_nbytes += FOOTER_SIZE
-        header["stats"].update(file_nbytes=file_nbytes, file_ratio=round(array.nbytes / file_nbytes, 4))
         if len(header_bytes) > MAX_HEADER_LENGTH:
             raise InvalidInputError(
                 f"header is {len(header_bytes)} bytes; the limit is {MAX_HEADER_LENGTH} "
                 "(attributes too large?)"
             )
         head, tail = _framing(header_bytes, relative, payload_nbytes)
+        # What a reader derives (format 2 stores none of it), for the caller's WriteResult.
+        header["stats"].update(file_stats(array.nbytes, len(head) + payload_nbytes + len(tail)))
 
         spool.seek(0)
         with open_output() as out:
