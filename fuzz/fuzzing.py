@@ -16,7 +16,6 @@ sample through hypothesis.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,7 @@ from dstdformat.container.format import (
     crc32,
     pack_index,
 )
-from dstdformat.container.header import inflate_header
-from dstdformat.container.header_dictionary import HEADER_DICTIONARY
+from dstdformat.container.header import deflate_header, inflate_header
 from dstdformat.errors import DstdError
 from dstdformat.storage.sources import MemorySource
 
@@ -74,10 +72,7 @@ class FileParts:
         """The header bytes as the file stores them."""
         if self.stored_header is not None:
             return self.stored_header
-        if self.major < 2:
-            return self.header
-        packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICTIONARY)
-        return packer.compress(self.header) + packer.flush()
+        return self.header if self.major < 2 else deflate_header(self.header)
 
     def assemble(self, edit_index: Callable[[list[list[int]]], None] | None = None) -> bytes:
         """The file with every checksum recomputed; ``edit_index`` may change the index rows

@@ -7,6 +7,7 @@ python spec/make_golden.py --codec deepstd   # spec/golden/deepstd-v<version>, l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -337,33 +338,12 @@ def _major(data: bytes, major: int) -> bytes:
 
 def _json_header(data: bytes) -> bytes:
     """``data`` (a format 2 file) with its header stored inflated, every checksum and offset made
-    right again: only the header's packing is wrong."""
-    from dstdformat.container.format import (
-        FOOTER_SIZE,
-        PREAMBLE_SIZE,
-        Footer,
-        Preamble,
-        SectionEntry,
-        crc32,
-        pack_index,
-        unpack_index,
-    )
-    from dstdformat.container.header import pack_header, unpack_header
+    right again (by the fuzzer's resealing reassembly): only the header's packing is wrong."""
+    sys.path.insert(0, str(HERE.parent / "fuzz"))
+    from fuzzing import FileParts
 
-    pre = Preamble.unpack(data[:PREAMBLE_SIZE], len(data))
-    h_end = PREAMBLE_SIZE + pre.header_length
-    header = pack_header(unpack_header(data[PREAMBLE_SIZE:h_end], pre.major), 1)
-    footer = Footer.unpack(data[-FOOTER_SIZE:], len(data), h_end)
-    index = data[footer.index_offset : footer.index_offset + footer.index_length]
-    shift = len(header) - pre.header_length
-    entries = [
-        SectionEntry(e.kind, e.tile, e.offset + shift, e.length, e.crc32, e.flags)
-        for e in unpack_index(index, h_end, footer.index_offset)
-    ]
-    new_index = pack_index(entries)
-    preamble = Preamble(pre.major, pre.minor, pre.flags, PREAMBLE_SIZE, len(header), crc32(header))
-    body = preamble.pack() + header + data[h_end : footer.index_offset]
-    return body + new_index + Footer(len(body), len(new_index), crc32(new_index)).pack()
+    parts = FileParts.parse(data)
+    return dataclasses.replace(parts, stored_header=parts.header).assemble()
 
 
 if __name__ == "__main__":

@@ -107,6 +107,11 @@ def pack_header(header: dict[str, Any], major: int = FORMAT_MAJOR) -> bytes:
         raise InvalidInputError(
             f"header is {len(text)} bytes of JSON; the limit is {MAX_HEADER_LENGTH} (attributes too large?)"
         )
+    return deflate_header(text)
+
+
+def deflate_header(text: bytes) -> bytes:
+    """JSON text as a format 2 header stores it: raw DEFLATE from the preset dictionary."""
     packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICTIONARY)
     return packer.compress(text) + packer.flush()
 

@@ -41,7 +41,8 @@ def save(
         array, base = data.read(), data.metadata
     else:
         array, base = data, ScanMetadata()
-    _refuse_codec_options_as_metadata(codec, array, metadata)
+    dtype = array.dtype if hasattr(array, "dtype") else np.asarray(array).dtype
+    _refuse_codec_options_as_metadata(codec, dtype, metadata)
     meta = base.replace(**metadata) if metadata else base
     if codec is None:
         from ..codecs.registry import default_codec
@@ -51,7 +52,7 @@ def save(
                 "codec_options only apply when codec is given by id: name the codec they are for "
                 "(e.g. codec='lossless' or 'predictive')"
             )
-        codec = default_codec(np.asarray(array).dtype if not hasattr(array, "dtype") else array.dtype)
+        codec = default_codec(dtype)
     elif isinstance(codec, str):
         from ..codecs.registry import get_codec
 
@@ -71,7 +72,7 @@ def save(
     )
 
 
-def _refuse_codec_options_as_metadata(codec: Any, array: Any, metadata: dict[str, Any]) -> None:
+def _refuse_codec_options_as_metadata(codec: Any, dtype: np.dtype, metadata: dict[str, Any]) -> None:
     """``save(scan, path, codec="predictive", max_error=4)`` reads naturally but would set a
     metadata field: name where the option goes instead of "unknown metadata field"."""
     from ..metadata import FIELDS
@@ -82,9 +83,7 @@ def _refuse_codec_options_as_metadata(codec: Any, array: Any, metadata: dict[str
     from ..codecs.registry import default_codec, get_codec_class
 
     try:
-        codec_id = (
-            codec or default_codec(np.asarray(array[:0] if hasattr(array, "shape") else array).dtype).codec_id
-        )
+        codec_id = codec or default_codec(dtype).codec_id
         options = get_codec_class(codec_id).user_options
     except InvalidInputError:  # an unknown codec id: the codec lookup says so, naming the ids
         return
