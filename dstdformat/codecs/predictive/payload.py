@@ -94,8 +94,7 @@ def read_groups(payload: bytes, depth: int, what: str) -> tuple[list[Group], int
             f"{what}: payload version {version} with {count} slices; expected version 1 or "
             f"{PAYLOAD_VERSION} with {depth}"
         )
-    groups = _groups_v1(payload, count, what) if version == 1 else _groups_v2(payload, count, what)
-    groups, offset = groups
+    groups, offset = (_groups_v1 if version == 1 else _groups_v2)(payload, count, what)
     if offset + sum(g.length for g in groups) != len(payload):
         raise CorruptSectionError(f"{what}: slice records do not add up to its {len(payload)} bytes")
     if sorted(e.slice for g in groups for e in g.entries) != list(range(depth)):
