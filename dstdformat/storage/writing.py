@@ -7,6 +7,7 @@ h5py, numpy), :func:`atomic_output` for a file object on a local path or any fss
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import tempfile
@@ -64,13 +65,28 @@ def check_writable(
     folder = target.parent
     if not folder.is_dir():
         raise FileMissingError(f"cannot write {name}: the folder {str(folder)!r} does not exist")
-    probe = folder / f".{target.name}.probe-{secrets.token_hex(4)}"
     try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        _try_create_in(folder, target.name)
     except OSError as exc:
         raise StorageError(
             f"cannot write {name}: the folder {str(folder)!r} is not writable ({exc.strerror})"
         ) from None
+
+
+def _try_create_in(folder: Path, name: str) -> None:
+    """Create and remove a file in ``folder``: an unnamed one where the system has them
+    (``O_TMPFILE``: nothing is left behind even if this process is killed meanwhile), else a
+    named probe beside ``name``."""
+    unnamed = getattr(os, "O_TMPFILE", 0)
+    if unnamed:
+        try:
+            os.close(os.open(folder, unnamed | os.O_WRONLY, 0o600))
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    probe = folder / f".{name}.probe-{secrets.token_hex(4)}"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     with contextlib.suppress(OSError):
         probe.unlink()
 

@@ -11,7 +11,7 @@ from helpers import BUNDLED_CT, ct_volume, rewrite_header
 
 import dstdformat
 from dstdformat.codecs.deepstd import DeepSTDVolumeCodec as Codec
-from dstdformat.codecs.deepstd.base_layers import AV1_MIN_RATIO, AV1Layer, av1, av1_layer, resolve
+from dstdformat.codecs.deepstd.base_layers import AV1_MIN_RATIO, AV1Layer, av1, av1_search, resolve
 from dstdformat.errors import CodecError, CorruptHeaderError, CorruptSectionError, InvalidInputError
 
 
@@ -98,10 +98,10 @@ def test_quality_mode_reaches_the_psnr_with_av1(tmp_path):
 def test_rate_search_mixes_neighbouring_crfs_to_land_near_the_budget():
     samples = av1.SampleMap.for_window(-1024, 3071)
     blocks = {t: samples.to_samples(np.clip(ct_volume((8, 64, 80), seed=t), -1024, 3071)) for t in range(4)}
-    encoder = av1_layer.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
+    encoder = av1_search.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
     sizes = {c: encoder.total(4 * c) for c in (24, 36)}
     budget = (sizes[24] + sizes[36]) / 2
-    streams, crfs = av1_layer.code_ratio(encoder, budget, 20, clamp=False)
+    streams, crfs = av1_search.code_ratio(encoder, budget, 20, clamp=False)
     low = min(crfs)
     assert max(crfs) - low <= 0.25 and 24 < low < 36  # neighbouring quarter steps
     assert all(av1.is_crf(c) for c in crfs)
@@ -109,9 +109,9 @@ def test_rate_search_mixes_neighbouring_crfs_to_land_near_the_budget():
         len(encoder.stream(t, round(4 * low))) - len(encoder.stream(t, round(4 * low) + 1)) for t in blocks
     )
     assert abs(sum(map(len, streams)) - budget) <= step
-    assert encoder.passes <= 2 + av1_layer.MAX_PASSES + 1  # bounded, whatever the sizes do
+    assert encoder.passes <= 2 + av1_search.MAX_PASSES + 1  # bounded, whatever the sizes do
     with pytest.raises(InvalidInputError, match="out of reach"):
-        av1_layer.code_ratio(encoder, 10, 40, clamp=False)
+        av1_search.code_ratio(encoder, 10, 40, clamp=False)
 
 
 def test_one_tile_lands_between_whole_crfs():
@@ -119,35 +119,49 @@ def test_one_tile_lands_between_whole_crfs():
     CRFs, nearer the budget than either whole CRF (a whole step moves the stream by ~5-8%)."""
     samples = av1.SampleMap.for_window(-1024, 3071)
     block = samples.to_samples(np.clip(real_ct()[40:56], -1024, 3071))
-    encoder = av1_layer.TileEncoder(lambda t: block, [0], preset=8, progress=False)
+    encoder = av1_search.TileEncoder(lambda t: block, [0], preset=8, progress=False)
     whole = {c: encoder.total(4 * c) for c in (30, 31)}
     budget = float(np.sqrt(whole[30] * whole[31]))
     whole_miss = min(abs(w / budget - 1) for w in whole.values())
     assert whole_miss > 0.015, whole  # the step is wide enough to land inside (2.5-4% seen)
-    streams, crfs = av1_layer.code_ratio(encoder, budget, 30, clamp=False)
+    streams, crfs = av1_search.code_ratio(encoder, budget, 30, clamp=False)
     assert 30 < crfs[0] < 31, (crfs, whole, budget)
     assert abs(len(streams[0]) / budget - 1) < whole_miss, (crfs, whole, budget)
     fraction = av1.encode(block, crfs[0], preset=8)
     assert fraction == streams[0] and av1.decode_coded(fraction).shape[0] == 16
 
 
-def test_staged_search_lands_the_kept_presets_streams_on_the_budget():
-    """The search runs on a fast probe whose streams are smaller; the kept preset's total must
-    still land on the budget, and the probe answers every pass but the kept preset's few."""
+def test_predicted_search_lands_the_kept_presets_streams_on_the_budget():
+    """The search runs on a fast probe whose streams differ in size; the kept preset's total
+    must still land on the budget, coding each tile once (the first, which measures the presets'
+    size factor, at most twice) where the sizes behave, as on real CT."""
     samples = av1.SampleMap.for_window(-1024, 3071)
     scan = real_ct()
     blocks = {t: samples.to_samples(np.clip(scan[40 + 8 * t : 48 + 8 * t], -1024, 3071)) for t in range(4)}
-    probe = av1_layer.TileEncoder(blocks.__getitem__, list(blocks), preset=12, progress=False)
-    final = av1_layer.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
+    probe = av1_search.TileEncoder(blocks.__getitem__, list(blocks), preset=12, progress=False)
+    final = av1_search.TileEncoder(blocks.__getitem__, list(blocks), preset=8, progress=False)
     sizes = {c: final.total(4 * c) for c in (24, 36)}
-    budget = (sizes[24] + sizes[36]) / 2
-    final.streams.clear()
-    streams, crfs = av1_layer.code_ratio_staged(probe, final, budget, 20, clamp=False)
-    assert all(s == final.streams[(t, round(4 * c))] for t, c, s in zip(blocks, crfs, streams))
-    assert abs(sum(map(len, streams)) / budget - 1) < 0.05
-    assert len(final.streams) <= av1_layer.STAGED_ROUNDS * len(blocks)
+    for budget in (0.3 * sizes[24] + 0.7 * sizes[36], 0.7 * sizes[24] + 0.3 * sizes[36]):
+        final.streams.clear()
+        streams, crfs = av1_search.code_ratio_predicted(probe, final, budget, 20, clamp=False)
+        assert all(s == final.streams[(t, round(4 * c))] for t, c, s in zip(blocks, crfs, streams))
+        assert abs(sum(map(len, streams)) / budget - 1) <= av1_search.TOLERANCE
+        assert len(final.streams) <= len(blocks) + 1, sorted(final.streams)
     with pytest.raises(InvalidInputError, match="out of reach"):
-        av1_layer.code_ratio_staged(probe, final, 10, 40, clamp=False)
+        av1_search.code_ratio_predicted(probe, final, 10, 40, clamp=False)
+
+
+def test_predicted_search_lands_a_one_tile_volume_in_at_most_three_encodes():
+    samples = av1.SampleMap.for_window(-1024, 3071)
+    block = samples.to_samples(np.clip(real_ct()[40:56], -1024, 3071))
+    probe = av1_search.TileEncoder(lambda t: block, [0], preset=12, progress=False)
+    final = av1_search.TileEncoder(lambda t: block, [0], preset=8, progress=False)
+    budget = float(np.sqrt(final.total(4 * 30) * final.total(4 * 31)))
+    final.streams.clear()
+    streams, crfs = av1_search.code_ratio_predicted(probe, final, budget, 40, clamp=False)
+    assert 30 < crfs[0] < 31, (crfs, budget)  # quarter steps between the whole ones
+    assert abs(len(streams[0]) / budget - 1) <= av1_search.TOLERANCE, (crfs, budget)
+    assert len(final.streams) <= av1_search.KEPT_PASSES
 
 
 def _stream(frames=3, shape=(3, 20, 30)) -> bytes:

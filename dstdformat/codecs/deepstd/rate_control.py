@@ -62,7 +62,7 @@ class TextureJob:
         return self.source[self.grid.tile_region(tile)]
 
     def clipped(self, tile: int) -> np.ndarray:
-        return np.clip(self.raw(tile).astype(np.float64), *self.window)
+        return np.clip(self.raw(tile), *self.window, dtype=np.float64)
 
 
 @dataclass

@@ -136,8 +136,11 @@ class SampleMap:
         return cls(float(low), (float(high) - float(low)) / LEVELS)
 
     def to_samples(self, values: np.ndarray) -> np.ndarray:
-        samples = np.subtract(values, self.low, dtype=np.float64)  # in place from here on
-        samples /= self.step
+        """Samples of ``values``, computed in float32 (half the memory traffic of float64): exact
+        for integer values in the default window, whose quotients stay >= 1e-4 from a half step;
+        elsewhere a value within float32's error of a half step may round either way."""
+        samples = np.subtract(values, self.low, dtype=np.float32)  # in place from here on
+        samples *= np.float32(1.0 / self.step)
         np.rint(samples, out=samples)
         np.clip(samples, 0, LEVELS, out=samples)
         return samples.astype(np.uint16)
