@@ -67,6 +67,14 @@ class UnsupportedImageError(InvalidInputError):
     """An input image file cannot be imported (not an image, wrong dimensionality, ...)."""
 
 
+class PatchTooLargeError(InvalidInputError):
+    """A patch asked for does not fit in the scan it is taken from."""
+
+
+class LabelMismatchError(InvalidInputError):
+    """A label volume does not match its scan (another shape, or missing)."""
+
+
 class StorageError(DstdError):
     """Reading or writing bytes through a storage backend failed."""
 

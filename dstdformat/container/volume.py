@@ -81,6 +81,11 @@ class Volume:
         return self._reader.header.codec_id
 
     @property
+    def description(self) -> str:
+        """Where the file is (its path or URL), as messages name it."""
+        return self._source.description
+
+    @property
     def file_size(self) -> int:
         return self._reader.file_size
 
@@ -134,12 +139,35 @@ class Volume:
             self._unrefined = self.codec.without_refinement()
         return self._unrefined
 
-    def read_region(self, region: Region, *, refine: bool = True) -> np.ndarray:
+    def read_region(self, region: Region, *, refine: bool = True, scaled: bool = False) -> np.ndarray:
         """Decode a step-1 region given as three slices inside the volume; ``refine=False``
-        skips the learned refinement (the base layer and exact voxels only)."""
+        skips the learned refinement (the base layer and exact voxels only); ``scaled=True``
+        returns :meth:`scale` of the stored values."""
         self._require_open("read")
         out = self._decoder(refine).decode_region(self._ctx, region, self._reader.read_sections)
-        return self._checked(out, tuple(r.stop - r.start for r in region))
+        out = self._checked(out, tuple(r.stop - r.start for r in region))
+        return self.scale(out) if scaled else out
+
+    def scale(self, stored: np.ndarray) -> np.ndarray:
+        """Stored values under the file's slope and intercept (HU for a CT from a NIfTI with
+        scl_slope/scl_inter or a DICOM with Rescale Slope/Intercept), what nibabel's
+        ``get_fdata`` and MONAI's readers give: float32 (float64 for float64 files), also where
+        the slope is 1 and the intercept 0, so that scaled reads have one dtype."""
+        slope, intercept = self.metadata.slope, self.metadata.intercept
+        if slope == 1.0 and intercept == 0.0:
+            return stored.astype(self.scaled_dtype)
+        values = stored.astype(np.float64) * slope + intercept
+        return values.astype(self.scaled_dtype, copy=False)
+
+    @property
+    def scaled_dtype(self) -> np.dtype:
+        """The dtype of scaled values: float64 for float64 files, float32 for all others."""
+        return np.dtype(np.float64 if self.dtype == np.float64 else np.float32)
+
+    @property
+    def scaled(self) -> ScaledView:
+        """``vol.scaled[k0:k1, ...]``: like indexing, in scaled values (:meth:`scale`)."""
+        return ScaledView(self)
 
     def _require_open(self, action: str) -> None:
         if self._closed:
@@ -159,13 +187,14 @@ class Volume:
         region, view = plan_index(key, self.shape)
         return self.read_region(region)[view]
 
-    def read(self, *, progress: bool = False, refine: bool = True) -> np.ndarray:
+    def read(self, *, progress: bool = False, refine: bool = True, scaled: bool = False) -> np.ndarray:
         """The whole volume as a numpy array, decoded one slab of tiles at a time;
-        ``refine=False`` skips the learned refinement (a fast preview of lossy files)."""
-        out = np.empty(self.shape, dtype=self.dtype)
+        ``refine=False`` skips the learned refinement (a fast preview of lossy files);
+        ``scaled=True`` gives scaled values (:meth:`scale`)."""
+        out = np.empty(self.shape, dtype=self.scaled_dtype if scaled else self.dtype)
         slabs = list(self.slabs(refine=refine))
         for region in track(slabs, enabled=progress, desc="decoding", total=len(slabs), unit="slab"):
-            out[region] = self.read_region(region, refine=refine)
+            out[region] = self.read_region(region, refine=refine, scaled=scaled)
         return out
 
     def slabs(self, *, refine: bool = True) -> Iterator[Region]:
@@ -228,6 +257,24 @@ class Volume:
         )
 
 
+class ScaledView:
+    """A volume indexed in scaled values (:meth:`Volume.scale`): ``vol.scaled[z]``."""
+
+    def __init__(self, volume: Volume) -> None:
+        self.volume = volume
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.volume.shape
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        region, view = plan_index(key, self.volume.shape)
+        return self.volume.read_region(region, scaled=True)[view]
+
+    def __repr__(self) -> str:
+        return f"<scaled values of {self.volume!r}>"
+
+
 def read_together(volumes: Sequence[Volume], batch: int | None = None) -> list[np.ndarray]:
     """Whole volumes decoded at once: where their codecs are equal and can decode in batches
     (:class:`~dstdformat.codecs.base.BatchDecoding`), a learned layer runs over all their blocks
@@ -257,6 +304,14 @@ def open_volume(
     source = open_source(path_or_url, storage_options, retry)
     try:
         return Volume(source)
+    except DstdError as exc:
+        source.close()
+        message = str(exc)
+        if source.description in message or type(exc).__init__ is not DstdError.__init__:
+            raise
+        # A file that is not a .dstd, or a damaged one: the message names it (in a collection
+        # or a training loop it may be one of thousands).
+        raise type(exc)(f"{source.description}: {message}") from None
     except BaseException:
         source.close()
         raise

@@ -1,0 +1,53 @@
+"""TorchIO integration (the ``torchio`` extra): ``tio.ScalarImage("ct.dstd", reader=read_dstd)``.
+
+TorchIO 1.2.1 loads an image through one reader callable, ``path -> (4D data, affine)``, on first
+access to its data; it has no lazy backend protocol to plug a region reader into (its samplers
+crop loaded tensors), so patch training straight from the files is
+:class:`dstdformat.torch.PatchDataset`'s job. The reader gives TorchIO's layout: channel-first
+``(1, i, j, k)`` data and the RAS affine of ``(i, j, k)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..container.volume import open_volume
+from ..metadata import IJK_TO_KJI
+
+#: TorchIO keeps paths as ``pathlib.Path``, which folds ``s3://b/x`` to ``s3:/b/x``.
+_FOLDED_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
+
+
+def read_dstd(path: str | os.PathLike[str]) -> tuple[torch.Tensor, np.ndarray]:
+    """A ``.dstd`` file (path or fsspec URL; pass ``verify_path=False`` to TorchIO for URLs) as
+    TorchIO data: scaled values (HU) float32 ``(1, i, j, k)`` and the ``(i, j, k)`` RAS affine."""
+    return dstd_reader()(path)
+
+
+def dstd_reader(
+    scaled: bool = True, refine: bool = False, storage_options: dict[str, Any] | None = None
+) -> Callable[[str | os.PathLike[str]], tuple[torch.Tensor, np.ndarray]]:
+    """A reader with options: ``scaled=False`` keeps the stored values (label maps stored as
+    integers: ``tio.LabelMap(path, reader=dstd_reader(scaled=False))``), ``refine=True`` runs a
+    lossy file's learned refinement, ``storage_options`` go to fsspec."""
+
+    def read(path: str | os.PathLike[str]) -> tuple[torch.Tensor, np.ndarray]:
+        name = _FOLDED_URL.sub(r"\1://", os.fspath(path))
+        with open_volume(name, storage_options) as volume:
+            array = volume.read(refine=refine, scaled=scaled)
+            affine = volume.affine @ IJK_TO_KJI
+        if array.dtype == np.uint16:  # torch has no arithmetic on uint16
+            array = array.astype(np.int32)
+        data = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 1, 0))[None])
+        return data, affine
+
+    return read
+
+
+__all__ = ["dstd_reader", "read_dstd"]
