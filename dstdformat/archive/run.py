@@ -16,6 +16,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import InvalidInputError
 from ..progress import bar
+from ..tiling import layout_tile_shape
 from .catalog import FAILED, OK, read_records, write_catalog
 from .cluster import dask_cluster, run_jobs
 from .layout import (
@@ -61,11 +62,18 @@ def _settings(codec: str, codec_options: dict[str, Any], zarr: bool) -> tuple[di
         raise InvalidInputError("--zarr stores DeepSTD chunks; it needs --codec deepstd")
     if zarr and codec_options.get("shape"):
         raise InvalidInputError("--zarr chunks are coded texture only; drop --shape")
+    if zarr and codec_options.get("layout"):
+        raise InvalidInputError("--zarr chunks are the tiles; --layout applies to .dstd files")
     needed: list[dict[str, Any]] = []
     options = dict(codec_options)
+    layout = options.pop("layout", None)  # the container's choice; save() takes it back
+    if layout is not None:
+        layout_tile_shape(layout, (1, 1, 1))  # a bad name fails here, before any scan
     if codec == "deepstd":
         options, needed = resolve_models(options)
     get_codec(codec, **options)  # bad options fail here, before any scan
+    if layout is not None:
+        options["layout"] = layout
     return {"codec": codec, "codec_options": options, "zarr": bool(zarr)}, needed
 
 

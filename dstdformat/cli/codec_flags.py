@@ -9,6 +9,7 @@ from typing import Any
 
 from ..codecs.deepstd import base_layers
 from ..errors import InvalidInputError
+from ..tiling import LAYOUTS
 
 #: option name -> (flag keyword arguments); the flag is ``--`` + the name with dashes.
 CODEC_FLAGS: dict[str, dict[str, Any]] = {
@@ -43,6 +44,11 @@ CODEC_FLAGS: dict[str, dict[str, Any]] = {
         "the shipped chest template; an id from DSTD_MODEL_PATH; or a .safetensors path). Falls "
         "back to texture only, saying why in the header, when the scan is far from the template "
         "or the shape does not pay off",
+    },
+    "layout": {
+        "choices": tuple(LAYOUTS),
+        "help": "tiles for a use, any codec: training (64x128x128, for random patch reads: "
+        "fewer bytes and less decoding per patch, ~3%% more MAE at 128x); default (the codec's)",
     },
     "shape_policy": {
         "choices": ("best", "always"),
@@ -80,5 +86,6 @@ def codec_options(args: argparse.Namespace, codec_id: str | None = None) -> dict
         options["model"] = None
     if options.get("shape_policy") and not options.get("shape"):
         raise InvalidInputError("--shape-policy needs --shape TEMPLATE")
+    layout = options.pop("layout", None)  # the container's, not the codec's (save() takes it)
     get_codec_class(codec_id or args.codec).check_options(options, name_of=flag_name)
-    return options
+    return options if layout is None else {**options, "layout": layout}

@@ -84,6 +84,8 @@ def to_zarr(args: argparse.Namespace) -> int:
         raise InvalidInputError(
             "--shape does not apply to zarr chunks (each is coded on its own); use dstd compress"
         )
+    if "layout" in options:
+        raise InvalidInputError("--layout does not apply to zarr: its chunks are the tiles (--chunks)")
     check_destination(args.output, args.force, folder=True)
     started = time.perf_counter()
     scan = _load(args.input, args)

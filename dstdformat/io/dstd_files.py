@@ -13,6 +13,7 @@ from ..container.volume import Volume
 from ..container.writer import WriteResult, write_volume
 from ..errors import InvalidInputError
 from ..metadata import Scan, ScanMetadata
+from ..tiling import layout_tile_shape
 
 
 def save(
@@ -21,6 +22,7 @@ def save(
     codec: str | VolumeCodec | None = None,
     *,
     tile_shape: tuple[int, int, int] | None = None,
+    layout: str | None = None,
     codec_options: dict[str, Any] | None = None,
     progress: bool = False,
     storage_options: dict[str, Any] | None = None,
@@ -34,6 +36,8 @@ def save(
     override what a Scan or Volume carries. Without a ``codec`` the volume is stored losslessly
     with the best of them for its dtype (:func:`~dstdformat.codecs.registry.default_codec`:
     ``predictive`` for integer scans of up to 16 bits, ``lossless`` (Blosc-zstd) otherwise).
+    ``layout="training"`` (also accepted in ``codec_options``) writes tiles for random patch
+    reads (:data:`~dstdformat.tiling.LAYOUTS`); ``tile_shape`` sets them exactly.
     """
     if isinstance(data, Scan):
         array, base = data.array, data.metadata
@@ -42,6 +46,15 @@ def save(
     else:
         array, base = data, ScanMetadata()
     dtype = array.dtype if hasattr(array, "dtype") else np.asarray(array).dtype
+    codec_options = dict(codec_options or {})
+    if "layout" in codec_options:  # a container choice, spelt among the codec's for CLIs and archives
+        if layout is not None:
+            raise InvalidInputError("give layout once: as an argument or in codec_options")
+        layout = codec_options.pop("layout")
+    if layout is not None:
+        if tile_shape is not None:
+            raise InvalidInputError("give tile_shape or layout, not both")
+        tile_shape = layout_tile_shape(layout, np.shape(array))
     _refuse_codec_options_as_metadata(codec, dtype, metadata)
     meta = base.replace(**metadata) if metadata else base
     if codec is None:
