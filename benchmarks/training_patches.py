@@ -1,10 +1,11 @@
 """Patches per second for training, from every source an ML engineer would use, in one run.
 
     python benchmarks/training_patches.py [SCAN ...] [--patch 96 96 96] [--patches 48]
-        [--workers 2] [--ratio 128] [--tiles 64x128x128,32x128x128] [--quick]
+        [--epochs 1] [--workers 2] [--ratio 128] [--tiles 64x128x128,32x128x128] [--quick]
 
 The same random patches (``--patches`` over the scans, fixed corners) are read through a PyTorch
-DataLoader (batch size 1, ``--workers`` workers, fork and spawn) from: ``.dstd`` at ``--ratio``
+DataLoader (batch size 1, ``--workers`` workers, fork and spawn, kept for ``--epochs`` passes)
+from: ``.dstd`` at ``--ratio``
 with the default tiles and with each ``--tiles`` shape, ``.dstd`` lossless (predictive), zarr v2
 Blosc-zstd 64^3 chunks, and ``.nii.gz`` through nibabel (the whole file per patch); each local and
 from moto S3 on 127.0.0.1 (``.nii.gz`` local only). Prints patches/s (spawn rows include
@@ -99,14 +100,19 @@ class NiftiRead:
         return data[region]
 
 
-def run_loader(dataset, workers: int, method: str | None) -> tuple[float, float]:
-    """(patches per second, CPU ms per patch of this process and its finished workers)."""
+def run_loader(dataset, workers: int, method: str | None, epochs: int = 1) -> tuple[float, float]:
+    """(patches per second, CPU ms per patch of this process and its finished workers) over
+    ``epochs`` passes, the workers kept between them (as a training loop keeps them)."""
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=1, num_workers=workers, multiprocessing_context=method if workers else None
+        dataset,
+        batch_size=1,
+        num_workers=workers,
+        multiprocessing_context=method if workers else None,
+        persistent_workers=workers > 0,
     )
     before = _cpu()
     started = time.perf_counter()
-    count = sum(1 for _ in loader)
+    count = sum(1 for _ in range(epochs) for _ in loader)
     seconds = time.perf_counter() - started
     del loader  # its workers end: their CPU time is counted
     return count / seconds, 1000 * (_cpu() - before) / count
@@ -151,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--ratio", type=float, default=128.0)
     parser.add_argument("--tiles", default="64x128x128")
+    parser.add_argument(
+        "--epochs", type=int, default=1, help="passes over the patches, workers kept between them"
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny run on the bundled scan")
     args = parser.parse_args(argv)
     import logging
@@ -212,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             for where, names, opts in (("local", urls, None), ("S3", s3_urls, options)):
                 per_patch = dstd_bytes_per_patch(names, opts, corners, patch)
                 for method in ("fork", "spawn"):
-                    rate, cpu = run_loader(DstdPatches(corners, patch, names, opts), args.workers, method)
+                    rate, cpu = run_loader(
+                        DstdPatches(corners, patch, names, opts), args.workers, method, args.epochs
+                    )
                     rows.append((label, where, method, rate, cpu, per_patch, note))
         zarr_urls, s3_zarr = [], []
         for number, scan in enumerate(scans):
@@ -237,11 +248,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 rows.append(("zarr v2 Blosc-zstd 64^3", where, method, rate, cpu, zarr_bytes, "lossless"))
         nifti = FixedPatches(corners, patch, NiftiRead(paths))
-        rate, cpu = run_loader(nifti, args.workers, "fork")
+        rate, cpu = run_loader(nifti, args.workers, "fork", args.epochs)
         sizes = [p.stat().st_size for p in paths]
         per = float(np.mean([sizes[n] for n, _ in corners]))
         rows.append((".nii.gz, nibabel (whole file per patch)", "local", "fork", rate, cpu, per, "lossless"))
-    print(f"{len(scans)} scans, {len(corners)} patches of {patch}, {args.workers} workers")
+    print(
+        f"{len(scans)} scans, {len(corners)} patches of {patch} x {args.epochs} epochs, "
+        f"{args.workers} workers"
+    )
     print("\n| source | where | workers | patches/s | CPU ms / patch | KB / patch | notes |")
     print("|---|---|---|---:|---:|---:|---|")
     for label, where, method, rate, cpu, per_patch, note in rows:
