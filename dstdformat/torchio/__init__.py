@@ -17,6 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+try:
+    import torchio  # noqa: F401 - checked here so that a missing TorchIO names the extra
+except ImportError as exc:
+    raise ImportError("dstdformat.torchio needs TorchIO: pip install 'dstdformat[torchio]'") from exc
+
 from ..container.volume import open_volume
 from ..metadata import IJK_TO_KJI
 

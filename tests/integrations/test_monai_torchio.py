@@ -114,3 +114,16 @@ def test_readers_name_the_file_they_refuse(scans, tmp_path):
         RandDstdPatchd(["image", "label"], roi_size=(8, 8, 8))(
             {"image": str(scans / "ct.dstd"), "label": str(other)}
         )
+
+
+@pytest.mark.parametrize("module,extra", [("monai", "monai"), ("torchio", "torchio")])
+def test_a_missing_library_names_the_extra(module, extra):
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        f"try:\n    import dstdformat.{module}\nexcept ImportError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert f"pip install 'dstdformat[{extra}]'" in out.stdout, out.stderr
