@@ -224,19 +224,26 @@ class SizeCurves:
         kept = {t: self._points(self.final, t) for t in self.final.tiles}
         coded = [t for t in self.final.tiles if kept[t]]
 
+        factors: dict[float, float] = {}  # a search asks every tile at one step in turn
+
         def log2_kept(tile: int, steps: float) -> float:
-            _, slope = self._curve(probe[tile], steps)
-            return self._curve(kept[tile], steps, None if len(kept[tile]) > 1 else slope)[0]
+            slope = None if len(kept[tile]) > 1 else self._curve(probe[tile], steps)[1]
+            return self._curve(kept[tile], steps, slope)[0]
+
+        def factor_at(steps: float) -> float:
+            if steps not in factors:
+                factors[steps] = (
+                    sum(2.0 ** log2_kept(t, steps) for t in coded)
+                    / sum(2.0 ** self._curve(probe[t], steps)[0] for t in coded)
+                    if coded
+                    else PROBE_SIZE_FACTOR
+                )
+            return factors[steps]
 
         def predict(tile: int, steps: float) -> float:
             if kept[tile]:
                 return 2.0 ** log2_kept(tile, steps)
-            if not coded:
-                return PROBE_SIZE_FACTOR * 2.0 ** self._curve(probe[tile], steps)[0]
-            factor = sum(2.0 ** log2_kept(t, steps) for t in coded) / sum(
-                2.0 ** self._curve(probe[t], steps)[0] for t in coded
-            )
-            return factor * 2.0 ** self._curve(probe[tile], steps)[0]
+            return factor_at(steps) * 2.0 ** self._curve(probe[tile], steps)[0]
 
         return predict
 
@@ -271,9 +278,9 @@ def code_ratio_predicted(
     :data:`TOLERANCE`. No tile is coded more than :data:`KEPT_PASSES` times, most once, except
     where sizes do not behave: past :data:`LANDING_TOLERANCE` the last tile is searched for
     (:func:`code_ratio`, bounded)."""
-    probe.total(round(first_crf * av1.CRF_STEPS))
-    curves = SizeCurves(probe, final)
     start = round(first_crf * av1.CRF_STEPS)
+    probe.total(start)
+    curves = SizeCurves(probe, final)
     sizes = curves.predictor()
     by_size = sorted(final.tiles, key=lambda t: sizes(t, start))
     first = by_size[len(by_size) // 2]
