@@ -29,7 +29,15 @@ class Volume:
     def __init__(self, source: ByteSource) -> None:
         self._source = source
         self._closed = False
-        self._reader = DstdReader(source)
+        try:
+            self._reader = DstdReader(source)
+        except DstdError as exc:
+            # A file that is not a .dstd, or a damaged one: the message names it (in a
+            # collection or a training loop it may be one of thousands).
+            message = str(exc)
+            if source.description in message or type(exc).__init__ is not DstdError.__init__:
+                raise
+            raise type(exc)(f"{source.description}: {message}") from None
         self._codec: VolumeCodec | None = None
         self._unrefined: VolumeCodec | None = None
         h = self._reader.header
@@ -304,14 +312,6 @@ def open_volume(
     source = open_source(path_or_url, storage_options, retry)
     try:
         return Volume(source)
-    except DstdError as exc:
-        source.close()
-        message = str(exc)
-        if source.description in message or type(exc).__init__ is not DstdError.__init__:
-            raise
-        # A file that is not a .dstd, or a damaged one: the message names it (in a collection
-        # or a training loop it may be one of thousands).
-        raise type(exc)(f"{source.description}: {message}") from None
     except BaseException:
         source.close()
         raise

@@ -9,7 +9,6 @@ Values are scaled (HU, float32), as nibabel gives them. ``roi_start``/``roi_end`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,14 +19,7 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 from ..container.volume import Volume, open_volume
 from ..errors import InvalidInputError, PatchTooLargeError
 from ..metadata import IJK_TO_KJI
-
-#: ``LoadImage`` passes names through ``Path(name).expanduser()``, which folds ``s3://b/x`` to
-#: ``s3:/b/x``; such names get their second slash back.
-_FOLDED_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
-
-
-def _name(path: Any) -> str:
-    return _FOLDED_URL.sub(r"\1://", str(path))
+from ..storage.filesystems import unfold_url
 
 
 class DstdReader(ImageReader):
@@ -51,10 +43,10 @@ class DstdReader(ImageReader):
         self.roi = None if roi_start is None else (tuple(map(int, roi_start)), tuple(map(int, roi_end)))
 
     def verify_suffix(self, filename: Sequence[Any] | Any) -> bool:
-        return all(_name(name).lower().endswith(".dstd") for name in ensure_tuple(filename))
+        return all(unfold_url(name).lower().endswith(".dstd") for name in ensure_tuple(filename))
 
     def read(self, data: Sequence[Any] | Any, **kwargs: Any) -> Volume | list[Volume]:
-        names = [_name(name) for name in ensure_tuple(data)]
+        names = [unfold_url(name) for name in ensure_tuple(data)]
         volumes = [open_volume(name, kwargs.get("storage_options", self.storage_options)) for name in names]
         return volumes if len(volumes) > 1 else volumes[0]
 

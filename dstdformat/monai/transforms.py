@@ -17,7 +17,8 @@ from monai.transforms import MapTransform, Randomizable
 
 from ..container.volume import open_volume
 from ..errors import LabelMismatchError, PatchTooLargeError
-from .reader import _name, read_ijk
+from ..storage.filesystems import unfold_url
+from .reader import read_ijk
 
 
 class RandDstdPatchd(Randomizable, MapTransform):
@@ -44,7 +45,9 @@ class RandDstdPatchd(Randomizable, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         out = dict(data)
-        volumes = {key: open_volume(_name(out[key]), self.storage_options) for key in self.key_iterator(out)}
+        volumes = {
+            key: open_volume(unfold_url(out[key]), self.storage_options) for key in self.key_iterator(out)
+        }
         try:
             shapes = {key: volume.shape[::-1] for key, volume in volumes.items()}
             first = next(iter(shapes.values()))

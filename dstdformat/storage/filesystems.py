@@ -8,6 +8,7 @@ naming the ``pip install`` that fixes it instead.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from ..errors import StorageError
@@ -24,6 +25,16 @@ BACKEND_INSTALL = {
     "abfs": "pip install adlfs",
     "abfss": "pip install adlfs",
 }
+
+
+#: ``pathlib.Path`` folds ``s3://b/x`` to ``s3:/b/x``; libraries that keep paths as Path objects
+#: (MONAI's LoadImage, TorchIO) hand URLs on that way.
+_FOLDED_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
+
+
+def unfold_url(name: str | os.PathLike[str]) -> str:
+    """``name`` as a string, a URL that ``pathlib`` folded given its second slash back."""
+    return _FOLDED_URL.sub(r"\1://", os.fspath(name))
 
 
 def protocol_of(url: str) -> str:

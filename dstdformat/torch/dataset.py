@@ -33,6 +33,11 @@ from .tile_cache import DEFAULT_CACHE_BYTES, TileCache, read_patch
 _TORCH_SAFE = {np.dtype("uint16"): np.int32, np.dtype("uint32"): np.int64}
 
 
+def torch_safe(array: np.ndarray) -> np.ndarray:
+    """``array`` in a dtype torch computes with (uint16 as int32, uint32 as int64)."""
+    return array.astype(_TORCH_SAFE.get(array.dtype, array.dtype), copy=False)
+
+
 @dataclass(frozen=True)
 class ScanInfo:
     """What sampling needs of a scan, read once: its name, URLs, shape and geometry."""
@@ -166,11 +171,7 @@ class PatchDataset(torch.utils.data.Dataset):
         state = self._process_state()
         volume = self._volume(scan.url)
         stored = read_patch(volume, region, state.cache, scan.url, self.refine)
-        image = (
-            volume.scale(stored)
-            if self.scaled
-            else stored.astype(_TORCH_SAFE.get(stored.dtype, stored.dtype))
-        )
+        image = volume.scale(stored) if self.scaled else torch_safe(stored)
         affine = scan.affine.copy()
         affine[:3, 3] = scan.affine[:3, :3] @ np.asarray(corner, np.float64) + scan.affine[:3, 3]
         item = {

@@ -10,7 +10,6 @@ crop loaded tensors), so patch training straight from the files is
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +23,8 @@ except ImportError as exc:
 
 from ..container.volume import open_volume
 from ..metadata import IJK_TO_KJI
-
-#: TorchIO keeps paths as ``pathlib.Path``, which folds ``s3://b/x`` to ``s3:/b/x``.
-_FOLDED_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
+from ..storage.filesystems import unfold_url
+from ..torch import torch_safe
 
 
 def read_dstd(path: str | os.PathLike[str]) -> tuple[torch.Tensor, np.ndarray]:
@@ -43,13 +41,10 @@ def dstd_reader(
     lossy file's learned refinement, ``storage_options`` go to fsspec."""
 
     def read(path: str | os.PathLike[str]) -> tuple[torch.Tensor, np.ndarray]:
-        name = _FOLDED_URL.sub(r"\1://", os.fspath(path))
-        with open_volume(name, storage_options) as volume:
+        with open_volume(unfold_url(path), storage_options) as volume:
             array = volume.read(refine=refine, scaled=scaled)
             affine = volume.affine @ IJK_TO_KJI
-        if array.dtype == np.uint16:  # torch has no arithmetic on uint16
-            array = array.astype(np.int32)
-        data = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 1, 0))[None])
+        data = torch.from_numpy(np.ascontiguousarray(torch_safe(array).transpose(2, 1, 0))[None])
         return data, affine
 
     return read
