@@ -59,22 +59,18 @@ class FixedPatches(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(self.read(scan, region), dtype=np.float32))
 
 
-class DstdPatches(FixedPatches):
-    """Through PatchDataset's reader (its tile cache, its per-process volumes)."""
+class DstdPatches(PatchDataset):
+    """PatchDataset itself (its items, tile cache, per-process volumes) at the fixed corners."""
 
     def __init__(self, corners, patch, urls, options) -> None:
-        self.dataset = PatchDataset(urls, patch, sampling="grid", storage_options=options)
-        super().__init__(corners, patch, None)
+        super().__init__(urls, patch, sampling="grid", storage_options=options)
+        self.fixed = corners
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        number, corner = self.corners[index]
-        scan = self.dataset.scans[number]
-        region = tuple(slice(c, c + p) for c, p in zip(corner, self.patch))
-        from dstdformat.torch.tile_cache import read_patch
+    def __len__(self) -> int:
+        return len(self.fixed)
 
-        volume = self.dataset._volume(scan.url)
-        stored = read_patch(volume, region, self.dataset._process_state().cache, scan.url, False)
-        return torch.from_numpy(volume.scale(stored))
+    def corner(self, index: int):
+        return self.fixed[index]
 
 
 class ZarrRead:
@@ -127,14 +123,12 @@ def dstd_bytes_per_patch(urls, options, corners, patch) -> float:
     """Bytes fetched per patch with nothing cached (each patch fetches the tiles under it, as
     zarr's row counts the chunks under it), opening excluded."""
     dataset = DstdPatches(corners, patch, urls, options)
-    dataset.dataset.cache_bytes = 0
-    volumes = dataset.dataset._process_state().volumes
-    for scan in dataset.dataset.scans:
-        dataset.dataset._volume(scan.url)
-    opened = sum(v.io_stats.bytes_fetched for v in volumes.values())
+    dataset.cache_bytes = 0
+    volumes = [dataset._volume(scan.url) for scan in dataset.scans]
+    opened = sum(v.io_stats.bytes_fetched for v in volumes)
     for index in range(len(dataset)):
         dataset[index]
-    return (sum(v.io_stats.bytes_fetched for v in volumes.values()) - opened) / len(corners)
+    return (sum(v.io_stats.bytes_fetched for v in volumes) - opened) / len(corners)
 
 
 def zarr_bytes_per_patch(paths, shapes, corners, patch, chunk=(64, 64, 64)) -> float:

@@ -85,6 +85,7 @@ def error_summary(
     total = largest = squares = 0.0
     exact = _exact_integers(a, b) if (slope, intercept) == (1.0, 0.0) else None
     low, high = (int(v) for v in HU_CLIP) if exact is not None else HU_CLIP
+    sums = None if exact is None else np.int64  # exact integer sums; float64 ones otherwise
     for s in _slabs(a.shape[0]):
         if exact is not None:  # integers: the same sums, exactly, in a third of the time
             x, y = a[s].astype(exact), b[s].astype(exact)
@@ -92,13 +93,13 @@ def error_summary(
             x = a[s].astype(np.float64) * slope + intercept
             y = b[s].astype(np.float64) * slope + intercept
         difference = np.abs(x - y)
-        total += float(difference.sum(dtype=difference.dtype if exact is None else np.int64))
+        total += float(difference.sum(dtype=sums))
         largest = max(largest, float(difference.max()))
         np.clip(x, low, high, out=x)
         np.clip(y, low, high, out=y)
         x -= y
         np.square(x, out=x)
-        squares += float(x.sum(dtype=x.dtype if exact is None else np.int64))
+        squares += float(x.sum(dtype=sums))
     mse = squares / a.size
     return {
         "mae_hu": round(total / a.size, 4),

@@ -113,11 +113,16 @@ def overlap_slices(outer: Region, inner: Region) -> tuple[Region, Region]:
 LAYOUTS: dict[str, tuple[int, int, int] | None] = {"default": None, "training": (64, 128, 128)}
 
 
+def check_layout(layout: str) -> None:
+    """Refuse a layout name that :data:`LAYOUTS` does not hold."""
+    if layout not in LAYOUTS:
+        raise InvalidInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+
+
 def layout_tile_shape(layout: str, shape: Sequence[int]) -> tuple[int, int, int] | None:
     """The tile shape of ``layout`` for a volume of ``shape`` (None: the codec's own), equal
     tiles along each axis."""
-    if layout not in LAYOUTS:
-        raise InvalidInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    check_layout(layout)
     preferred = LAYOUTS[layout]
     return None if preferred is None else default_tile_shape(shape, preferred, balanced=True)
 

@@ -16,7 +16,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import InvalidInputError
 from ..progress import bar
-from ..tiling import layout_tile_shape
+from ..tiling import check_layout
 from .catalog import FAILED, OK, read_records, write_catalog
 from .cluster import dask_cluster, run_jobs
 from .layout import (
@@ -68,7 +68,7 @@ def _settings(codec: str, codec_options: dict[str, Any], zarr: bool) -> tuple[di
     options = dict(codec_options)
     layout = options.pop("layout", None)  # the container's choice; save() takes it back
     if layout is not None:
-        layout_tile_shape(layout, (1, 1, 1))  # a bad name fails here, before any scan
+        check_layout(layout)  # a bad name fails here, before any scan
     if codec == "deepstd":
         options, needed = resolve_models(options)
     get_codec(codec, **options)  # bad options fail here, before any scan

@@ -77,7 +77,8 @@ def read_patch(volume: Volume, region: Region, cache: TileCache, scan: Hashable,
         box = _bounding_box([grid.tile_region(t) for t in tiles])
         decoded = volume.read_region(box, refine=refine)
         for t in tiles:
-            blocks[t] = np.ascontiguousarray(decoded[_shifted(grid.tile_region(t), box)])
+            _, inside = overlap_slices(box, grid.tile_region(t))
+            blocks[t] = np.ascontiguousarray(decoded[inside])
     else:
         for t in missing:
             blocks[t] = volume.read_region(grid.tile_region(t), refine=refine)
@@ -95,8 +96,3 @@ def _bounding_box(regions: list[Region]) -> Region:
     return tuple(  # type: ignore[return-value]
         slice(min(r[a].start for r in regions), max(r[a].stop for r in regions)) for a in range(3)
     )
-
-
-def _shifted(inner: Region, outer: Region) -> Region:
-    """``inner`` as slices into a block that holds ``outer``."""
-    return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))  # type: ignore
